@@ -1,0 +1,58 @@
+# adcast: `make help` lists the targets.
+PYTHON ?= python3
+STREAM_VENV := .venv-stream
+INFER_VENV := .venv-infer
+STREAM_PY := $(STREAM_VENV)/bin/python
+INFER_PY := $(INFER_VENV)/bin/python
+# The CPU build of torch lies on disk here; a looser pin pulls a multi-GB CUDA build.
+TORCH_PIN ?= torch==2.13.0
+PIP_FLAGS ?= --quiet --disable-pip-version-check
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export ADCAST_STREAM_BIN := $(CURDIR)/$(STREAM_VENV)/bin/adcast
+export ADCAST_INFER_BIN := $(CURDIR)/$(INFER_VENV)/bin/adcast
+
+.PHONY: help venvs demo test test-stream test-infer lint up down clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+$(STREAM_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(STREAM_VENV)
+	$(STREAM_PY) -m pip install $(PIP_FLAGS) -e '.[stream,dev]'
+	touch $@
+
+$(INFER_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(INFER_VENV)
+	$(INFER_PY) -m pip install $(PIP_FLAGS) '$(TORCH_PIN)'
+	$(INFER_PY) -m pip install $(PIP_FLAGS) -e '.[infer-cpu,dev]' '$(TORCH_PIN)'
+	touch $@
+
+venvs: $(STREAM_VENV)/.installed $(INFER_VENV)/.installed  ## create both tier environments (one per tier)
+
+demo: venvs  ## start services, train (cached), run both tiers, replay a world, print predictions
+	$(INFER_PY) -m adcast.cli demo
+
+test: venvs  ## run every test: unit+stream in the stream venv, unit+infer+e2e in the infer venv
+	@$(MAKE) --no-print-directory test-stream; s=$$?; \
+	 $(MAKE) --no-print-directory test-infer; i=$$?; \
+	 echo "stream venv: exit $$s, infer venv: exit $$i"; test $$s -eq 0 -a $$i -eq 0
+
+test-stream: $(STREAM_VENV)/.installed  ## tests that belong to the stream tier's environment
+	$(STREAM_PY) -m pytest -q tests/unit tests/stream
+
+test-infer: $(INFER_VENV)/.installed  ## tests that belong to the inference tier's environment (incl. end-to-end)
+	$(INFER_PY) -m pytest -q tests/unit tests/integration tests/e2e
+
+lint: venvs  ## ruff and mypy
+	$(INFER_VENV)/bin/ruff check src stream tests
+	$(INFER_VENV)/bin/mypy src/adcast
+
+up: $(INFER_VENV)/.installed  ## start the local broker and redis-server, create topics
+	$(INFER_PY) -m adcast.cli up
+
+down:  ## stop the local services
+	$(INFER_PY) -m adcast.cli down
+
+clean:  ## remove the virtual environments and local state
+	rm -rf $(STREAM_VENV) $(INFER_VENV) .adcast

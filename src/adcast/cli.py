@@ -1,0 +1,206 @@
+"""The `adcast` command line. Each subcommand imports its tier's modules only when it runs, so
+the stream tier's environment serves `adcast stream` and the inference tier's serves `adcast
+infer`, `adcast train` and the demo; a missing extra is named with the command to install it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from adcast.config import Settings, load_settings, masked
+from adcast.errors import AdcastError, DependencyMissing
+
+log = logging.getLogger("adcast")
+
+
+def _require(module: str, extra: str) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        raise DependencyMissing(module, extra)
+
+
+def _services(settings: Settings) -> tuple[Any, Any]:
+    from urllib.parse import urlparse
+
+    from adcast.services import Service, port_of
+
+    run_dir = Path(settings.home) / "run"
+    broker = Service("broker", port_of(settings.kafka.bootstrap_servers.split(",")[0]), run_dir)
+    redis = Service("redis", urlparse(settings.redis.url).port or 6379, run_dir)
+    return broker, redis
+
+
+def cmd_config(args: argparse.Namespace, settings: Settings) -> int:
+    print(json.dumps(masked(settings), indent=2))
+    return 0
+
+
+def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
+    from adcast.kafka import create_topics
+
+    broker, redis = _services(settings)
+    for service in (broker, redis):
+        started = service.start()
+        print(f"{service.name}: {'started' if started else 'already running'} on 127.0.0.1:{service.port} "
+              f"(pid {service.pid()}, log {service.log_file})")
+    created = create_topics(settings)
+    print(f"topics: {len(created)} created" + (f" ({', '.join(created)})" if created else " (all present)"))
+    return 0
+
+
+def cmd_down(args: argparse.Namespace, settings: Settings) -> int:
+    for service in _services(settings):
+        print(f"{service.name}: {'stopped' if service.stop() else 'not running'}")
+    return 0
+
+
+def cmd_stream(args: argparse.Namespace, settings: Settings) -> int:
+    _require("faust", "stream")
+    from stream.worker import run
+
+    run(settings, loglevel=args.log_level)
+    return 0
+
+
+def cmd_infer(args: argparse.Namespace, settings: Settings) -> int:
+    _require("torch", "infer-cpu")
+    from adcast.infer import run
+
+    run(settings)
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
+    from adcast.data.files import write_records
+    from adcast.data.synthetic import WorldSpec, generate
+
+    world = generate(WorldSpec(users=args.users, advertisers=args.advertisers, days=args.days, seed=args.seed))
+    for kind, records in world.items():
+        n = write_records(args.out, kind, records)
+        print(f"{args.out}/{kind}.jsonl: {n} records")
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
+    from adcast.replay import replay
+
+    s = replay(settings, args.data, rate=args.rate, live=args.live, limit=args.limit, progress=not args.quiet)
+    print(f"replayed {s.events} events, {s.profiles} profiles, {s.advertisers} advertisers "
+          f"in {s.seconds:.1f}s ({s.events_per_second:,.0f} events/s)")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
+    _require("torch", "infer-cpu")
+    from adcast.train.trainer import TrainConfig, train
+
+    cfg = TrainConfig(epochs=args.epochs, seed=args.seed, cutoff_fraction=args.cutoff_fraction, device=args.device)
+    report = train(args.data, args.out, cfg, base=args.base, progress=not args.quiet)
+    print(f"trained on {report.examples} examples, {report.epochs} epochs in {report.seconds:.0f}s; "
+          f"loss {report.first_loss:.3f} -> {report.last_loss:.3f}; saved to {report.model_dir}")
+    return 0
+
+
+def cmd_lookup(args: argparse.Namespace, settings: Settings) -> int:
+    from adcast.store import AffinityClient
+
+    client = AffinityClient(settings.redis)
+    try:
+        found = client.get_many(args.user_ids)
+    finally:
+        client.close()
+    out = {u: (None if a is None else {"version": a.version, "model_version": a.model_version,
+                                        "computed_at": a.computed_at, "newest_event_time": a.newest_event_time,
+                                        "top": [list(x) for x in a.top[: args.k]]})
+           for u, a in found.items()}
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    _require("torch", "infer-cpu")
+    from adcast.demo import run_demo
+
+    return run_demo(settings, users=args.users, replay_events=args.events, rate=args.rate, keep_running=args.keep)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="adcast",
+        description="Keep an LLM's forecast of which advertisers each user engages with next fresh in Redis. "
+                    "Settings come from ADCAST_* environment variables and adcast.toml (see `adcast config`).")
+    p.add_argument("--log-level", default=os.environ.get("ADCAST_LOG_LEVEL", "info"),
+                   help="debug, info, warning or error (default: info)")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, fn: Callable[[argparse.Namespace, Settings], int], help: str) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help, description=help)
+        sp.set_defaults(fn=fn)
+        return sp
+
+    add("config", cmd_config, "print the effective settings (secrets masked)")
+    add("up", cmd_up, "start the local broker (Tansu) and redis-server, and create the topics")
+    add("down", cmd_down, "stop the local broker and redis-server")
+    add("stream", cmd_stream, "run a stream-tier worker (Faust; needs the 'stream' extra)")
+    add("infer", cmd_infer, "run an inference-tier worker (needs the 'infer-cpu' or 'infer-gpu' extra)")
+
+    g = add("generate", cmd_generate, "write a synthetic world in the interchange format")
+    g.add_argument("--out", required=True, help="output directory")
+    g.add_argument("--users", type=int, default=2000)
+    g.add_argument("--advertisers", type=int, default=200)
+    g.add_argument("--days", type=int, default=30)
+    g.add_argument("--seed", type=int, default=7)
+
+    r = add("replay", cmd_replay, "produce a data directory to the topics (profiles, advertisers, then events)")
+    r.add_argument("data", help="data directory (events.jsonl, advertisers.jsonl, profiles.jsonl)")
+    r.add_argument("--rate", type=float, default=None, help="events per second (default: as fast as possible)")
+    r.add_argument("--live", action="store_true", help="stamp events with the time they are produced")
+    r.add_argument("--limit", type=int, default=None, help="replay only the first N events")
+    r.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    t = add("train", cmd_train, "train the advertiser predictor; writes a Hugging Face checkpoint directory")
+    t.add_argument("--data", required=True, help="data directory in the interchange format")
+    t.add_argument("--out", required=True, help="output model directory")
+    t.add_argument("--base", default=None, help="local pretrained Hugging Face checkpoint (default: tiny Llama from scratch)")
+    t.add_argument("--epochs", type=int, default=5)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--cutoff-fraction", type=float, default=0.8, help="train on events before this time quantile")
+    t.add_argument("--device", default="cpu", help="cpu or cuda")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    lk = add("lookup", cmd_lookup, "read users' affinities from Redis")
+    lk.add_argument("user_ids", nargs="+")
+    lk.add_argument("-k", type=int, default=10, help="advertisers to show per user")
+
+    d = add("demo", cmd_demo, "the whole path on local services: train (cached), both tiers, replay, read back")
+    d.add_argument("--users", type=int, default=2000, help="users in the synthetic world")
+    d.add_argument("--events", type=int, default=6000, help="events to replay live")
+    d.add_argument("--rate", type=float, default=1000.0, help="replay rate, events per second")
+    d.add_argument("--keep", action="store_true", help="leave services and workers running")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    try:
+        settings = load_settings()
+        return int(args.fn(args, settings) or 0)
+    except AdcastError as exc:
+        print(f"adcast: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

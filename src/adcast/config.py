@@ -1,0 +1,104 @@
+"""Typed settings, from `ADCAST_*` environment variables and an optional TOML config file.
+
+Precedence: explicit arguments > environment > config file (`ADCAST_CONFIG`, default
+`adcast.toml` in the working directory when present) > defaults. Nested groups use `__` in
+environment names, e.g. `ADCAST_KAFKA__BOOTSTRAP_SERVERS=127.0.0.1:9092`.
+`adcast config` prints the effective settings with secrets masked.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+
+
+class KafkaSettings(BaseModel):
+    bootstrap_servers: str = Field("127.0.0.1:19092", description="Kafka bootstrap servers, comma-separated.")
+    security_protocol: str = Field("PLAINTEXT", description="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL.")
+    sasl_mechanism: str | None = Field(None, description="PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.")
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: str | None = None
+
+
+class TopicSettings(BaseModel):
+    prefix: str = Field("adcast.", description="Prepended to every topic name (isolates tests and tenants).")
+    partitions: int = Field(4, description="Partitions of the keyed topics; the unit of scale-out.")
+    events: str = "events"
+    profiles: str = "profiles"
+    advertisers: str = "advertisers"
+    requests: str = "prediction-requests"
+    affinities: str = "affinities"
+    dead_letters: str = "dead-letters"
+
+    def name(self, topic: str) -> str:
+        return self.prefix + getattr(self, topic)
+
+
+class RedisSettings(BaseModel):
+    url: str = Field("redis://127.0.0.1:16379/0", description="redis:// or rediss:// URL.")
+    username: str | None = Field(None, description="ACL user (Redis 6+).")
+    password: SecretStr | None = None
+    key_prefix: str = Field("adcast:aff:", description="Hash key prefix; the user id follows.")
+    ttl_seconds: int = Field(7 * 24 * 3600, description="Expiry of each user's hash; 0 keeps it forever.")
+
+
+class StreamSettings(BaseModel):
+    app_id: str = Field("adcast-stream", description="Faust app id: the consumer group and table namespace.")
+    data_dir: str = Field(".adcast/stream-data", description="Where RocksDB tables live (rebuilt from the changelog).")
+    quiet_ms: int = Field(500, description="Emit once the user has been quiet this long.")
+    max_delay_ms: int = Field(1500, description="Emit at the latest this long after the first pending event.")
+    min_interval_ms: int = Field(1000, description="Minimum time between two emissions for a user, except high-value events.")
+    tick_ms: int = Field(100, description="How often pending users are checked.")
+    history_events: int = Field(12, description="N: the history keeps between N and 2N salient events.")
+    dedupe_window: int = Field(32, description="Recent event ids remembered per user for dedupe.")
+
+
+class InferSettings(BaseModel):
+    group_id: str = Field("adcast-infer", description="Consumer group of the inference workers.")
+    model_dir: str = Field(".adcast/models/demo", description="Hugging Face checkpoint directory made by `adcast train`.")
+    engine: str = Field("torch", description="Scoring engine: torch.")
+    device: str = Field("cpu", description="cpu or cuda.")
+    top_k: int = Field(20, description="Advertisers kept per user.")
+    max_batch: int = Field(64, description="Largest micro-batch of requests.")
+    max_wait_ms: int = Field(50, description="Longest a request waits for its micro-batch to fill.")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ADCAST_", env_nested_delimiter="__", extra="ignore")
+
+    home: str = Field(".adcast", description="Local state: service data, logs, pid files, models.")
+    kafka: KafkaSettings = KafkaSettings()  # type: ignore[call-arg]
+    topics: TopicSettings = TopicSettings()  # type: ignore[call-arg]
+    redis: RedisSettings = RedisSettings()  # type: ignore[call-arg]
+    stream: StreamSettings = StreamSettings()  # type: ignore[call-arg]
+    infer: InferSettings = InferSettings()  # type: ignore[call-arg]
+    metrics_port: int = Field(0, description="Prometheus endpoint port for this worker; 0 disables it.")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        path = Path(os.environ.get("ADCAST_CONFIG", "adcast.toml"))
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if path.is_file():
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        return tuple(sources)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    return Settings(**overrides)
+
+
+def masked(settings: Settings) -> dict[str, Any]:
+    """The effective settings as plain data, secrets shown as '**********'."""
+    return settings.model_dump(mode="json")

@@ -1,0 +1,43 @@
+"""A user's predicted advertiser affinities and their documented Redis encoding.
+
+Hash `adcast:aff:<user_id>` with fields:
+  v    version (decimal integer; the input offset of the newest event in the scored history)
+  mv   model version (string)
+  ct   computed time, epoch ms (when the engine scored it)
+  et   newest event time in the scored history, epoch ms
+  top  JSON array of [advertiser_id, probability] pairs, most likely first, e.g.
+       [["a0017",0.412304],["a0102",0.081221]]
+Probabilities are over all advertisers, so the top-K sums to at most 1.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Affinities:
+    user_id: str
+    version: int
+    model_version: str
+    computed_at: int
+    newest_event_time: int
+    top: tuple[tuple[str, float], ...]
+
+    def encode_top(self) -> str:
+        return json.dumps([[a, round(p, 6)] for a, p in self.top], separators=(",", ":"))
+
+    def to_hash(self) -> dict[str, str]:
+        return {"v": str(self.version), "mv": self.model_version, "ct": str(self.computed_at),
+                "et": str(self.newest_event_time), "top": self.encode_top()}
+
+    @classmethod
+    def from_hash(cls, user_id: str, h: dict[str, str]) -> Affinities:
+        return cls(user_id, int(h["v"]), h["mv"], int(h["ct"]), int(h["et"]),
+                   tuple((str(a), float(p)) for a, p in json.loads(h["top"])))
+
+    def to_record(self) -> dict[str, object]:
+        return {"user_id": self.user_id, "version": self.version, "model_version": self.model_version,
+                "computed_at": self.computed_at, "newest_event_time": self.newest_event_time,
+                "advertisers": [{"advertiser_id": a, "probability": p} for a, p in self.top]}

@@ -1,0 +1,91 @@
+"""Engagement events: the contract's types and the validation every event passes first."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from adcast.errors import InvalidEvent
+
+IMPRESSION = "impression"
+VIEW = "view"
+CLICK = "click"
+SAVE = "save"
+ADD_TO_CART = "add_to_cart"
+CHECKOUT = "checkout"
+SEARCH = "search"
+
+EVENT_TYPES = (IMPRESSION, VIEW, CLICK, SAVE, ADD_TO_CART, CHECKOUT, SEARCH)
+# Engagements are what the predictor forecasts (the training targets).
+ENGAGEMENTS = frozenset({CLICK, SAVE, ADD_TO_CART, CHECKOUT})
+
+# Input limits (documented in README, "Event contract").
+MAX_ID_CHARS = 128
+MAX_FIELD_CHARS = 128
+MAX_TEXT_CHARS = 256  # longer text is truncated, not rejected: the rest of the event is useful
+MIN_EVENT_TIME_MS = 946_684_800_000  # 2000-01-01T00:00:00Z
+MAX_CLOCK_SKEW_MS = 24 * 3600 * 1000  # events more than a day in the future are rejected
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    event_id: str
+    user_id: str
+    event_time: int
+    event_type: str
+    advertiser_id: str | None = None
+    item_id: str | None = None
+    category: str | None = None
+    brand: str | None = None
+    text: str | None = None
+
+    def to_record(self) -> dict[str, Any]:
+        return {f: getattr(self, f) for f in self.__slots__}
+
+
+def _check_id(name: str, value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidEvent(f"empty_{name}", f"{name} is missing or blank")
+    if len(value) > MAX_ID_CHARS:
+        raise InvalidEvent(f"oversized_{name}", f"{name} has {len(value)} chars, limit {MAX_ID_CHARS}")
+    return value
+
+
+def _check_field(name: str, value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidEvent("bad_field", f"{name} must be a string or null")
+    if len(value) > MAX_FIELD_CHARS:
+        raise InvalidEvent(f"oversized_{name}", f"{name} has {len(value)} chars, limit {MAX_FIELD_CHARS}")
+    return value or None
+
+
+def validate_event(record: dict[str, Any], now_ms: int) -> Event:
+    """Check a decoded record against the contract; raise InvalidEvent with a DLQ reason."""
+    event_type = record.get("event_type")
+    if event_type not in EVENT_TYPES:
+        raise InvalidEvent("unknown_event_type", f"event_type {event_type!r} is not one of {EVENT_TYPES}")
+    event_time = record.get("event_time")
+    if not isinstance(event_time, int) or isinstance(event_time, bool):
+        raise InvalidEvent("bad_event_time", "event_time must be epoch milliseconds")
+    if event_time < MIN_EVENT_TIME_MS:
+        raise InvalidEvent("event_time_too_old", f"event_time {event_time} is before 2000-01-01")
+    if event_time > now_ms + MAX_CLOCK_SKEW_MS:
+        raise InvalidEvent("event_time_in_future", f"event_time {event_time} is more than a day ahead")
+    text = record.get("text")
+    if text is not None:
+        if not isinstance(text, str):
+            raise InvalidEvent("bad_field", "text must be a string or null")
+        text = text[:MAX_TEXT_CHARS] or None
+    return Event(
+        event_id=_check_id("event_id", record.get("event_id")),
+        user_id=_check_id("user_id", record.get("user_id")),
+        event_time=event_time,
+        event_type=event_type,
+        advertiser_id=_check_field("advertiser_id", record.get("advertiser_id")),
+        item_id=_check_field("item_id", record.get("item_id")),
+        category=_check_field("category", record.get("category")),
+        brand=_check_field("brand", record.get("brand")),
+        text=text,
+    )

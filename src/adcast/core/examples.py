@@ -1,0 +1,71 @@
+"""Training and evaluation examples: (history before an engagement -> the advertiser engaged).
+
+Histories are folded by the same code the stream tier runs (adcast.core.history), and prompts
+rendered by the same renderer the inference tier uses, so train and serve see the same text.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from adcast.core.events import ENGAGEMENTS, Event
+from adcast.core.history import HistoryEvent, HistoryLimits, UserHistory, fold_event
+
+_FAR_FUTURE_MS = 2**62
+
+
+@dataclass(frozen=True, slots=True)
+class Example:
+    user_id: str
+    event_time: int
+    profile: dict[str, str]
+    events: tuple[HistoryEvent, ...]
+    target: str  # advertiser id
+    history: UserHistory | None = None  # folded state before the target, when asked for (baselines)
+
+
+def cutoff_time(event_times: Iterable[int], fraction: float) -> int:
+    """The event time at `fraction` of all events sorted by time (the evaluation protocol)."""
+    times = sorted(event_times)
+    if not times:
+        raise ValueError("no events")
+    return times[min(len(times) - 1, int(len(times) * fraction))]
+
+
+def to_event(record: Mapping[str, Any]) -> Event:
+    return Event(record["event_id"], record["user_id"], int(record["event_time"]), record["event_type"],
+                 record.get("advertiser_id"), record.get("item_id"), record.get("category"),
+                 record.get("brand"), record.get("text"))
+
+
+def iter_examples(
+    events: Iterable[Mapping[str, Any]],
+    profiles: Mapping[str, Mapping[str, str]],
+    advertisers: set[str],
+    limits: HistoryLimits,
+    start: int = 0,
+    end: int = _FAR_FUTURE_MS,
+    keep_state: bool = False,
+) -> Iterator[Example]:
+    """Examples whose target time lies in [start, end); histories use every earlier event."""
+    by_user: dict[str, list[Event]] = defaultdict(list)
+    for r in events:
+        by_user[r["user_id"]].append(to_event(r))
+    for user_id in sorted(by_user):
+        history = UserHistory(user_id=user_id, profile=dict(profiles.get(user_id, {})))
+        for offset, e in enumerate(sorted(by_user[user_id], key=lambda e: (e.event_time, e.event_id))):
+            if e.event_time >= end:
+                break
+            if (start <= e.event_time and e.event_type in ENGAGEMENTS and e.advertiser_id in advertisers
+                    and history.events):
+                yield Example(user_id, e.event_time, dict(history.profile), tuple(history.events),
+                              e.advertiser_id,
+                              _snapshot(history) if keep_state else None)
+            fold_event(history, e, offset, e.event_time, limits)
+
+
+def _snapshot(h: UserHistory) -> UserHistory:
+    return UserHistory.from_record(h.to_record())

@@ -1,0 +1,227 @@
+"""The bounded per-user history and how one event folds into it.
+
+Folding is pure and deterministic: the same events at the same input offsets give the same
+history, whatever the timing. That is what makes versions deterministic under replay and lets
+Redis converge after a crash (duplicates are dropped by event id inside the state itself).
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from adcast.core.events import (
+    ADD_TO_CART,
+    CHECKOUT,
+    CLICK,
+    IMPRESSION,
+    SAVE,
+    SEARCH,
+    VIEW,
+    Event,
+)
+
+# Engagement weight per event type for the decayed per-advertiser counters.
+COUNTER_WEIGHTS = {IMPRESSION: 0.1, VIEW: 0.5, CLICK: 1.0, SEARCH: 0.0, SAVE: 2.0, ADD_TO_CART: 3.0, CHECKOUT: 5.0}
+_HASH_BYTES = 8
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryLimits:
+    """Bounds of the per-user state (defaults keep it well under 2 KB serialized)."""
+
+    min_events: int = 12  # N: after a trim the history keeps N events; it grows to 2N
+    dedupe_window: int = 32  # event ids remembered for duplicate detection
+    max_counters: int = 16  # advertisers with decayed counters
+    counter_half_life_ms: int = 7 * 24 * 3600 * 1000
+
+    @property
+    def max_events(self) -> int:
+        return 2 * self.min_events
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryEvent:
+    """A salient event as kept in the history and rendered into the prompt."""
+
+    event_time: int
+    event_type: str
+    advertiser_id: str | None = None
+    category: str | None = None
+    brand: str | None = None
+    text: str | None = None
+
+    @classmethod
+    def from_event(cls, e: Event) -> HistoryEvent:
+        return cls(e.event_time, e.event_type, e.advertiser_id, e.category, e.brand, e.text)
+
+    def to_record(self) -> dict[str, Any]:
+        return {f: getattr(self, f) for f in self.__slots__}
+
+    @classmethod
+    def from_record(cls, r: dict[str, Any]) -> HistoryEvent:
+        return cls(r["event_time"], r["event_type"], r.get("advertiser_id"), r.get("category"),
+                   r.get("brand"), r.get("text"))
+
+
+@dataclass(slots=True)
+class Counter:
+    advertiser_id: str
+    weight: float
+    updated_at: int
+
+
+@dataclass(slots=True)
+class UserHistory:
+    user_id: str
+    version: int = -1  # input offset of the newest salient event folded in
+    partition: int = -1
+    profile: dict[str, str] = field(default_factory=dict)
+    events: list[HistoryEvent] = field(default_factory=list)  # oldest first, by event time
+    counters: list[Counter] = field(default_factory=list)
+    seen_ids: bytes = b""
+    newest_event_time: int = 0
+    # Trigger state (wall-clock ms); it lives here so that it survives restarts.
+    pending_since: int = 0
+    last_event_at: int = 0
+    pending_high_value: bool = False
+    last_emit_at: int = 0
+    emitted_version: int = -1
+
+    @property
+    def pending(self) -> bool:
+        return self.version > self.emitted_version
+
+    def to_record(self) -> dict[str, Any]:
+        return {
+            "user_id": self.user_id,
+            "version": self.version,
+            "partition": self.partition,
+            "profile": self.profile,
+            "events": [e.to_record() for e in self.events],
+            "counters": [{"advertiser_id": c.advertiser_id, "weight": c.weight, "updated_at": c.updated_at}
+                         for c in self.counters],
+            "seen_ids": self.seen_ids,
+            "newest_event_time": self.newest_event_time,
+            "pending_since": self.pending_since,
+            "last_event_at": self.last_event_at,
+            "pending_high_value": self.pending_high_value,
+            "last_emit_at": self.last_emit_at,
+            "emitted_version": self.emitted_version,
+        }
+
+    @classmethod
+    def from_record(cls, r: dict[str, Any]) -> UserHistory:
+        return cls(
+            user_id=r["user_id"],
+            version=r["version"],
+            partition=r["partition"],
+            profile=dict(r["profile"]),
+            events=[HistoryEvent.from_record(e) for e in r["events"]],
+            counters=[Counter(c["advertiser_id"], c["weight"], c["updated_at"]) for c in r["counters"]],
+            seen_ids=r["seen_ids"],
+            newest_event_time=r["newest_event_time"],
+            pending_since=r["pending_since"],
+            last_event_at=r["last_event_at"],
+            pending_high_value=r["pending_high_value"],
+            last_emit_at=r["last_emit_at"],
+            emitted_version=r["emitted_version"],
+        )
+
+
+def event_id_hash(event_id: str) -> bytes:
+    # A stable hash (not Python's salted hash()): the window must mean the same after restarts.
+    return hashlib.blake2b(event_id.encode(), digest_size=_HASH_BYTES).digest()
+
+
+def _seen(history: UserHistory, digest: bytes) -> bool:
+    ids = history.seen_ids
+    return any(ids[i : i + _HASH_BYTES] == digest for i in range(0, len(ids), _HASH_BYTES))
+
+
+def _remember(history: UserHistory, digest: bytes, limits: HistoryLimits) -> None:
+    ids = history.seen_ids + digest
+    keep = limits.dedupe_window * _HASH_BYTES
+    history.seen_ids = ids[-keep:] if len(ids) > keep else ids
+
+
+def _decay(weight: float, from_ms: int, to_ms: int, half_life_ms: int) -> float:
+    if to_ms <= from_ms:
+        return weight
+    return weight * math.exp(-math.log(2) * (to_ms - from_ms) / half_life_ms)
+
+
+def _count(history: UserHistory, event: Event, limits: HistoryLimits) -> None:
+    gain = COUNTER_WEIGHTS[event.event_type]
+    if not event.advertiser_id or gain <= 0:
+        return
+    t = event.event_time
+    for c in history.counters:
+        if c.advertiser_id == event.advertiser_id:
+            # Decay to the later of the two times, so out-of-order events don't inflate weights.
+            if t >= c.updated_at:
+                c.weight = _decay(c.weight, c.updated_at, t, limits.counter_half_life_ms) + gain
+                c.updated_at = t
+            else:
+                c.weight += _decay(gain, t, c.updated_at, limits.counter_half_life_ms)
+            break
+    else:
+        history.counters.append(Counter(event.advertiser_id, gain, t))
+    if len(history.counters) > limits.max_counters:
+        ref = max(c.updated_at for c in history.counters)
+        history.counters.sort(key=lambda c: (-_decay(c.weight, c.updated_at, ref, limits.counter_half_life_ms),
+                                             c.advertiser_id))
+        del history.counters[limits.max_counters :]
+
+
+def _insert_event(history: UserHistory, event: HistoryEvent, limits: HistoryLimits) -> None:
+    # Events are kept in event-time order; a late event lands in its place (ties keep arrival order).
+    times = [e.event_time for e in history.events]
+    history.events.insert(bisect.bisect_right(times, event.event_time), event)
+    if len(history.events) > limits.max_events:
+        # Drop old events in a chunk so the prompt's prefix stays byte-identical between
+        # predictions most of the time (the engine's prefix cache can then skip it).
+        del history.events[: len(history.events) - limits.min_events]
+
+
+@dataclass(frozen=True, slots=True)
+class FoldResult:
+    applied: bool  # False when the event was a duplicate
+    salient: bool  # True when it entered the history (and so needs a new prediction)
+
+
+def fold_event(
+    history: UserHistory,
+    event: Event,
+    offset: int,
+    now_ms: int,
+    limits: HistoryLimits,
+    high_value_types: frozenset[str] = frozenset({ADD_TO_CART, CHECKOUT}),
+) -> FoldResult:
+    """Fold one validated event, read at input `offset`, into `history` in place."""
+    digest = event_id_hash(event.event_id)
+    if _seen(history, digest):
+        return FoldResult(applied=False, salient=False)
+    _remember(history, digest, limits)
+    _count(history, event, limits)
+    history.newest_event_time = max(history.newest_event_time, event.event_time)
+    if event.event_type == IMPRESSION:
+        return FoldResult(applied=True, salient=False)
+    _insert_event(history, HistoryEvent.from_event(event), limits)
+    history.version = max(history.version, offset)
+    if history.pending_since == 0:
+        history.pending_since = now_ms
+    history.last_event_at = now_ms
+    history.pending_high_value = history.pending_high_value or event.event_type in high_value_types
+    return FoldResult(applied=True, salient=True)
+
+
+def top_counters(history: UserHistory, k: int, at_ms: int, limits: HistoryLimits) -> list[tuple[str, float]]:
+    """The user's own advertisers by decayed weight at `at_ms` (the `recent` baseline)."""
+    scored = [(c.advertiser_id, _decay(c.weight, c.updated_at, at_ms, limits.counter_half_life_ms))
+              for c in history.counters]
+    scored.sort(key=lambda x: (-x[1], x[0]))
+    return scored[:k]

@@ -1,0 +1,40 @@
+"""Prediction requests: the snapshot of a history the inference tier scores."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from adcast.core.history import HistoryEvent, UserHistory
+
+
+@dataclass(frozen=True, slots=True)
+class PredictionRequest:
+    user_id: str
+    version: int
+    reason: str
+    newest_event_time: int
+    enqueued_at: int
+    profile: dict[str, str]
+    events: tuple[HistoryEvent, ...]
+
+    @classmethod
+    def from_history(cls, history: UserHistory, reason: str, now_ms: int) -> PredictionRequest:
+        return cls(history.user_id, history.version, reason, history.newest_event_time, now_ms,
+                   dict(history.profile), tuple(history.events))
+
+    def to_record(self) -> dict[str, Any]:
+        return {
+            "user_id": self.user_id,
+            "version": self.version,
+            "reason": self.reason,
+            "newest_event_time": self.newest_event_time,
+            "enqueued_at": self.enqueued_at,
+            "profile": self.profile,
+            "events": [e.to_record() for e in self.events],
+        }
+
+    @classmethod
+    def from_record(cls, r: dict[str, Any]) -> PredictionRequest:
+        return cls(r["user_id"], r["version"], r["reason"], r["newest_event_time"], r["enqueued_at"],
+                   dict(r["profile"]), tuple(HistoryEvent.from_record(e) for e in r["events"]))

@@ -1,0 +1,1 @@
+"""Data files in the interchange format: reading, writing and the synthetic world."""

@@ -1,0 +1,22 @@
+"""Scoring engines behind one interface (adcast.engines.base.ScoringEngine), chosen by `create_engine`."""
+
+from __future__ import annotations
+
+from adcast.engines.base import ScoringEngine
+from adcast.errors import ConfigError, DependencyMissing
+
+
+def create_engine(kind: str, model_dir: str, device: str = "cpu") -> ScoringEngine:
+    if kind == "torch":
+        try:
+            import torch  # noqa: F401
+            import transformers  # noqa: F401
+        except ImportError as exc:
+            raise DependencyMissing(exc.name or "torch", "infer-cpu") from exc
+        from adcast.engines.torch import TorchEngine
+
+        return TorchEngine(model_dir, device=device)
+    raise ConfigError(f"unknown engine {kind!r}; choose one of: torch")
+
+
+__all__ = ["ScoringEngine", "create_engine"]

@@ -1,0 +1,72 @@
+"""The exception tree of adcast. Every error adcast raises on purpose derives from AdcastError.
+
+    AdcastError
+    ├── ConfigError            bad or missing settings; fatal, the message says what to set
+    ├── DependencyMissing      an optional extra is not installed; says which to install
+    ├── ServiceError           a local service (broker, redis-server) could not be managed
+    ├── SerdeError             bytes that are not a valid record of the expected schema
+    ├── InvalidEvent           a decoded event that breaks the contract (has a DLQ reason code)
+    ├── RecoverableError       transient: retry with backoff (store unavailable, engine timeout)
+    │   └── StoreUnavailable
+    └── FatalError             stop the worker loudly (engine dead, model missing)
+        └── ModelError
+"""
+
+from __future__ import annotations
+
+
+class AdcastError(Exception):
+    """Root of every error adcast raises on purpose."""
+
+
+class ConfigError(AdcastError):
+    pass
+
+
+class DependencyMissing(AdcastError):
+    def __init__(self, module: str, extra: str) -> None:
+        super().__init__(
+            f"{module!r} is not installed in this environment. This command needs the "
+            f"{extra!r} extra: pip install 'adcast[{extra}]' (each tier has its own "
+            "virtual environment; see README, 'Two environments')."
+        )
+        self.module = module
+        self.extra = extra
+
+
+class ServiceError(AdcastError):
+    pass
+
+
+class SerdeError(AdcastError):
+    """Raised for any bytes that cannot be decoded; `reason` is a short DLQ code."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+class InvalidEvent(AdcastError):
+    """A decoded event that breaks the contract; `reason` is a short DLQ code."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+class RecoverableError(AdcastError):
+    pass
+
+
+class StoreUnavailable(RecoverableError):
+    pass
+
+
+class FatalError(AdcastError):
+    pass
+
+
+class ModelError(FatalError):
+    pass

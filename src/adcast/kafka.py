@@ -1,0 +1,80 @@
+"""Kafka client settings and topic administration, shared by both tiers and the tools."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from adcast.config import Settings
+from adcast.errors import ServiceError
+
+log = logging.getLogger(__name__)
+
+# Topics keyed by user share the partition count so one user's data stays on one worker: the
+# stream tier reads events and profiles as co-partitioned inputs of one table.
+KEYED_TOPICS = ("events", "requests", "affinities")
+
+
+def confluent_config(settings: Settings) -> dict[str, Any]:
+    k = settings.kafka
+    conf: dict[str, Any] = {"bootstrap.servers": k.bootstrap_servers, "security.protocol": k.security_protocol}
+    if k.sasl_mechanism:
+        conf["sasl.mechanism"] = k.sasl_mechanism
+        conf["sasl.username"] = k.sasl_username or ""
+        conf["sasl.password"] = k.sasl_password.get_secret_value() if k.sasl_password else ""
+    if k.ssl_cafile:
+        conf["ssl.ca.location"] = k.ssl_cafile
+    return conf
+
+
+def aiokafka_config(settings: Settings) -> dict[str, Any]:
+    k = settings.kafka
+    conf: dict[str, Any] = {"bootstrap_servers": k.bootstrap_servers, "security_protocol": k.security_protocol}
+    if k.sasl_mechanism:
+        conf["sasl_mechanism"] = k.sasl_mechanism
+        conf["sasl_plain_username"] = k.sasl_username
+        conf["sasl_plain_password"] = k.sasl_password.get_secret_value() if k.sasl_password else None
+    if k.ssl_cafile or k.security_protocol.endswith("SSL"):
+        import ssl
+
+        conf["ssl_context"] = ssl.create_default_context(cafile=k.ssl_cafile)
+    return conf
+
+
+def topic_specs(settings: Settings) -> dict[str, tuple[int, dict[str, str]]]:
+    """name -> (partitions, config) for every topic adcast owns."""
+    t = settings.topics
+    specs: dict[str, tuple[int, dict[str, str]]] = {}
+    for topic in KEYED_TOPICS:
+        specs[t.name(topic)] = (t.partitions, {})
+    specs[t.name("profiles")] = (t.partitions, {"cleanup.policy": "compact"})
+    specs[t.name("advertisers")] = (1, {"cleanup.policy": "compact"})
+    specs[t.name("dead_letters")] = (1, {})
+    return specs
+
+
+def create_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
+    """Create adcast's topics that do not exist yet; returns the names created."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient(confluent_config(settings))
+    try:
+        existing = set(admin.list_topics(timeout=timeout_s).topics)
+    except Exception as exc:
+        raise ServiceError(f"cannot reach Kafka at {settings.kafka.bootstrap_servers}: {exc}") from exc
+    wanted = [NewTopic(name, num_partitions=n, replication_factor=1, config=cfg)
+              for name, (n, cfg) in topic_specs(settings).items() if name not in existing]
+    if not wanted:
+        return []
+    futures = admin.create_topics(wanted, request_timeout=timeout_s)
+    created = []
+    for name, fut in futures.items():
+        try:
+            fut.result(timeout=timeout_s)
+            created.append(name)
+        except Exception as exc:
+            if "TOPIC_ALREADY_EXISTS" in str(exc):
+                continue
+            raise ServiceError(f"could not create topic {name}: {exc}") from exc
+    log.info("topics created=%s", created)
+    return created

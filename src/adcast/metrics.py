@@ -1,0 +1,25 @@
+"""Prometheus metrics of both tiers. Each worker serves them on `ADCAST_METRICS_PORT` when set."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+EVENTS_IN = Counter("adcast_events_in_total", "Events consumed by the stream tier.")
+DUPLICATES = Counter("adcast_duplicates_dropped_total", "Events dropped as duplicates by event id.")
+DEAD_LETTERS = Counter("adcast_dead_letters_total", "Inputs sent to the dead-letter topic.", ["stage", "reason"])
+REQUESTS_EMITTED = Counter("adcast_requests_emitted_total", "Prediction requests emitted.", ["reason"])
+PENDING_USERS = Gauge("adcast_pending_users", "Users waiting for a trigger on this worker.")
+
+BATCH_SIZE = Histogram("adcast_batch_size", "Requests per scored micro-batch.",
+                       buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512))
+SUPERSEDED = Counter("adcast_requests_superseded_total", "Requests replaced by a newer one for the same user.")
+INFERENCE_SECONDS = Histogram("adcast_inference_seconds", "Engine time per micro-batch.")
+FRESHNESS_SECONDS = Histogram("adcast_freshness_seconds", "Newest event time to Redis write.",
+                              buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300))
+WRITES = Counter("adcast_store_writes_total", "Redis writes by outcome.", ["outcome"])
+RETRIES = Counter("adcast_retries_total", "Retried operations.", ["operation"])
+
+
+def serve(port: int) -> None:
+    if port:
+        start_http_server(port, addr="0.0.0.0")

