@@ -18,6 +18,7 @@ from adcast import metrics, serde
 from adcast.config import Settings
 from adcast.core.history import HistoryLimits
 from adcast.core.triggers import TriggerPolicy
+from stream import transport
 from stream.processor import Outcome, StreamProcessor
 
 log = logging.getLogger(__name__)
@@ -30,9 +31,10 @@ def _now_ms() -> int:
 def create_app(settings: Settings) -> faust.App:
     s = settings.stream
     t = settings.topics
+    transport.FETCH_MAX_WAIT_MS = s.fetch_max_wait_ms
     app = faust.App(
         s.app_id,
-        broker=[f"kafka://{b.strip()}" for b in settings.kafka.bootstrap_servers.split(",")],
+        broker=[f"adcast://{b.strip()}" for b in settings.kafka.bootstrap_servers.split(",")],
         store="rocksdb://",
         datadir=s.data_dir,
         processing_guarantee="at_least_once",

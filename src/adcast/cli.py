@@ -181,8 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = add("demo", cmd_demo, "the whole path on local services: train (cached), both tiers, replay, read back")
     d.add_argument("--users", type=int, default=2000, help="users in the synthetic world")
-    d.add_argument("--events", type=int, default=6000, help="events to replay live")
-    d.add_argument("--rate", type=float, default=1000.0, help="replay rate, events per second")
+    d.add_argument("--events", type=int, default=5000, help="events to replay live")
+    d.add_argument("--rate", type=float, default=400.0, help="replay rate, events per second")
     d.add_argument("--keep", action="store_true", help="leave services and workers running")
     return p
 

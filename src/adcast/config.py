@@ -54,6 +54,8 @@ class StreamSettings(BaseModel):
     max_delay_ms: int = Field(1500, description="Emit at the latest this long after the first pending event.")
     min_interval_ms: int = Field(1000, description="Minimum time between two emissions for a user, except high-value events.")
     tick_ms: int = Field(100, description="How often pending users are checked.")
+    fetch_max_wait_ms: int = Field(100, description="Longest a fetch waits for data; brokers without long-poll "
+                                   "wake-up (the local Tansu) add up to this much latency per hop.")
     history_events: int = Field(12, description="N: the history keeps between N and 2N salient events.")
     dedupe_window: int = Field(32, description="Recent event ids remembered per user for dedupe.")
 
@@ -63,9 +65,12 @@ class InferSettings(BaseModel):
     model_dir: str = Field(".adcast/models/demo", description="Hugging Face checkpoint directory made by `adcast train`.")
     engine: str = Field("torch", description="Scoring engine: torch.")
     device: str = Field("cpu", description="cpu or cuda.")
+    cpu_threads: int = Field(1, description="Torch threads on the CPU; 0 lets torch use every core. Keep it low "
+                             "when the stream tier and the broker share the machine.")
     top_k: int = Field(20, description="Advertisers kept per user.")
     max_batch: int = Field(64, description="Largest micro-batch of requests.")
     max_wait_ms: int = Field(50, description="Longest a request waits for its micro-batch to fill.")
+    fetch_max_wait_ms: int = Field(100, description="Longest a fetch waits for data (see stream.fetch_max_wait_ms).")
 
 
 class Settings(BaseSettings):
@@ -102,3 +107,21 @@ def load_settings(**overrides: Any) -> Settings:
 def masked(settings: Settings) -> dict[str, Any]:
     """The effective settings as plain data, secrets shown as '**********'."""
     return settings.model_dump(mode="json")
+
+
+def to_env(settings: Settings) -> dict[str, str]:
+    """The settings as `ADCAST_*` environment variables, for starting workers as subprocesses."""
+    env: dict[str, str] = {}
+
+    def put(prefix: str, value: Any) -> None:
+        if isinstance(value, BaseModel):
+            for name in type(value).model_fields:
+                put(f"{prefix}__{name.upper()}" if prefix != "ADCAST" else f"ADCAST_{name.upper()}",
+                    getattr(value, name))
+        elif isinstance(value, SecretStr):
+            env[prefix] = value.get_secret_value()
+        elif value is not None:
+            env[prefix] = str(value)
+
+    put("ADCAST", settings)
+    return env

@@ -62,7 +62,8 @@ class InferenceWorker:
         consumer = AIOKafkaConsumer(
             s.topics.name("requests"), group_id=s.infer.group_id, enable_auto_commit=False,
             auto_offset_reset="earliest", session_timeout_ms=10_000, heartbeat_interval_ms=1_000,
-            max_poll_interval_ms=300_000, max_partition_fetch_bytes=4 * 1024 * 1024, **kafka)
+            max_poll_interval_ms=300_000, max_partition_fetch_bytes=4 * 1024 * 1024,
+            fetch_max_wait_ms=s.infer.fetch_max_wait_ms, **kafka)
         # Not idempotent: aiokafka's InitProducerId fails on the local broker, and duplicates of
         # the affinities topic are harmless (audit log, versioned records).
         producer = AIOKafkaProducer(acks="all", linger_ms=5, **kafka)
@@ -168,7 +169,8 @@ class InferenceWorker:
 def run(settings: Settings) -> None:
     from adcast.engines import create_engine
 
-    engine = create_engine(settings.infer.engine, settings.infer.model_dir, settings.infer.device)
+    engine = create_engine(settings.infer.engine, settings.infer.model_dir, settings.infer.device,
+                           settings.infer.cpu_threads)
     metrics.serve(settings.metrics_port)
     worker = InferenceWorker(settings, engine)
 

@@ -117,3 +117,12 @@ def replay(
     if remaining or errors:
         raise RuntimeError(f"replay: {remaining} messages undelivered, {len(errors)} errors (first: {errors[:1]})")
     return summary
+
+
+def expected_versions(delivered: list[Delivered]) -> dict[str, int]:
+    """Per user, the version a complete run must end at: the offset of the newest salient event."""
+    out: dict[str, int] = {}
+    for d in delivered:
+        if d.event_type != "impression":
+            out[d.user_id] = max(out.get(d.user_id, -1), d.offset)
+    return out

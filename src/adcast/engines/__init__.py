@@ -6,14 +6,17 @@ from adcast.engines.base import ScoringEngine
 from adcast.errors import ConfigError, DependencyMissing
 
 
-def create_engine(kind: str, model_dir: str, device: str = "cpu") -> ScoringEngine:
+def create_engine(kind: str, model_dir: str, device: str = "cpu", cpu_threads: int = 0) -> ScoringEngine:
     if kind == "torch":
         try:
-            import torch  # noqa: F401
+            import torch
             import transformers  # noqa: F401
         except ImportError as exc:
             raise DependencyMissing(exc.name or "torch", "infer-cpu") from exc
         from adcast.engines.torch import TorchEngine
+
+        if cpu_threads > 0:
+            torch.set_num_threads(cpu_threads)
 
         return TorchEngine(model_dir, device=device)
     raise ConfigError(f"unknown engine {kind!r}; choose one of: torch")

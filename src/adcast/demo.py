@@ -1,0 +1,160 @@
+"""`adcast demo` (what `make demo` runs): the whole path once, on local services.
+
+Starts the broker and redis-server (unless running), generates the synthetic world and trains
+the demo model (both cached under <home>), starts a stream worker and an inference worker as
+subprocesses, replays a slice of the world live, waits until every user's prediction in Redis
+has caught up with their newest event, prints what it read back, and stops what it started.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import statistics
+import time
+from pathlib import Path
+
+from adcast.checkpoint import META_FILE
+from adcast.config import Settings, to_env
+from adcast.core.affinities import Affinities
+from adcast.data.files import read_records, write_records
+from adcast.errors import ServiceError
+from adcast.store import AffinityClient
+from adcast.workers import WorkerProcess, start_worker
+
+log = logging.getLogger(__name__)
+DEMO_SEED = 7
+DEMO_EPOCHS = 3
+
+
+def _ensure_world(home: Path, users: int) -> Path:
+    from adcast.data.synthetic import WorldSpec, generate
+
+    world = home / f"demo-world-{users}u-s{DEMO_SEED}"
+    if not (world / "events.jsonl").is_file():
+        print(f"generating the synthetic world ({users} users) in {world}")
+        for kind, records in generate(WorldSpec(users=users, seed=DEMO_SEED)).items():
+            write_records(world, kind, records)
+    return world
+
+
+def _ensure_model(home: Path, world: Path) -> Path:
+    from adcast.train.trainer import TrainConfig, data_fingerprint, train
+
+    model = home / "models" / "demo"
+    meta = model / META_FILE
+    fingerprint = data_fingerprint(world)
+    if meta.is_file() and json.loads(meta.read_text()).get("trained", {}).get("data_fingerprint") == fingerprint:
+        print(f"using the cached demo model in {model}")
+        return model
+    print(f"training the demo model ({DEMO_EPOCHS} epochs, tiny Llama from scratch) into {model}")
+    report = train(world, model, TrainConfig(epochs=DEMO_EPOCHS, seed=0))
+    print(f"trained on {report.examples} examples in {report.seconds:.0f}s (loss {report.first_loss:.2f} -> "
+          f"{report.last_loss:.2f})")
+    return model
+
+
+def _replay_slice(world: Path, out: Path, max_events: int) -> Path:
+    """The world's newest `max_events` events, with their users' profiles."""
+    events = sorted(read_records(world, "events"), key=lambda e: e["event_time"])[-max_events:]
+    users = {e["user_id"] for e in events}
+    write_records(out, "events", events)
+    write_records(out, "profiles", [p for p in read_records(world, "profiles") if p["user_id"] in users])
+    write_records(out, "advertisers", read_records(world, "advertisers"))
+    return out
+
+
+def wait_for_versions(client: AffinityClient, expected: dict[str, int], timeout_s: float) -> dict[str, Affinities]:
+    """Poll Redis until every user's stored version reached the expected one (or time runs out)."""
+    deadline = time.monotonic() + timeout_s
+    users = sorted(expected)
+    while True:
+        found = client.get_many(users)
+        done = {u: a for u, a in found.items() if a is not None and a.version >= expected[u]}
+        if len(done) == len(users) or time.monotonic() > deadline:
+            return done
+        time.sleep(0.5)
+
+
+def _percentile(values: list[float], q: float) -> float:
+    if len(values) < 2:
+        return values[0] if values else float("nan")
+    return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
+
+
+def run_demo(settings: Settings, users: int, replay_events: int, rate: float, keep_running: bool) -> int:
+    from adcast.cli import _services
+    from adcast.kafka import create_topics
+    from adcast.replay import expected_versions, replay
+
+    home = Path(settings.home).resolve()
+    run_id = time.strftime("%Y%m%d-%H%M%S")
+    # Fresh topics, group and table per run: an earlier demo's data never leaks in.
+    settings = settings.model_copy(deep=True)
+    settings.topics.prefix = f"adcast.demo-{run_id}."
+    settings.stream.app_id = f"adcast-demo-{run_id}"
+    settings.stream.data_dir = str(home / "runs" / run_id / "stream-data")
+    settings.infer.group_id = f"adcast-demo-{run_id}-infer"
+    settings.redis.key_prefix = f"adcast:demo-{run_id}:aff:"
+    settings.redis.ttl_seconds = 3600
+
+    started_services = []
+    workers: list[WorkerProcess] = []
+    t0 = time.monotonic()
+    try:
+        for service in _services(settings):
+            if service.start():
+                started_services.append(service)
+        create_topics(settings)
+        world = _ensure_world(home, users)
+        settings.infer.model_dir = str(_ensure_model(home, world))
+        replay_dir = _replay_slice(world, home / "runs" / run_id / "replay", replay_events)
+
+        env = to_env(settings)
+        logs = home / "runs" / run_id
+        print(f"starting the stream and inference workers (logs in {logs})")
+        workers = [start_worker("stream", env, logs / "stream.log"), start_worker("infer", env, logs / "infer.log")]
+        for w in workers:
+            w.wait_ready()
+        summary = replay(settings, replay_dir, rate=rate, live=True, collect=True)
+        print(f"replayed {summary.events} events live at {rate:.0f}/s in {summary.seconds:.1f}s")
+        expected = expected_versions(summary.delivered)
+        client = AffinityClient(settings.redis)
+        try:
+            done = wait_for_versions(client, expected, timeout_s=120)
+        finally:
+            client.close()
+        if len(done) < len(expected):
+            raise ServiceError(f"only {len(done)} of {len(expected)} users caught up within 120s; see the logs in {logs}")
+        _print_report(replay_dir, done)
+        print(f"demo finished in {time.monotonic() - t0:.0f}s")
+        return 0
+    finally:
+        if not keep_running:
+            for w in workers:
+                w.stop()
+            for service in started_services:
+                service.stop()
+
+
+def _print_report(replay_dir: Path, done: dict[str, Affinities]) -> None:
+    names = {a["advertiser_id"]: a["name"] for a in read_records(replay_dir, "advertisers")}
+    events: dict[str, list[dict[str, object]]] = {}
+    for e in read_records(replay_dir, "events"):
+        if e["event_type"] != "impression":
+            events.setdefault(e["user_id"], []).append(e)
+    print()
+    print(f"{'user':<8} {'latest events (oldest first)':<58} top-5 advertisers read back from Redis")
+    for user in sorted(done)[:5]:
+        recent = events.get(user, [])[-5:]
+        lines = [f"{e['event_type']} {names.get(str(e['advertiser_id']), '') or (e['text'] or '')}"[:56]
+                 for e in recent]
+        tops = [f"{names.get(a, a)} ({a}) {p:.3f}" for a, p in done[user].top[:5]]
+        for i in range(max(len(lines), len(tops))):
+            left = lines[i] if i < len(lines) else ""
+            right = tops[i] if i < len(tops) else ""
+            print(f"{user if i == 0 else '':<8} {left:<58} {right}")
+        print()
+    fresh = [(a.computed_at - a.newest_event_time) / 1000 for a in done.values()]
+    print(f"freshness, newest event -> Redis write, over {len(fresh)} users: "
+          f"p50 {_percentile(fresh, 50):.2f}s  p99 {_percentile(fresh, 99):.2f}s")
