@@ -56,7 +56,7 @@ def create_app(settings: Settings) -> faust.App:
         TriggerPolicy(quiet_ms=s.quiet_ms, max_delay_ms=s.max_delay_ms, min_interval_ms=s.min_interval_ms),
     )
     events_topic, profiles_topic = t.name("events"), t.name("profiles")
-    ticks_topic = f"{t.prefix}{s.app_id}-ticks"
+    ticks_topic = t.name("ticks")
     inputs = app.topic(events_topic, profiles_topic, ticks_topic, key_type=bytes, value_type=bytes)
     ticks = app.topic(ticks_topic, partitions=t.partitions, internal=True, key_type=bytes, value_type=bytes)
     requests = app.topic(t.name("requests"), key_type=bytes, value_type=bytes)
@@ -69,13 +69,27 @@ def create_app(settings: Settings) -> faust.App:
             metrics.REQUESTS_EMITTED.labels(request.reason).inc()
         if outcome.dead_letter is not None:
             d = outcome.dead_letter
-            record = {"raw": message.value or b"", "key": message.key, "source_topic": message.topic,
-                      "partition": message.partition, "offset": message.offset, "stage": d.stage,
-                      "reason": d.reason, "failed_at": _now_ms()}
+            record = {
+                "raw": message.value or b"",
+                "key": message.key,
+                "source_topic": message.topic,
+                "partition": message.partition,
+                "offset": message.offset,
+                "stage": d.stage,
+                "reason": d.reason,
+                "failed_at": _now_ms(),
+            }
             await dead_letters.send(key=message.key, value=serde.encode(serde.DEAD_LETTER, record))
             metrics.DEAD_LETTERS.labels(d.stage, d.reason).inc()
-            log.warning("dead-letter stage=%s reason=%s topic=%s partition=%s offset=%s detail=%s",
-                        d.stage, d.reason, message.topic, message.partition, message.offset, d.detail)
+            log.warning(
+                "dead-letter stage=%s reason=%s topic=%s partition=%s offset=%s detail=%s",
+                d.stage,
+                d.reason,
+                message.topic,
+                message.partition,
+                message.offset,
+                d.detail,
+            )
         if outcome.duplicate:
             metrics.DUPLICATES.inc()
 

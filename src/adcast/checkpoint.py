@@ -30,23 +30,38 @@ class ModelMeta:
     trained: dict[str, Any] = field(default_factory=dict)
 
     def save(self, model_dir: str | Path) -> None:
-        doc = {"format": 1, "prompt_format_version": self.prompt_format_version,
-               "model_version": self.model_version,
-               "advertisers": [{"advertiser_id": a, "token": t, "token_id": i}
-                               for a, t, i in zip(self.advertiser_ids, self.tokens, self.token_ids, strict=True)],
-               "trained": self.trained}
+        doc = {
+            "format": 1,
+            "prompt_format_version": self.prompt_format_version,
+            "model_version": self.model_version,
+            "advertisers": [
+                {"advertiser_id": a, "token": t, "token_id": i}
+                for a, t, i in zip(self.advertiser_ids, self.tokens, self.token_ids, strict=True)
+            ],
+            "trained": self.trained,
+        }
         Path(model_dir, META_FILE).write_text(json.dumps(doc, indent=1))
 
     @classmethod
     def load(cls, model_dir: str | Path) -> ModelMeta:
         path = Path(model_dir, META_FILE)
         if not path.is_file():
-            raise ModelError(f"{model_dir} is not an adcast model (no {META_FILE}); train one with "
-                             "`adcast train --data DIR --out MODEL`")
+            raise ModelError(
+                f"{model_dir} is not an adcast model (no {META_FILE}); train one with "
+                "`adcast train --data DIR --out MODEL`"
+            )
         doc = json.loads(path.read_text())
         if doc.get("prompt_format_version") != PROMPT_FORMAT_VERSION:
-            raise ModelError(f"{model_dir} was trained for prompt format {doc.get('prompt_format_version')}, "
-                             f"this adcast renders format {PROMPT_FORMAT_VERSION}: retrain it")
+            raise ModelError(
+                f"{model_dir} was trained for prompt format {doc.get('prompt_format_version')}, "
+                f"this adcast renders format {PROMPT_FORMAT_VERSION}: retrain it"
+            )
         advs = doc["advertisers"]
-        return cls(doc["model_version"], tuple(a["advertiser_id"] for a in advs), tuple(a["token"] for a in advs),
-                   tuple(int(a["token_id"]) for a in advs), doc["prompt_format_version"], doc.get("trained", {}))
+        return cls(
+            doc["model_version"],
+            tuple(a["advertiser_id"] for a in advs),
+            tuple(a["token"] for a in advs),
+            tuple(int(a["token_id"]) for a in advs),
+            doc["prompt_format_version"],
+            doc.get("trained", {}),
+        )

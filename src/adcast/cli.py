@@ -48,8 +48,10 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     broker, redis = _services(settings)
     for service in (broker, redis):
         started = service.start()
-        print(f"{service.name}: {'started' if started else 'already running'} on 127.0.0.1:{service.port} "
-              f"(pid {service.pid()}, log {service.log_file})")
+        print(
+            f"{service.name}: {'started' if started else 'already running'} on 127.0.0.1:{service.port} "
+            f"(pid {service.pid()}, log {service.log_file})"
+        )
     created = create_topics(settings)
     print(f"topics: {len(created)} created" + (f" ({', '.join(created)})" if created else " (all present)"))
     return 0
@@ -92,8 +94,10 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     from adcast.replay import replay
 
     s = replay(settings, args.data, rate=args.rate, live=args.live, limit=args.limit, progress=not args.quiet)
-    print(f"replayed {s.events} events, {s.profiles} profiles, {s.advertisers} advertisers "
-          f"in {s.seconds:.1f}s ({s.events_per_second:,.0f} events/s)")
+    print(
+        f"replayed {s.events} events, {s.profiles} profiles, {s.advertisers} advertisers "
+        f"in {s.seconds:.1f}s ({s.events_per_second:,.0f} events/s)"
+    )
     return 0
 
 
@@ -103,8 +107,10 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
 
     cfg = TrainConfig(epochs=args.epochs, seed=args.seed, cutoff_fraction=args.cutoff_fraction, device=args.device)
     report = train(args.data, args.out, cfg, base=args.base, progress=not args.quiet)
-    print(f"trained on {report.examples} examples, {report.epochs} epochs in {report.seconds:.0f}s; "
-          f"loss {report.first_loss:.3f} -> {report.last_loss:.3f}; saved to {report.model_dir}")
+    print(
+        f"trained on {report.examples} examples, {report.epochs} epochs in {report.seconds:.0f}s; "
+        f"loss {report.first_loss:.3f} -> {report.last_loss:.3f}; saved to {report.model_dir}"
+    )
     return 0
 
 
@@ -116,10 +122,20 @@ def cmd_lookup(args: argparse.Namespace, settings: Settings) -> int:
         found = client.get_many(args.user_ids)
     finally:
         client.close()
-    out = {u: (None if a is None else {"version": a.version, "model_version": a.model_version,
-                                        "computed_at": a.computed_at, "newest_event_time": a.newest_event_time,
-                                        "top": [list(x) for x in a.top[: args.k]]})
-           for u, a in found.items()}
+    out = {
+        u: (
+            None
+            if a is None
+            else {
+                "version": a.version,
+                "model_version": a.model_version,
+                "computed_at": a.computed_at,
+                "newest_event_time": a.newest_event_time,
+                "top": [list(x) for x in a.top[: args.k]],
+            }
+        )
+        for u, a in found.items()
+    }
     print(json.dumps(out, indent=2))
     return 0
 
@@ -135,9 +151,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="adcast",
         description="Keep an LLM's forecast of which advertisers each user engages with next fresh in Redis. "
-                    "Settings come from ADCAST_* environment variables and adcast.toml (see `adcast config`).")
-    p.add_argument("--log-level", default=os.environ.get("ADCAST_LOG_LEVEL", "info"),
-                   help="debug, info, warning or error (default: info)")
+        "Settings come from ADCAST_* environment variables and adcast.toml (see `adcast config`).",
+    )
+    p.add_argument(
+        "--log-level",
+        default=os.environ.get("ADCAST_LOG_LEVEL", "info"),
+        help="debug, info, warning or error (default: info)",
+    )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, fn: Callable[[argparse.Namespace, Settings], int], help: str) -> argparse.ArgumentParser:
@@ -168,7 +188,9 @@ def build_parser() -> argparse.ArgumentParser:
     t = add("train", cmd_train, "train the advertiser predictor; writes a Hugging Face checkpoint directory")
     t.add_argument("--data", required=True, help="data directory in the interchange format")
     t.add_argument("--out", required=True, help="output model directory")
-    t.add_argument("--base", default=None, help="local pretrained Hugging Face checkpoint (default: tiny Llama from scratch)")
+    t.add_argument(
+        "--base", default=None, help="local pretrained Hugging Face checkpoint (default: tiny Llama from scratch)"
+    )
     t.add_argument("--epochs", type=int, default=5)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--cutoff-fraction", type=float, default=0.8, help="train on events before this time quantile")

@@ -34,6 +34,7 @@ class TopicSettings(BaseModel):
     requests: str = "prediction-requests"
     affinities: str = "affinities"
     dead_letters: str = "dead-letters"
+    ticks: str = Field("stream-ticks", description="Internal wake-ups of the stream tier, one per partition.")
 
     def name(self, topic: str) -> str:
         return self.prefix + getattr(self, topic)
@@ -52,21 +53,31 @@ class StreamSettings(BaseModel):
     data_dir: str = Field(".adcast/stream-data", description="Where RocksDB tables live (rebuilt from the changelog).")
     quiet_ms: int = Field(500, description="Emit once the user has been quiet this long.")
     max_delay_ms: int = Field(1500, description="Emit at the latest this long after the first pending event.")
-    min_interval_ms: int = Field(1000, description="Minimum time between two emissions for a user, except high-value events.")
+    min_interval_ms: int = Field(
+        1000, description="Minimum time between two emissions for a user, except high-value events."
+    )
     tick_ms: int = Field(100, description="How often pending users are checked.")
-    fetch_max_wait_ms: int = Field(100, description="Longest a fetch waits for data; brokers without long-poll "
-                                   "wake-up (the local Tansu) add up to this much latency per hop.")
+    fetch_max_wait_ms: int = Field(
+        100,
+        description="Longest a fetch waits for data; brokers without long-poll "
+        "wake-up (the local Tansu) add up to this much latency per hop.",
+    )
     history_events: int = Field(12, description="N: the history keeps between N and 2N salient events.")
     dedupe_window: int = Field(32, description="Recent event ids remembered per user for dedupe.")
 
 
 class InferSettings(BaseModel):
     group_id: str = Field("adcast-infer", description="Consumer group of the inference workers.")
-    model_dir: str = Field(".adcast/models/demo", description="Hugging Face checkpoint directory made by `adcast train`.")
+    model_dir: str = Field(
+        ".adcast/models/demo", description="Hugging Face checkpoint directory made by `adcast train`."
+    )
     engine: str = Field("torch", description="Scoring engine: torch.")
     device: str = Field("cpu", description="cpu or cuda.")
-    cpu_threads: int = Field(1, description="Torch threads on the CPU; 0 lets torch use every core. Keep it low "
-                             "when the stream tier and the broker share the machine.")
+    cpu_threads: int = Field(
+        1,
+        description="Torch threads on the CPU; 0 lets torch use every core. Keep it low "
+        "when the stream tier and the broker share the machine.",
+    )
     top_k: int = Field(20, description="Advertisers kept per user.")
     max_batch: int = Field(64, description="Largest micro-batch of requests.")
     max_wait_ms: int = Field(50, description="Longest a request waits for its micro-batch to fill.")
@@ -116,8 +127,10 @@ def to_env(settings: Settings) -> dict[str, str]:
     def put(prefix: str, value: Any) -> None:
         if isinstance(value, BaseModel):
             for name in type(value).model_fields:
-                put(f"{prefix}__{name.upper()}" if prefix != "ADCAST" else f"ADCAST_{name.upper()}",
-                    getattr(value, name))
+                put(
+                    f"{prefix}__{name.upper()}" if prefix != "ADCAST" else f"ADCAST_{name.upper()}",
+                    getattr(value, name),
+                )
         elif isinstance(value, SecretStr):
             env[prefix] = value.get_secret_value()
         elif value is not None:

@@ -49,8 +49,10 @@ def _ensure_model(home: Path, world: Path) -> Path:
         return model
     print(f"training the demo model ({DEMO_EPOCHS} epochs, tiny Llama from scratch) into {model}")
     report = train(world, model, TrainConfig(epochs=DEMO_EPOCHS, seed=0))
-    print(f"trained on {report.examples} examples in {report.seconds:.0f}s (loss {report.first_loss:.2f} -> "
-          f"{report.last_loss:.2f})")
+    print(
+        f"trained on {report.examples} examples in {report.seconds:.0f}s (loss {report.first_loss:.2f} -> "
+        f"{report.last_loss:.2f})"
+    )
     return model
 
 
@@ -125,7 +127,9 @@ def run_demo(settings: Settings, users: int, replay_events: int, rate: float, ke
         finally:
             client.close()
         if len(done) < len(expected):
-            raise ServiceError(f"only {len(done)} of {len(expected)} users caught up within 120s; see the logs in {logs}")
+            raise ServiceError(
+                f"only {len(done)} of {len(expected)} users caught up within 120s; see the logs in {logs}"
+            )
         _print_report(replay_dir, done)
         print(f"demo finished in {time.monotonic() - t0:.0f}s")
         return 0
@@ -147,8 +151,9 @@ def _print_report(replay_dir: Path, done: dict[str, Affinities]) -> None:
     print(f"{'user':<8} {'latest events (oldest first)':<58} top-5 advertisers read back from Redis")
     for user in sorted(done)[:5]:
         recent = events.get(user, [])[-5:]
-        lines = [f"{e['event_type']} {names.get(str(e['advertiser_id']), '') or (e['text'] or '')}"[:56]
-                 for e in recent]
+        lines = [
+            f"{e['event_type']} {names.get(str(e['advertiser_id']), '') or (e['text'] or '')}"[:56] for e in recent
+        ]
         tops = [f"{names.get(a, a)} ({a}) {p:.3f}" for a, p in done[user].top[:5]]
         for i in range(max(len(lines), len(tops))):
             left = lines[i] if i < len(lines) else ""
@@ -156,5 +161,7 @@ def _print_report(replay_dir: Path, done: dict[str, Affinities]) -> None:
             print(f"{user if i == 0 else '':<8} {left:<58} {right}")
         print()
     fresh = [(a.computed_at - a.newest_event_time) / 1000 for a in done.values()]
-    print(f"freshness, newest event -> Redis write, over {len(fresh)} users: "
-          f"p50 {_percentile(fresh, 50):.2f}s  p99 {_percentile(fresh, 99):.2f}s")
+    print(
+        f"freshness, newest event -> Redis write, over {len(fresh)} users: "
+        f"p50 {_percentile(fresh, 50):.2f}s  p99 {_percentile(fresh, 99):.2f}s"
+    )

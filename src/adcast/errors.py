@@ -1,15 +1,15 @@
 """The exception tree of adcast. Every error adcast raises on purpose derives from AdcastError.
 
-    AdcastError
-    ├── ConfigError            bad or missing settings; fatal, the message says what to set
-    ├── DependencyMissing      an optional extra is not installed; says which to install
-    ├── ServiceError           a local service (broker, redis-server) could not be managed
-    ├── SerdeError             bytes that are not a valid record of the expected schema
-    ├── InvalidEvent           a decoded event that breaks the contract (has a DLQ reason code)
-    ├── RecoverableError       transient: retry with backoff (store unavailable, engine timeout)
-    │   └── StoreUnavailable
-    └── FatalError             stop the worker loudly (engine dead, model missing)
-        └── ModelError
+AdcastError
+├── ConfigError            bad or missing settings; fatal, the message says what to set
+├── DependencyMissing      an optional extra is not installed; says which to install
+├── ServiceError           a local service (broker, redis-server) could not be managed
+├── SerdeError             bytes that are not a valid record of the expected schema
+├── InvalidEvent           a decoded event that breaks the contract (has a DLQ reason code)
+├── RecoverableError       transient: retry with backoff (store unavailable, engine timeout)
+│   └── StoreUnavailable
+└── FatalError             stop the worker loudly (engine dead, model missing)
+    └── ModelError
 """
 
 from __future__ import annotations

@@ -50,8 +50,9 @@ class InferenceWorker:
     def __init__(self, settings: Settings, engine: ScoringEngine) -> None:
         self.settings = settings
         self.engine = engine
-        self.batcher: MicroBatcher[PredictionRequest] = MicroBatcher(settings.infer.max_batch,
-                                                                     settings.infer.max_wait_ms)
+        self.batcher: MicroBatcher[PredictionRequest] = MicroBatcher(
+            settings.infer.max_batch, settings.infer.max_wait_ms
+        )
         self.stop = asyncio.Event()
         self.stats = Stats()
         self._offsets: dict[TopicPartition, int] = {}
@@ -60,10 +61,17 @@ class InferenceWorker:
         s = self.settings
         kafka = aiokafka_config(s)
         consumer = AIOKafkaConsumer(
-            s.topics.name("requests"), group_id=s.infer.group_id, enable_auto_commit=False,
-            auto_offset_reset="earliest", session_timeout_ms=10_000, heartbeat_interval_ms=1_000,
-            max_poll_interval_ms=300_000, max_partition_fetch_bytes=4 * 1024 * 1024,
-            fetch_max_wait_ms=s.infer.fetch_max_wait_ms, **kafka)
+            s.topics.name("requests"),
+            group_id=s.infer.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=10_000,
+            heartbeat_interval_ms=1_000,
+            max_poll_interval_ms=300_000,
+            max_partition_fetch_bytes=4 * 1024 * 1024,
+            fetch_max_wait_ms=s.infer.fetch_max_wait_ms,
+            **kafka,
+        )
         # Not idempotent: aiokafka's InitProducerId fails on the local broker, and duplicates of
         # the affinities topic are harmless (audit log, versioned records).
         producer = AIOKafkaProducer(acks="all", linger_ms=5, **kafka)
@@ -76,8 +84,12 @@ class InferenceWorker:
             await consumer.stop()
             await store.close()
             raise
-        log.info("inference worker started group=%s topic=%s model=%s", s.infer.group_id,
-                 s.topics.name("requests"), self.engine.model_version)
+        log.info(
+            "inference worker started group=%s topic=%s model=%s",
+            s.infer.group_id,
+            s.topics.name("requests"),
+            self.engine.model_version,
+        )
         try:
             while not self.stop.is_set():
                 timeout = self.batcher.wait_ms(_now_ms()) if len(self.batcher) else s.infer.max_wait_ms
@@ -94,23 +106,40 @@ class InferenceWorker:
             await consumer.stop()  # leaves the group
             await producer.stop()
             await store.close()
-            log.info("inference worker stopped batches=%s scored=%s written=%s stale=%s", self.stats.batches,
-                     self.stats.scored, self.stats.written, self.stats.stale)
+            log.info(
+                "inference worker stopped batches=%s scored=%s written=%s stale=%s",
+                self.stats.batches,
+                self.stats.scored,
+                self.stats.written,
+                self.stats.stale,
+            )
         return self.stats
 
     async def _add(self, message: Any, producer: AIOKafkaProducer) -> None:
         try:
             request = PredictionRequest.from_record(serde.decode(serde.REQUEST, message.value))
         except SerdeError as exc:
-            record = {"raw": message.value or b"", "key": message.key, "source_topic": message.topic,
-                      "partition": message.partition, "offset": message.offset, "stage": "decode",
-                      "reason": exc.reason, "failed_at": _now_ms()}
-            await producer.send_and_wait(self.settings.topics.name("dead_letters"),
-                                         serde.encode(serde.DEAD_LETTER, record), key=message.key)
+            record = {
+                "raw": message.value or b"",
+                "key": message.key,
+                "source_topic": message.topic,
+                "partition": message.partition,
+                "offset": message.offset,
+                "stage": "decode",
+                "reason": exc.reason,
+                "failed_at": _now_ms(),
+            }
+            await producer.send_and_wait(
+                self.settings.topics.name("dead_letters"), serde.encode(serde.DEAD_LETTER, record), key=message.key
+            )
             metrics.DEAD_LETTERS.labels("decode", exc.reason).inc()
             self.stats.dead_letters += 1
-            log.warning("dead-letter stage=decode reason=%s partition=%s offset=%s", exc.reason,
-                        message.partition, message.offset)
+            log.warning(
+                "dead-letter stage=decode reason=%s partition=%s offset=%s",
+                exc.reason,
+                message.partition,
+                message.offset,
+            )
             return
         self.batcher.add(request, _now_ms())
 
@@ -137,16 +166,23 @@ class InferenceWorker:
             started = time.monotonic()
             # The engine blocks: run it off the event loop so heartbeats keep flowing.
             scored = await asyncio.get_running_loop().run_in_executor(
-                None, self.engine.score, prompts, self.settings.infer.top_k)
+                None, self.engine.score, prompts, self.settings.infer.top_k
+            )
             metrics.INFERENCE_SECONDS.observe(time.monotonic() - started)
             computed_at = _now_ms()
-            items = [Affinities(r.user_id, r.version, self.engine.model_version, computed_at, r.newest_event_time,
-                                tuple(top)) for r, top in zip(batch, scored, strict=True)]
+            items = [
+                Affinities(
+                    r.user_id, r.version, self.engine.model_version, computed_at, r.newest_event_time, tuple(top)
+                )
+                for r, top in zip(batch, scored, strict=True)
+            ]
             written = await self._write(store, items)
             written_at = _now_ms()
             topic = self.settings.topics.name("affinities")
-            sends = [await producer.send(topic, serde.encode(serde.AFFINITY, a.to_record()), key=a.user_id.encode())
-                     for a in items]
+            sends = [
+                await producer.send(topic, serde.encode(serde.AFFINITY, a.to_record()), key=a.user_id.encode())
+                for a in items
+            ]
             await asyncio.gather(*sends)
             for a, ok in zip(items, written, strict=True):
                 metrics.WRITES.labels("written" if ok else "stale").inc()
@@ -169,8 +205,9 @@ class InferenceWorker:
 def run(settings: Settings) -> None:
     from adcast.engines import create_engine
 
-    engine = create_engine(settings.infer.engine, settings.infer.model_dir, settings.infer.device,
-                           settings.infer.cpu_threads)
+    engine = create_engine(
+        settings.infer.engine, settings.infer.model_dir, settings.infer.device, settings.infer.cpu_threads
+    )
     metrics.serve(settings.metrics_port)
     worker = InferenceWorker(settings, engine)
 

@@ -50,6 +50,8 @@ def topic_specs(settings: Settings) -> dict[str, tuple[int, dict[str, str]]]:
     specs[t.name("profiles")] = (t.partitions, {"cleanup.policy": "compact"})
     specs[t.name("advertisers")] = (1, {"cleanup.policy": "compact"})
     specs[t.name("dead_letters")] = (1, {})
+    # Co-partitioned with the events: a tick on partition p wakes the users of partition p.
+    specs[t.name("ticks")] = (t.partitions, {"retention.ms": str(3600 * 1000)})
     return specs
 
 
@@ -62,8 +64,11 @@ def create_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
         existing = set(admin.list_topics(timeout=timeout_s).topics)
     except Exception as exc:
         raise ServiceError(f"cannot reach Kafka at {settings.kafka.bootstrap_servers}: {exc}") from exc
-    wanted = [NewTopic(name, num_partitions=n, replication_factor=1, config=cfg)
-              for name, (n, cfg) in topic_specs(settings).items() if name not in existing]
+    wanted = [
+        NewTopic(name, num_partitions=n, replication_factor=1, config=cfg)
+        for name, (n, cfg) in topic_specs(settings).items()
+        if name not in existing
+    ]
     if not wanted:
         return []
     futures = admin.create_topics(wanted, request_timeout=timeout_s)

@@ -10,12 +10,14 @@ DEAD_LETTERS = Counter("adcast_dead_letters_total", "Inputs sent to the dead-let
 REQUESTS_EMITTED = Counter("adcast_requests_emitted_total", "Prediction requests emitted.", ["reason"])
 PENDING_USERS = Gauge("adcast_pending_users", "Users waiting for a trigger on this worker.")
 
-BATCH_SIZE = Histogram("adcast_batch_size", "Requests per scored micro-batch.",
-                       buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512))
+BATCH_SIZE = Histogram(
+    "adcast_batch_size", "Requests per scored micro-batch.", buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+)
 SUPERSEDED = Counter("adcast_requests_superseded_total", "Requests replaced by a newer one for the same user.")
 INFERENCE_SECONDS = Histogram("adcast_inference_seconds", "Engine time per micro-batch.")
-FRESHNESS_SECONDS = Histogram("adcast_freshness_seconds", "Newest event time to Redis write.",
-                              buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300))
+FRESHNESS_SECONDS = Histogram(
+    "adcast_freshness_seconds", "Newest event time to Redis write.", buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300)
+)
 WRITES = Counter("adcast_store_writes_total", "Redis writes by outcome.", ["outcome"])
 RETRIES = Counter("adcast_retries_total", "Retried operations.", ["operation"])
 

@@ -43,13 +43,19 @@ class ReplaySummary:
         return self.events / self.seconds if self.seconds else 0.0
 
 
-def _producer(settings: Settings) -> Any:
+def event_producer(settings: Settings) -> Any:
     from confluent_kafka import Producer
 
     conf = confluent_config(settings)
     # murmur2 is the Java client's default partitioner: keys land where other producers put them.
-    conf.update({"partitioner": "murmur2_random", "enable.idempotence": True, "linger.ms": 5,
-                 "queue.buffering.max.messages": 200_000})
+    conf.update(
+        {
+            "partitioner": "murmur2_random",
+            "enable.idempotence": True,
+            "linger.ms": 5,
+            "queue.buffering.max.messages": 200_000,
+        }
+    )
     return Producer(conf)
 
 
@@ -74,7 +80,7 @@ def replay(
     from tqdm import tqdm
 
     t = settings.topics
-    producer = _producer(settings)
+    producer = event_producer(settings)
     summary = ReplaySummary()
     started = time.monotonic()
     errors: list[str] = []

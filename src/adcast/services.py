@@ -8,6 +8,7 @@ loopback port with a pid file and a log under `<home>/run`; starting is idempote
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -91,8 +92,21 @@ class Service:
         if self.name == "redis":
             data = self.run_dir / "redis-data"
             data.mkdir(parents=True, exist_ok=True)
-            return [redis_binary(), "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(data),
-                    "--save", "", "--appendonly", "no", "--protected-mode", "yes"]
+            return [
+                redis_binary(),
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--dir",
+                str(data),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--protected-mode",
+                "yes",
+            ]
         raise ServiceError(f"unknown service {self.name}")
 
     def start(self, timeout_s: float = 15.0) -> bool:
@@ -101,13 +115,16 @@ class Service:
             log.info("service=%s already running pid=%s port=%s", self.name, self.pid(), self.port)
             return False
         if _port_open(self.port):
-            raise ServiceError(f"port {self.port} for {self.name} is taken by another process; "
-                               f"choose another port or stop that process")
+            raise ServiceError(
+                f"port {self.port} for {self.name} is taken by another process; "
+                f"choose another port or stop that process"
+            )
         self.run_dir.mkdir(parents=True, exist_ok=True)
         cmd = self.command()
         with self.log_file.open("ab") as out:
-            proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    start_new_session=True)
+            proc = subprocess.Popen(
+                cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+            )
         self.pid_file.write_text(str(proc.pid))
         deadline = time.monotonic() + timeout_s
         while not _port_open(self.port):
@@ -115,7 +132,9 @@ class Service:
                 raise ServiceError(f"{self.name} exited with {proc.returncode}; see {self.log_file}")
             if time.monotonic() > deadline:
                 self.stop()
-                raise ServiceError(f"{self.name} did not listen on port {self.port} in {timeout_s}s; see {self.log_file}")
+                raise ServiceError(
+                    f"{self.name} did not listen on port {self.port} in {timeout_s}s; see {self.log_file}"
+                )
             time.sleep(0.05)
         log.info("service=%s started pid=%s port=%s log=%s", self.name, proc.pid, self.port, self.log_file)
         return True
@@ -128,10 +147,8 @@ class Service:
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout_s
         while _alive(pid) and time.monotonic() < deadline:
-            try:  # reap it if it is our child
+            with contextlib.suppress(ChildProcessError):  # reap it if it is our child
                 os.waitpid(pid, os.WNOHANG)
-            except ChildProcessError:
-                pass
             time.sleep(0.05)
         if _alive(pid):
             os.kill(pid, signal.SIGKILL)

@@ -53,8 +53,11 @@ class AsyncAffinityStore:
             async with self.redis.pipeline(transaction=False) as pipe:
                 for a in items:
                     h = a.to_hash()
-                    await self._script(keys=[self.key(a.user_id)],
-                                       args=[h["v"], h["mv"], h["ct"], h["et"], h["top"], ttl_ms], client=pipe)
+                    await self._script(
+                        keys=[self.key(a.user_id)],
+                        args=[h["v"], h["mv"], h["ct"], h["et"], h["top"], ttl_ms],
+                        client=pipe,
+                    )
                 results = await pipe.execute()
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
             raise StoreUnavailable(f"Redis at {self.settings.url} is unavailable: {exc}") from exc

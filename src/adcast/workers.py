@@ -47,8 +47,9 @@ class WorkerProcess:
         deadline = time.monotonic() + timeout_s
         while marker not in self.log_text():
             if self.proc.poll() is not None:
-                raise ServiceError(f"{self.tier} worker exited with {self.proc.returncode}; "
-                                   f"last log lines:\n{self.tail()}")
+                raise ServiceError(
+                    f"{self.tier} worker exited with {self.proc.returncode}; last log lines:\n{self.tail()}"
+                )
             if time.monotonic() > deadline:
                 raise ServiceError(f"{self.tier} worker not ready after {timeout_s:.0f}s; see {self.log_path}")
             time.sleep(0.2)
@@ -70,10 +71,18 @@ class WorkerProcess:
 def start_worker(tier: str, env: dict[str, str], log_path: Path) -> WorkerProcess:
     binary = tier_binary(tier)
     if not Path(binary).exists():
-        raise ServiceError(f"no adcast executable for the {tier} tier at {binary}; create its environment "
-                           f"(`make venvs`) or set ADCAST_{tier.upper()}_BIN")
+        raise ServiceError(
+            f"no adcast executable for the {tier} tier at {binary}; create its environment "
+            f"(`make venvs`) or set ADCAST_{tier.upper()}_BIN"
+        )
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("wb") as out:
-        proc = subprocess.Popen([binary, tier], env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
+        proc = subprocess.Popen(
+            [binary, tier],
+            env={**os.environ, **env},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
     return WorkerProcess(tier, proc, log_path)

@@ -29,15 +29,31 @@ class Affinities:
         return json.dumps([[a, round(p, 6)] for a, p in self.top], separators=(",", ":"))
 
     def to_hash(self) -> dict[str, str]:
-        return {"v": str(self.version), "mv": self.model_version, "ct": str(self.computed_at),
-                "et": str(self.newest_event_time), "top": self.encode_top()}
+        return {
+            "v": str(self.version),
+            "mv": self.model_version,
+            "ct": str(self.computed_at),
+            "et": str(self.newest_event_time),
+            "top": self.encode_top(),
+        }
 
     @classmethod
     def from_hash(cls, user_id: str, h: dict[str, str]) -> Affinities:
-        return cls(user_id, int(h["v"]), h["mv"], int(h["ct"]), int(h["et"]),
-                   tuple((str(a), float(p)) for a, p in json.loads(h["top"])))
+        return cls(
+            user_id,
+            int(h["v"]),
+            h["mv"],
+            int(h["ct"]),
+            int(h["et"]),
+            tuple((str(a), float(p)) for a, p in json.loads(h["top"])),
+        )
 
     def to_record(self) -> dict[str, object]:
-        return {"user_id": self.user_id, "version": self.version, "model_version": self.model_version,
-                "computed_at": self.computed_at, "newest_event_time": self.newest_event_time,
-                "advertisers": [{"advertiser_id": a, "probability": p} for a, p in self.top]}
+        return {
+            "user_id": self.user_id,
+            "version": self.version,
+            "model_version": self.model_version,
+            "computed_at": self.computed_at,
+            "newest_event_time": self.newest_event_time,
+            "advertisers": [{"advertiser_id": a, "probability": p} for a, p in self.top],
+        }

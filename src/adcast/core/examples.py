@@ -36,9 +36,17 @@ def cutoff_time(event_times: Iterable[int], fraction: float) -> int:
 
 
 def to_event(record: Mapping[str, Any]) -> Event:
-    return Event(record["event_id"], record["user_id"], int(record["event_time"]), record["event_type"],
-                 record.get("advertiser_id"), record.get("item_id"), record.get("category"),
-                 record.get("brand"), record.get("text"))
+    return Event(
+        record["event_id"],
+        record["user_id"],
+        int(record["event_time"]),
+        record["event_type"],
+        record.get("advertiser_id"),
+        record.get("item_id"),
+        record.get("category"),
+        record.get("brand"),
+        record.get("text"),
+    )
 
 
 def iter_examples(
@@ -59,11 +67,20 @@ def iter_examples(
         for offset, e in enumerate(sorted(by_user[user_id], key=lambda e: (e.event_time, e.event_id))):
             if e.event_time >= end:
                 break
-            if (start <= e.event_time and e.event_type in ENGAGEMENTS and e.advertiser_id in advertisers
-                    and history.events):
-                yield Example(user_id, e.event_time, dict(history.profile), tuple(history.events),
-                              e.advertiser_id,
-                              _snapshot(history) if keep_state else None)
+            if (
+                start <= e.event_time
+                and e.event_type in ENGAGEMENTS
+                and e.advertiser_id in advertisers
+                and history.events
+            ):
+                yield Example(
+                    user_id,
+                    e.event_time,
+                    dict(history.profile),
+                    tuple(history.events),
+                    e.advertiser_id,
+                    _snapshot(history) if keep_state else None,
+                )
             fold_event(history, e, offset, e.event_time, limits)
 
 

@@ -23,6 +23,7 @@ from adcast.core.events import (
     VIEW,
     Event,
 )
+from adcast.core.text import text_words
 
 # Engagement weight per event type for the decayed per-advertiser counters.
 COUNTER_WEIGHTS = {IMPRESSION: 0.1, VIEW: 0.5, CLICK: 1.0, SEARCH: 0.0, SAVE: 2.0, ADD_TO_CART: 3.0, CHECKOUT: 5.0}
@@ -56,15 +57,18 @@ class HistoryEvent:
 
     @classmethod
     def from_event(cls, e: Event) -> HistoryEvent:
-        return cls(e.event_time, e.event_type, e.advertiser_id, e.category, e.brand, e.text)
+        # Keep only the words the prompt shows: it bounds the state and changes no prompt.
+        text = " ".join(text_words(e.text)) if e.text else None
+        return cls(e.event_time, e.event_type, e.advertiser_id, e.category, e.brand, text or None)
 
     def to_record(self) -> dict[str, Any]:
         return {f: getattr(self, f) for f in self.__slots__}
 
     @classmethod
     def from_record(cls, r: dict[str, Any]) -> HistoryEvent:
-        return cls(r["event_time"], r["event_type"], r.get("advertiser_id"), r.get("category"),
-                   r.get("brand"), r.get("text"))
+        return cls(
+            r["event_time"], r["event_type"], r.get("advertiser_id"), r.get("category"), r.get("brand"), r.get("text")
+        )
 
 
 @dataclass(slots=True)
@@ -102,8 +106,10 @@ class UserHistory:
             "partition": self.partition,
             "profile": self.profile,
             "events": [e.to_record() for e in self.events],
-            "counters": [{"advertiser_id": c.advertiser_id, "weight": c.weight, "updated_at": c.updated_at}
-                         for c in self.counters],
+            "counters": [
+                {"advertiser_id": c.advertiser_id, "weight": c.weight, "updated_at": c.updated_at}
+                for c in self.counters
+            ],
             "seen_ids": self.seen_ids,
             "newest_event_time": self.newest_event_time,
             "pending_since": self.pending_since,
@@ -172,8 +178,9 @@ def _count(history: UserHistory, event: Event, limits: HistoryLimits) -> None:
         history.counters.append(Counter(event.advertiser_id, gain, t))
     if len(history.counters) > limits.max_counters:
         ref = max(c.updated_at for c in history.counters)
-        history.counters.sort(key=lambda c: (-_decay(c.weight, c.updated_at, ref, limits.counter_half_life_ms),
-                                             c.advertiser_id))
+        history.counters.sort(
+            key=lambda c: (-_decay(c.weight, c.updated_at, ref, limits.counter_half_life_ms), c.advertiser_id)
+        )
         del history.counters[limits.max_counters :]
 
 
@@ -221,7 +228,8 @@ def fold_event(
 
 def top_counters(history: UserHistory, k: int, at_ms: int, limits: HistoryLimits) -> list[tuple[str, float]]:
     """The user's own advertisers by decayed weight at `at_ms` (the `recent` baseline)."""
-    scored = [(c.advertiser_id, _decay(c.weight, c.updated_at, at_ms, limits.counter_half_life_ms))
-              for c in history.counters]
+    scored = [
+        (c.advertiser_id, _decay(c.weight, c.updated_at, at_ms, limits.counter_half_life_ms)) for c in history.counters
+    ]
     scored.sort(key=lambda x: (-x[1], x[0]))
     return scored[:k]

@@ -17,10 +17,9 @@ import re
 from collections.abc import Iterable, Mapping
 
 from adcast.core.history import HistoryEvent
+from adcast.core.text import text_words
 
 PROMPT_FORMAT_VERSION = 1
-MAX_TEXT_WORDS = 12
-_WORD = re.compile(r"\w+", re.UNICODE)
 _UNSAFE = re.compile(r"[\s<>;=]+")
 
 
@@ -30,10 +29,6 @@ def advertiser_token(advertiser_id: str) -> str:
 
 def _value(value: str) -> str:
     return _UNSAFE.sub("_", value.strip().lower())
-
-
-def text_words(text: str) -> list[str]:
-    return _WORD.findall(text.lower())[:MAX_TEXT_WORDS]
 
 
 def render_event(e: HistoryEvent) -> str:

@@ -20,8 +20,15 @@ class PredictionRequest:
 
     @classmethod
     def from_history(cls, history: UserHistory, reason: str, now_ms: int) -> PredictionRequest:
-        return cls(history.user_id, history.version, reason, history.newest_event_time, now_ms,
-                   dict(history.profile), tuple(history.events))
+        return cls(
+            history.user_id,
+            history.version,
+            reason,
+            history.newest_event_time,
+            now_ms,
+            dict(history.profile),
+            tuple(history.events),
+        )
 
     def to_record(self) -> dict[str, Any]:
         return {
@@ -36,5 +43,12 @@ class PredictionRequest:
 
     @classmethod
     def from_record(cls, r: dict[str, Any]) -> PredictionRequest:
-        return cls(r["user_id"], r["version"], r["reason"], r["newest_event_time"], r["enqueued_at"],
-                   dict(r["profile"]), tuple(HistoryEvent.from_record(e) for e in r["events"]))
+        return cls(
+            r["user_id"],
+            r["version"],
+            r["reason"],
+            r["newest_event_time"],
+            r["enqueued_at"],
+            dict(r["profile"]),
+            tuple(HistoryEvent.from_record(e) for e in r["events"]),
+        )

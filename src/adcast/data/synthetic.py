@@ -35,8 +35,32 @@ CATEGORIES: dict[str, list[str]] = {
     "fitness": ["dumbbell", "yoga", "mat", "protein", "gym"],
     "books": ["novel", "paperback", "ebook", "thriller", "poetry"],
 }
-_SYLLABLES = ["ve", "lo", "ra", "ki", "mo", "ta", "zen", "bri", "ho", "lu", "nor", "vi", "sa", "dro",
-              "pel", "qua", "tri", "mi", "ga", "fen", "cor", "ul", "ax", "by"]
+_SYLLABLES = [
+    "ve",
+    "lo",
+    "ra",
+    "ki",
+    "mo",
+    "ta",
+    "zen",
+    "bri",
+    "ho",
+    "lu",
+    "nor",
+    "vi",
+    "sa",
+    "dro",
+    "pel",
+    "qua",
+    "tri",
+    "mi",
+    "ga",
+    "fen",
+    "cor",
+    "ul",
+    "ax",
+    "by",
+]
 AGES = ["18-24", "25-34", "35-44", "45-54", "55+"]
 GENDERS = ["f", "m"]
 CITY_TIERS = ["tier1", "tier2", "tier3"]
@@ -68,6 +92,32 @@ def _category_bias(age: str, gender: str) -> dict[str, float]:
     return {c: (6.0 if c in favourites else 1.0) for c in cats}
 
 
+class _Session:
+    """Appends one user's events, each a few seconds to a minute and a half after the last."""
+
+    def __init__(
+        self, rng: random.Random, advertisers: list[dict[str, Any]], user_id: str, t: int, out: list[dict[str, Any]]
+    ) -> None:
+        self.rng, self.advertisers, self.user_id, self.t, self.out = rng, advertisers, user_id, t, out
+
+    def emit(self, kind: str, a: int | None, text: str | None = None, c: str | None = None) -> None:
+        self.t += self.rng.randint(2_000, 90_000)
+        adv = self.advertisers[a] if a is not None else None
+        self.out.append(
+            {
+                "event_id": "",
+                "user_id": self.user_id,
+                "event_time": self.t,
+                "event_type": kind,
+                "advertiser_id": adv["advertiser_id"] if adv else None,
+                "item_id": f"i{a}-{self.rng.randint(0, 20)}" if adv else None,
+                "category": c,
+                "brand": adv["name"].lower() if adv else None,
+                "text": text,
+            }
+        )
+
+
 def generate(spec: WorldSpec) -> dict[str, list[dict[str, Any]]]:
     rng = random.Random(spec.seed)
     cats = list(CATEGORIES)
@@ -79,7 +129,9 @@ def generate(spec: WorldSpec) -> dict[str, list[dict[str, Any]]]:
         advertisers.append({"advertiser_id": f"a{i:04d}", "name": _name(rng, taken), "category": cat})
         by_cat[cat].append(i)
     # Zipf popularity inside each category.
-    popularity = {i: 1.0 / (1 + rank) ** 0.8 for c in cats for rank, i in enumerate(rng.sample(by_cat[c], len(by_cat[c])))}
+    popularity = {
+        i: 1.0 / (1 + rank) ** 0.8 for c in cats for rank, i in enumerate(rng.sample(by_cat[c], len(by_cat[c])))
+    }
 
     profiles: list[dict[str, Any]] = []
     events: list[dict[str, Any]] = []
@@ -87,8 +139,9 @@ def generate(spec: WorldSpec) -> dict[str, list[dict[str, Any]]]:
     for u in range(spec.users):
         user_id = f"u{u:05d}"
         age, gender, tier = rng.choice(AGES), rng.choice(GENDERS), rng.choice(CITY_TIERS)
-        profiles.append({"user_id": user_id, "attributes": {"age": age, "gender": gender, "city": tier},
-                         "updated_at": START_MS})
+        profiles.append(
+            {"user_id": user_id, "attributes": {"age": age, "gender": gender, "city": tier}, "updated_at": START_MS}
+        )
         bias = _category_bias(age, gender)
         interests = rng.choices(cats, weights=[bias[c] for c in cats], k=rng.randint(2, 3))
         own: dict[str, list[int]] = {}  # category -> advertisers this user engaged with
@@ -98,7 +151,6 @@ def generate(spec: WorldSpec) -> dict[str, list[dict[str, Any]]]:
             if rng.random() < 0.15:  # drift: one interest is replaced
                 interests[rng.randrange(len(interests))] = rng.choices(cats, weights=[bias[c] for c in cats])[0]
             cat = rng.choice(interests)
-            t = START_MS + start
             discover = not own.get(cat) or rng.random() < 0.35
             if discover:
                 pool = by_cat[cat]
@@ -107,15 +159,8 @@ def generate(spec: WorldSpec) -> dict[str, list[dict[str, Any]]]:
                 adv = rng.choice(own[cat])
             brand = advertisers[adv]["name"].lower()
 
-            def emit(kind: str, a: int | None, text: str | None = None, c: str | None = None) -> None:
-                nonlocal t
-                t += rng.randint(2_000, 90_000)
-                item = f"i{a}-{rng.randint(0, 20)}" if a is not None else None
-                events.append({
-                    "event_id": "", "user_id": user_id, "event_time": t, "event_type": kind,
-                    "advertiser_id": advertisers[a]["advertiser_id"] if a is not None else None,
-                    "item_id": item, "category": c, "brand": advertisers[a]["name"].lower() if a is not None else None,
-                    "text": text})
+            session = _Session(rng, advertisers, user_id, START_MS + start, events)
+            emit = session.emit
 
             for _ in range(rng.randint(1, 4)):  # noise impressions from anywhere
                 noise = rng.randrange(spec.advertisers)

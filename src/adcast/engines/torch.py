@@ -75,8 +75,10 @@ class TorchEngine:
             probs = torch.softmax((hidden @ self.adv_weight.T).float(), dim=-1)
             top_p, top_i = probs.topk(k, dim=-1)
             for row, i in enumerate(chunk):
-                results[i] = [(self.advertiser_ids[j], float(p))
-                              for p, j in zip(top_p[row].tolist(), top_i[row].tolist(), strict=True)]
+                results[i] = [
+                    (self.advertiser_ids[j], float(p))
+                    for p, j in zip(top_p[row].tolist(), top_i[row].tolist(), strict=True)
+                ]
             start = end
         return results
 

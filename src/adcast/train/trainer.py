@@ -22,7 +22,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, Llama
 from adcast.checkpoint import ModelMeta
 from adcast.core.examples import cutoff_time, iter_examples
 from adcast.core.history import HistoryLimits
-from adcast.core.prompt import advertiser_token, render_prompt, text_words
+from adcast.core.prompt import advertiser_token, render_prompt
+from adcast.core.text import text_words
 from adcast.data.files import read_records
 from adcast.errors import ConfigError
 from adcast.train.vocab import add_advertiser_tokens, build_word_tokenizer
@@ -64,10 +65,19 @@ def data_fingerprint(data_dir: str | Path) -> str:
 
 
 def _tiny_llama(vocab_size: int, cfg: TrainConfig, pad_id: int) -> PreTrainedModel:
-    config = LlamaConfig(vocab_size=vocab_size, hidden_size=cfg.hidden_size, intermediate_size=cfg.hidden_size * 2,
-                         num_hidden_layers=cfg.layers, num_attention_heads=cfg.heads, num_key_value_heads=cfg.heads,
-                         max_position_embeddings=cfg.max_positions, tie_word_embeddings=True, pad_token_id=pad_id,
-                         bos_token_id=None, eos_token_id=None)
+    config = LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=cfg.hidden_size,
+        intermediate_size=cfg.hidden_size * 2,
+        num_hidden_layers=cfg.layers,
+        num_attention_heads=cfg.heads,
+        num_key_value_heads=cfg.heads,
+        max_position_embeddings=cfg.max_positions,
+        tie_word_embeddings=True,
+        pad_token_id=pad_id,
+        bos_token_id=None,
+        eos_token_id=None,
+    )
     return LlamaForCausalLM(config)
 
 
@@ -77,8 +87,11 @@ def _init_advertiser_rows(model: PreTrainedModel, tokenizer: Any, token_ids: lis
     unk = tokenizer.unk_token_id
     with torch.no_grad():
         for tid, name in zip(token_ids, names, strict=True):
-            ids = [i for i in tokenizer(" ".join(text_words(name)), add_special_tokens=False)["input_ids"]
-                   if i != unk and i not in token_ids]
+            ids = [
+                i
+                for i in tokenizer(" ".join(text_words(name)), add_special_tokens=False)["input_ids"]
+                if i != unk and i not in token_ids
+            ]
             if ids:
                 emb[tid] = emb[ids].mean(dim=0)
 
@@ -91,8 +104,14 @@ def _batches(lengths: list[int], batch_size: int, rng: random.Random) -> list[li
     return batches
 
 
-def train(data_dir: str | Path, out_dir: str | Path, cfg: TrainConfig, base: str | None = None,
-          limits: HistoryLimits | None = None, progress: bool = True) -> TrainReport:
+def train(
+    data_dir: str | Path,
+    out_dir: str | Path,
+    cfg: TrainConfig,
+    base: str | None = None,
+    limits: HistoryLimits | None = None,
+    progress: bool = True,
+) -> TrainReport:
     limits = limits or HistoryLimits()
     started = time.monotonic()
     random.seed(cfg.seed)
@@ -104,8 +123,10 @@ def train(data_dir: str | Path, out_dir: str | Path, cfg: TrainConfig, base: str
     adv_ids = [a["advertiser_id"] for a in advertisers]
     examples = list(iter_examples(events, profiles, set(adv_ids), limits, end=cutoff))
     if not examples:
-        raise ConfigError(f"no training examples before the cutoff in {data_dir}: need engagements "
-                          "(click, save, add_to_cart, checkout) with a known advertiser and some history")
+        raise ConfigError(
+            f"no training examples before the cutoff in {data_dir}: need engagements "
+            "(click, save, add_to_cart, checkout) with a known advertiser and some history"
+        )
     prompts = [render_prompt(ex.profile, ex.events) for ex in examples]
     adv_tokens = [advertiser_token(a) for a in adv_ids]
 
@@ -133,7 +154,8 @@ def train(data_dir: str | Path, out_dir: str | Path, cfg: TrainConfig, base: str
     total = steps_per_epoch * cfg.epochs
     optim = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.LambdaLR(
-        optim, lambda s: min(1.0, (s + 1) / max(1, total // 20)) * 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
+        optim, lambda s: min(1.0, (s + 1) / max(1, total // 20)) * 0.5 * (1 + math.cos(math.pi * min(s, total) / total))
+    )
     losses: list[float] = []
     bar = tqdm(total=total, desc="train", unit="step", disable=not progress, mininterval=0.5)
     use_bf16 = device.type == "cuda"
@@ -150,7 +172,9 @@ def train(data_dir: str | Path, out_dir: str | Path, cfg: TrainConfig, base: str
                 hidden = body(input_ids=ids.to(device), attention_mask=mask.to(device)).last_hidden_state
                 h = hidden[torch.arange(len(batch), device=device), last.to(device)]
                 logits = h @ model.get_output_embeddings().weight.index_select(0, adv_rows).T
-            loss = torch.nn.functional.cross_entropy(logits.float(), torch.tensor([targets[i] for i in batch], device=device))
+            loss = torch.nn.functional.cross_entropy(
+                logits.float(), torch.tensor([targets[i] for i in batch], device=device)
+            )
             optim.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -173,9 +197,20 @@ def train(data_dir: str | Path, out_dir: str | Path, cfg: TrainConfig, base: str
     first, last_loss = sum(losses[:window]) / window, sum(losses[-window:]) / window
     ModelMeta(
         model_version=f"{out.name}-{fingerprint[:8]}-s{cfg.seed}",
-        advertiser_ids=tuple(adv_ids), tokens=tuple(adv_tokens), token_ids=tuple(token_ids),
-        trained={"data_fingerprint": fingerprint, "examples": len(examples), "epochs": cfg.epochs,
-                 "seed": cfg.seed, "cutoff_time": cutoff, "cutoff_fraction": cfg.cutoff_fraction,
-                 "base": base, "seconds": round(seconds, 1), "first_loss": first, "last_loss": last_loss},
+        advertiser_ids=tuple(adv_ids),
+        tokens=tuple(adv_tokens),
+        token_ids=tuple(token_ids),
+        trained={
+            "data_fingerprint": fingerprint,
+            "examples": len(examples),
+            "epochs": cfg.epochs,
+            "seed": cfg.seed,
+            "cutoff_time": cutoff,
+            "cutoff_fraction": cfg.cutoff_fraction,
+            "base": base,
+            "seconds": round(seconds, 1),
+            "first_loss": first,
+            "last_loss": last_loss,
+        },
     ).save(out)
     return TrainReport(len(examples), cfg.epochs, seconds, first, last_loss, str(out))

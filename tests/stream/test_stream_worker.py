@@ -1,0 +1,117 @@
+"""The Faust stream worker as an operator runs it (`adcast stream`), on the real broker."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from adcast import serde
+from adcast.kafka import create_topics
+from adcast.replay import event_producer
+from adcast.workers import start_worker
+
+pytestmark = pytest.mark.integration
+NOW = int(time.time() * 1000)
+
+
+def event(n: int, user: str, kind: str = "click", **extra) -> dict:
+    return {
+        "event_id": f"e{n}",
+        "user_id": user,
+        "event_time": NOW + n,
+        "event_type": kind,
+        "advertiser_id": "a1",
+        "item_id": None,
+        "category": "shoes",
+        "brand": None,
+        "text": None,
+        **extra,
+    }
+
+
+def produce(settings, values: list[tuple[str, bytes]]) -> list[tuple[int, int]]:
+    """Produce (key, value) pairs; returns each one's (partition, offset), in production order."""
+    producer = event_producer(settings)
+    delivered: dict[int, tuple[int, int]] = {}
+    for i, (key, value) in enumerate(values):
+
+        def done(err, msg, i=i):
+            assert err is None, err
+            delivered[i] = (msg.partition(), msg.offset())
+
+        producer.produce(settings.topics.name("events"), key=key.encode(), value=value, on_delivery=done)
+    producer.flush(10)
+    return [delivered[i] for i in range(len(values))]
+
+
+def consume(settings, topic: str, until, timeout_s: float = 60) -> list:
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer(
+        {"bootstrap.servers": settings.kafka.bootstrap_servers, "group.id": "unused", "enable.auto.commit": False}
+    )
+    partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+    consumer.assign([TopicPartition(topic, p, 0) for p in partitions])  # no group join: fast on the local broker
+    out = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while not until(out) and time.monotonic() < deadline:
+            msg = consumer.poll(0.2)
+            if msg is not None and msg.error() is None:
+                out.append(msg)
+    finally:
+        consumer.close()
+    return out
+
+
+def test_stream_worker_dedupes_folds_triggers_and_dead_letters(settings, broker, tmp_path):
+    create_topics(settings)
+    from adcast.config import to_env
+
+    worker = start_worker("stream", to_env(settings), tmp_path / "stream.log")
+    try:
+        worker.wait_ready()
+        users = [f"user-{i}" for i in range(6)]
+        values: list[tuple[str, bytes]] = []
+        n = 0
+        for u in users:
+            for kind in ("impression", "view", "click", "impression"):
+                values.append((u, serde.encode(serde.EVENT, event(n, u, kind))))
+                n += 1
+        # a redelivered event, garbage, and contract violations
+        values.append((users[0], values[1][1]))
+        values.append(("junk", b"\x07not avro at all"))
+        values.append(("junk", serde.encode(serde.EVENT, event(900, "junk", "poke"))))
+        values.append(("junk", serde.encode(serde.EVENT, event(901, "", "click"))))
+        delivered = produce(settings, values)
+
+        # Versions are the offsets of each user's newest salient event; the redelivered copy of
+        # e1 (a view) is dropped by event id, so it moves nothing.
+        expected: dict[str, int] = {}
+        for (_, offset), (key, raw) in zip(delivered[: len(users) * 4], values[: len(users) * 4], strict=True):
+            if serde.decode(serde.EVENT, raw)["event_type"] != "impression":
+                expected[key] = max(expected.get(key, -1), offset)
+
+        requests_topic = settings.topics.name("requests")
+        got = consume(
+            settings,
+            requests_topic,
+            lambda out: {serde.decode(serde.REQUEST, m.value())["user_id"] for m in out} >= set(users),
+        )
+        latest: dict[str, int] = {}
+        for m in got:
+            r = serde.decode(serde.REQUEST, m.value())
+            assert m.key().decode() == r["user_id"]
+            latest[r["user_id"]] = max(latest.get(r["user_id"], -1), r["version"])
+            assert [e["event_type"] for e in r["events"]] in (["view"], ["view", "click"])
+        assert latest == expected
+
+        dead = consume(settings, settings.topics.name("dead_letters"), lambda out: len(out) >= 3)
+        letters = sorted(
+            (d["stage"], d["reason"].split(":")[0]) for d in (serde.decode(serde.DEAD_LETTER, m.value()) for m in dead)
+        )
+        assert letters == [("decode", "bad_magic"), ("validate", "empty_user_id"), ("validate", "unknown_event_type")]
+        assert worker.proc.poll() is None, "the worker must survive bad input"
+    finally:
+        assert worker.stop() in (0, -15), worker.tail()

@@ -1,0 +1,53 @@
+import importlib.util
+import json
+import subprocess
+import sys
+
+from adcast.config import load_settings, masked, to_env
+
+
+def test_env_overrides_and_secrets_are_masked(monkeypatch):
+    monkeypatch.setenv("ADCAST_KAFKA__BOOTSTRAP_SERVERS", "k1:9092,k2:9092")
+    monkeypatch.setenv("ADCAST_REDIS__PASSWORD", "hunter2")
+    s = load_settings()
+    assert s.kafka.bootstrap_servers == "k1:9092,k2:9092"
+    assert s.redis.password is not None and s.redis.password.get_secret_value() == "hunter2"
+    assert "hunter2" not in json.dumps(masked(s))
+
+
+def test_config_file_is_read_and_env_wins(tmp_path, monkeypatch):
+    cfg = tmp_path / "adcast.toml"
+    cfg.write_text("[infer]\ntop_k = 7\nmax_batch = 3\n")
+    monkeypatch.setenv("ADCAST_CONFIG", str(cfg))
+    monkeypatch.setenv("ADCAST_INFER__MAX_BATCH", "9")
+    s = load_settings()
+    assert (s.infer.top_k, s.infer.max_batch) == (7, 9)
+
+
+def test_to_env_round_trips(monkeypatch):
+    s = load_settings(topics={"prefix": "x."}, stream={"quiet_ms": 123})
+    for k, v in to_env(s).items():
+        monkeypatch.setenv(k, v)
+    assert load_settings() == s
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "adcast.cli", *args], capture_output=True, text=True)
+
+
+def test_help_lists_the_subcommands():
+    out = run_cli("--help")
+    assert out.returncode == 0
+    for cmd in ["up", "down", "stream", "infer", "generate", "replay", "train", "lookup", "demo"]:
+        assert cmd in out.stdout
+
+
+def test_a_missing_tier_names_the_extra_to_install():
+    # Each tier's environment lacks the other tier's engine; the CLI says what to install.
+    if importlib.util.find_spec("faust") is None:
+        out = run_cli("stream")
+        assert out.returncode == 2 and "adcast[stream]" in out.stderr
+    if importlib.util.find_spec("torch") is None:
+        out = run_cli("infer")
+        assert out.returncode == 2 and "adcast[infer-cpu]" in out.stderr
+    assert importlib.util.find_spec("faust") is None or importlib.util.find_spec("torch") is None

@@ -1,0 +1,42 @@
+from adcast.core.affinities import Affinities
+from adcast.core.examples import cutoff_time, iter_examples
+from adcast.core.history import HistoryLimits
+from adcast.data.synthetic import WorldSpec, generate
+
+
+def test_cutoff_is_the_time_quantile():
+    assert cutoff_time([5, 1, 3, 2, 4], 0.8) == 5
+    assert cutoff_time([5, 1, 3, 2, 4], 0.0) == 1
+
+
+def test_examples_use_only_strictly_earlier_events_of_the_same_user():
+    world = generate(WorldSpec(users=30, advertisers=40, seed=3))
+    advs = {a["advertiser_id"] for a in world["advertisers"]}
+    profiles = {p["user_id"]: p["attributes"] for p in world["profiles"]}
+    examples = list(iter_examples(world["events"], profiles, advs, HistoryLimits()))
+    assert examples
+    for ex in examples:
+        assert ex.target in advs
+        assert all(e.event_time <= ex.event_time for e in ex.events)
+        assert ex.profile == profiles[ex.user_id]
+
+
+def test_window_selects_targets_by_time():
+    world = generate(WorldSpec(users=30, advertisers=40, seed=3))
+    advs = {a["advertiser_id"] for a in world["advertisers"]}
+    cut = cutoff_time((e["event_time"] for e in world["events"]), 0.5)
+    before = list(iter_examples(world["events"], {}, advs, HistoryLimits(), end=cut))
+    after = list(iter_examples(world["events"], {}, advs, HistoryLimits(), start=cut))
+    assert before and after
+    assert max(e.event_time for e in before) < cut <= min(e.event_time for e in after)
+
+
+def test_generator_is_deterministic_for_a_seed():
+    assert generate(WorldSpec(users=20, seed=1)) == generate(WorldSpec(users=20, seed=1))
+    assert generate(WorldSpec(users=20, seed=1))["events"] != generate(WorldSpec(users=20, seed=2))["events"]
+
+
+def test_redis_hash_encoding_round_trips():
+    a = Affinities("u1", 17, "m-1", 1000, 900, (("a:1", 0.5), ("a,2", 0.25)))
+    assert Affinities.from_hash("u1", a.to_hash()) == a
+    assert a.to_hash()["top"] == '[["a:1",0.5],["a,2",0.25]]'

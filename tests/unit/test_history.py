@@ -1,0 +1,135 @@
+import random
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from adcast import serde
+from adcast.core.events import EVENT_TYPES, Event
+from adcast.core.examples import to_event
+from adcast.core.history import HistoryLimits, UserHistory, fold_event
+from adcast.data.synthetic import WorldSpec, generate
+
+LIMITS = HistoryLimits(min_events=4, dedupe_window=16, max_counters=5)
+T0 = 1_767_225_600_000
+
+
+def ev(n: int, kind: str = "click", t: int | None = None, adv: str | None = "a1") -> Event:
+    return Event(f"e{n}", "u1", T0 + (n * 1000 if t is None else t), kind, adv)
+
+
+def fold_all(events: list[tuple[int, Event]], limits: HistoryLimits = LIMITS) -> UserHistory:
+    h = UserHistory("u1")
+    for offset, e in events:
+        fold_event(h, e, offset, 0, limits)
+    return h
+
+
+def test_duplicate_event_ids_are_dropped():
+    h = UserHistory("u1")
+    assert fold_event(h, ev(1), 10, 0, LIMITS).applied
+    again = fold_event(h, ev(1), 11, 0, LIMITS)
+    assert not again.applied
+    assert len(h.events) == 1 and h.version == 10
+
+
+def test_impressions_count_but_do_not_enter_history_or_bump_version():
+    h = UserHistory("u1")
+    fold_event(h, ev(1), 5, 0, LIMITS)
+    result = fold_event(h, ev(2, "impression", adv="a2"), 6, 0, LIMITS)
+    assert result.applied and not result.salient
+    assert h.version == 5 and len(h.events) == 1
+    assert {c.advertiser_id for c in h.counters} == {"a1", "a2"}
+
+
+def test_history_is_trimmed_in_chunks_between_n_and_2n():
+    h = UserHistory("u1")
+    sizes = []
+    for n in range(30):
+        fold_event(h, ev(n), n, 0, LIMITS)
+        sizes.append(len(h.events))
+    assert max(sizes) == LIMITS.max_events
+    assert min(sizes[LIMITS.max_events :]) == LIMITS.min_events
+    # the newest events survive a trim
+    assert h.events[-1].event_time == T0 + 29_000
+
+
+def test_out_of_order_events_are_kept_in_event_time_order():
+    h = fold_all([(1, ev(1, t=5000)), (2, ev(2, t=1000)), (3, ev(3, t=3000))])
+    assert [e.event_time for e in h.events] == [T0 + 1000, T0 + 3000, T0 + 5000]
+    assert h.version == 3
+
+
+def test_counters_are_bounded():
+    h = fold_all([(n, ev(n, adv=f"a{n}")) for n in range(20)])
+    assert len(h.counters) == LIMITS.max_counters
+
+
+def test_state_size_is_bounded_however_long_the_history():
+    limits = HistoryLimits()
+    h = UserHistory("u" * 20, profile={"age": "25-34", "gender": "f", "city": "tier1"})
+    rnd = random.Random(0)
+    sizes = []
+    for n in range(2000):
+        e = Event(
+            f"event-{n:012d}",
+            h.user_id,
+            T0 + n,
+            rnd.choice(EVENT_TYPES),
+            f"adv{n % 40}",
+            f"item{n}",
+            "category-name",
+            "brand-name",
+            " ".join(f"word{rnd.randrange(999)}" for _ in range(40)),
+        )
+        fold_event(h, e, n, n, limits)
+        if n % 100 == 99:
+            sizes.append(len(serde.encode(serde.HISTORY, h.to_record())))
+    # it oscillates between N and 2N events (chunked trims) but never grows
+    assert max(sizes[10:]) <= 1.1 * max(sizes[:10]), sizes
+
+
+def test_synthetic_world_state_is_under_2kb_per_user():
+    world = generate(WorldSpec(users=300, seed=5))
+    histories: dict[str, UserHistory] = {}
+    for offset, r in enumerate(world["events"]):
+        e = to_event(r)
+        fold_event(
+            histories.setdefault(e.user_id, UserHistory(e.user_id, profile={"age": "25-34"})),
+            e,
+            offset,
+            e.event_time,
+            HistoryLimits(),
+        )
+    sizes = [len(serde.encode(serde.HISTORY, h.to_record())) for h in histories.values()]
+    assert max(sizes) <= 2048, max(sizes)
+
+
+def test_serialized_history_round_trips():
+    h = fold_all([(n, ev(n, kind)) for n, kind in enumerate(["click", "view", "impression", "search"])])
+    h.profile = {"age": "18-24"}
+    back = UserHistory.from_record(serde.decode(serde.HISTORY, serde.encode(serde.HISTORY, h.to_record())))
+    assert back.to_record() == UserHistory.from_record(h.to_record()).to_record()
+    assert back.events == h.events and back.seen_ids == h.seen_ids
+
+
+kinds = st.sampled_from(EVENT_TYPES)
+
+
+@given(st.lists(st.tuples(kinds, st.integers(0, 50_000)), min_size=1, max_size=12), st.randoms())
+def test_redelivered_duplicates_change_nothing(spec, rnd):
+    events = [(n, ev(n, kind, t=t)) for n, (kind, t) in enumerate(spec)]
+    clean = fold_all(events)
+    # At-least-once delivery: some events arrive again later (at higher offsets).
+    replayed = events + [(len(events) + i, e) for i, (_, e) in enumerate(rnd.sample(events, len(events) // 2))]
+    assert fold_all(replayed).to_record() == clean.to_record()
+
+
+@given(st.lists(st.tuples(kinds, st.integers(0, 50_000)), min_size=1, max_size=12), st.randoms())
+def test_arrival_order_does_not_change_the_kept_events(spec, rnd):
+    events = [(n, ev(n, kind, t=t)) for n, (kind, t) in enumerate(spec)]
+    shuffled = events[:]
+    rnd.shuffle(shuffled)
+    a, b = fold_all(events, HistoryLimits(min_events=50)), fold_all(shuffled, HistoryLimits(min_events=50))
+    key = lambda e: (e.event_time, e.event_type)  # noqa: E731
+    assert sorted(a.events, key=key) == sorted(b.events, key=key)
+    assert [e.event_time for e in b.events] == sorted(e.event_time for e in b.events)
