@@ -36,7 +36,7 @@ demo: venvs  ## start services, train (cached), run both tiers, replay a world, 
 test: venvs  ## run every test: unit+stream in the stream venv, unit+infer+e2e in the infer venv
 	@$(MAKE) --no-print-directory test-stream; s=$$?; \
 	 $(MAKE) --no-print-directory test-infer; i=$$?; \
-	 echo "stream venv: exit $$s, infer venv: exit $$i"; test $$s -eq 0 -a $$i -eq 0
+	 if [ $$s -ne 0 -o $$i -ne 0 ]; then echo "make test failed: stream venv exit $$s, infer venv exit $$i"; exit 1; fi
 
 test-stream: $(STREAM_VENV)/.installed  ## tests that belong to the stream tier's environment
 	$(STREAM_PY) -m pytest -q tests/unit tests/stream
