@@ -44,8 +44,9 @@ test-stream: $(STREAM_VENV)/.installed  ## tests that belong to the stream tier'
 test-infer: $(INFER_VENV)/.installed  ## tests that belong to the inference tier's environment (incl. end-to-end)
 	$(INFER_PY) -m pytest -q tests/unit tests/integration tests/e2e
 
-lint: venvs  ## ruff and mypy
+lint: venvs  ## ruff (lint and format check) and mypy
 	$(INFER_VENV)/bin/ruff check src stream tests
+	$(INFER_VENV)/bin/ruff format --check src stream tests
 	$(INFER_VENV)/bin/mypy src/adcast
 
 up: $(INFER_VENV)/.installed  ## start the local broker and redis-server, create topics

@@ -8,6 +8,7 @@ with a gather at each row's last real token keeps positions correct without posi
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -28,7 +29,7 @@ class TorchEngine:
         dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
-            model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, attn_implementation="sdpa")
+            model: Any = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, attn_implementation="sdpa")
         except (OSError, ValueError) as exc:
             raise ModelError(f"cannot load the model in {model_dir}: {exc}") from exc
         self.model = model.to(self.device).eval()

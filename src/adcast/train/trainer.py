@@ -83,7 +83,7 @@ def _tiny_llama(vocab_size: int, cfg: TrainConfig, pad_id: int) -> PreTrainedMod
 
 def _init_advertiser_rows(model: PreTrainedModel, tokenizer: Any, token_ids: list[int], names: list[str]) -> None:
     """Start each advertiser token at the mean embedding of its name's tokens."""
-    emb = model.get_input_embeddings().weight
+    emb: torch.Tensor = model.get_input_embeddings().weight  # type: ignore[assignment]
     unk = tokenizer.unk_token_id
     with torch.no_grad():
         for tid, name in zip(token_ids, names, strict=True):
@@ -130,6 +130,7 @@ def train(
     prompts = [render_prompt(ex.profile, ex.events) for ex in examples]
     adv_tokens = [advertiser_token(a) for a in adv_ids]
 
+    model: Any
     if base:
         tokenizer = AutoTokenizer.from_pretrained(base)
         add_advertiser_tokens(tokenizer, adv_tokens)
@@ -138,7 +139,7 @@ def train(
     else:
         tokenizer = build_word_tokenizer(prompts, adv_tokens)
         model = _tiny_llama(len(tokenizer), cfg, tokenizer.pad_token_id)
-    token_ids = tokenizer.convert_tokens_to_ids(adv_tokens)
+    token_ids: list[int] = tokenizer.convert_tokens_to_ids(adv_tokens)  # type: ignore[assignment]
     _init_advertiser_rows(model, tokenizer, token_ids, [a["name"] for a in advertisers])
     device = torch.device(cfg.device)
     model.to(device).train()
