@@ -114,6 +114,19 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
+    from adcast.evaluate import evaluate, format_table, plot
+
+    if args.model is not None:
+        _require("torch", "infer-cpu")
+    ks = sorted({int(k) for k in args.k.split(",")})
+    report = evaluate(args.data, args.model, args.cutoff_fraction, ks, args.engine, args.device, progress=not args.json)
+    if args.plot:
+        plot(report, args.plot)
+    print(json.dumps(report, indent=2) if args.json else format_table(report))
+    return 0
+
+
 def cmd_lookup(args: argparse.Namespace, settings: Settings) -> int:
     from adcast.store import AffinityClient
 
@@ -196,6 +209,18 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--cutoff-fraction", type=float, default=0.8, help="train on events before this time quantile")
     t.add_argument("--device", default="cpu", help="cpu or cuda")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    ev = add("eval", cmd_eval, "Recall@K, NDCG@10 and MRR of the model against popularity, recent and co-occurrence")
+    ev.add_argument("--data", required=True, help="data directory in the interchange format")
+    ev.add_argument("--model", default=None, help="model directory (omit to evaluate only the baselines)")
+    ev.add_argument(
+        "--cutoff-fraction", type=float, default=0.8, help="targets are engagements after this time quantile"
+    )
+    ev.add_argument("--k", default="1,5,10,50", help="comma-separated cut-offs (default: 1,5,10,50)")
+    ev.add_argument("--engine", default="torch", help="scoring engine (default: torch)")
+    ev.add_argument("--device", default="cpu", help="cpu or cuda")
+    ev.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    ev.add_argument("--plot", default=None, metavar="FILE.png", help="write Recall@K curves to this PNG")
 
     lk = add("lookup", cmd_lookup, "read users' affinities from Redis")
     lk.add_argument("user_ids", nargs="+")

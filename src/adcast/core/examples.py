@@ -24,7 +24,7 @@ class Example:
     profile: dict[str, str]
     events: tuple[HistoryEvent, ...]
     target: str  # advertiser id
-    history: UserHistory | None = None  # folded state before the target, when asked for (baselines)
+    prior: tuple[Event, ...] = ()  # all the user's earlier events, when asked for (baselines)
 
 
 def cutoff_time(event_times: Iterable[int], fraction: float) -> int:
@@ -56,7 +56,7 @@ def iter_examples(
     limits: HistoryLimits,
     start: int = 0,
     end: int = _FAR_FUTURE_MS,
-    keep_state: bool = False,
+    with_prior: bool = False,
 ) -> Iterator[Example]:
     """Examples whose target time lies in [start, end); histories use every earlier event."""
     by_user: dict[str, list[Event]] = defaultdict(list)
@@ -64,7 +64,8 @@ def iter_examples(
         by_user[r["user_id"]].append(to_event(r))
     for user_id in sorted(by_user):
         history = UserHistory(user_id=user_id, profile=dict(profiles.get(user_id, {})))
-        for offset, e in enumerate(sorted(by_user[user_id], key=lambda e: (e.event_time, e.event_id))):
+        ordered = sorted(by_user[user_id], key=lambda e: (e.event_time, e.event_id))
+        for offset, e in enumerate(ordered):
             if e.event_time >= end:
                 break
             if (
@@ -79,10 +80,6 @@ def iter_examples(
                     dict(history.profile),
                     tuple(history.events),
                     e.advertiser_id,
-                    _snapshot(history) if keep_state else None,
+                    tuple(ordered[:offset]) if with_prior else (),
                 )
             fold_event(history, e, offset, e.event_time, limits)
-
-
-def _snapshot(h: UserHistory) -> UserHistory:
-    return UserHistory.from_record(h.to_record())

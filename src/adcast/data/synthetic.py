@@ -4,9 +4,9 @@
 - A user's profile (age band, gender, city tier) biases which categories they care about.
 - Each user holds 2-3 latent interests (categories) that drift: now and then one is replaced.
 - Sessions: the user picks an interest, often searches for it first (query words name the
-  category), sees impressions (mostly noise), views items, and engages (click, save, cart,
-  checkout) with advertisers of that category, preferring ones they engaged with before but
-  regularly discovering new ones, which the search words announce.
+  category), sees impressions (mostly noise), clicks an ad of that category (then views the item
+  page, and sometimes saves, carts or buys), preferring advertisers they engaged with before but
+  regularly discovering new ones, which the search words announce. Some sessions only browse.
 Everything is drawn from one seeded random generator: the same seed gives the same world.
 """
 
@@ -169,19 +169,23 @@ def generate(spec: WorldSpec) -> dict[str, list[dict[str, Any]]]:
                 words = rng.sample(CATEGORIES[cat], 2) + ([brand] if not discover and rng.random() < 0.5 else [])
                 emit("search", None, text=" ".join(words), c=None)
             emit("impression", adv, c=cat)
-            emit("view", adv, text=f"{brand} {rng.choice(CATEGORIES[cat])}", c=cat)
-            if rng.random() < 0.8:
-                emit("click", adv, c=cat)
-                own.setdefault(cat, [])
-                if adv not in own[cat]:
-                    own[cat].append(adv)
-                r = rng.random()
-                if r < 0.25:
-                    emit("save", adv, c=cat)
-                elif r < 0.45:
-                    emit("add_to_cart", adv, c=cat)
-                    if rng.random() < 0.5:
-                        emit("checkout", adv, c=cat)
+            title = f"{brand} {rng.choice(CATEGORIES[cat])}"
+            if rng.random() < 0.2:  # browsed the item without engaging
+                emit("view", adv, text=title, c=cat)
+                continue
+            # The engagement comes first; the item page (view) follows the click.
+            emit("click", adv, c=cat)
+            emit("view", adv, text=title, c=cat)
+            own.setdefault(cat, [])
+            if adv not in own[cat]:
+                own[cat].append(adv)
+            r = rng.random()
+            if r < 0.25:
+                emit("save", adv, c=cat)
+            elif r < 0.45:
+                emit("add_to_cart", adv, c=cat)
+                if rng.random() < 0.5:
+                    emit("checkout", adv, c=cat)
     events.sort(key=lambda e: (e["event_time"], e["user_id"]))
     width = max(6, int(math.log10(max(1, len(events)))) + 1)
     for n, e in enumerate(events):

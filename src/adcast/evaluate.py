@@ -1,0 +1,144 @@
+"""`adcast eval`: the model against the baselines an ads team runs first, under the fixed protocol.
+
+Protocol: `cutoff` is the event time at `cutoff_fraction` of all events sorted by time. Targets
+are the engagements (click, save, add_to_cart, checkout) with a known advertiser at or after the
+cutoff; each target's history is all of that user's events strictly before it, folded by the
+stream tier's code. Popularity and co-occurrence are fitted on events before the cutoff.
+`union` is the complementary view: recall of the best baseline's top-K/2 merged with the model's
+top-K/2 (deduplicated, filled to K), beside the best baseline's own top-K.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from adcast.core.baselines import Cooccurrence, Popularity, engaged_sequence, recent
+from adcast.core.events import Event
+from adcast.core.examples import cutoff_time, iter_examples, to_event
+from adcast.core.history import HistoryLimits
+from adcast.core.metrics import merge_half_and_half, rank_of, recall_at, summarize
+from adcast.core.prompt import render_prompt
+from adcast.data.files import read_records
+from adcast.errors import ConfigError
+
+BASELINES = ("popularity", "recent", "cooccurrence")
+
+
+def evaluate(
+    data_dir: str | Path,
+    model_dir: str | Path | None,
+    cutoff_fraction: float = 0.8,
+    ks: Sequence[int] = (1, 5, 10, 50),
+    engine: str = "torch",
+    device: str = "cpu",
+    limits: HistoryLimits | None = None,
+    progress: bool = True,
+    batch_size: int = 256,
+) -> dict[str, Any]:
+    from tqdm import tqdm
+
+    started = time.monotonic()
+    limits = limits or HistoryLimits()
+    k_max = max(ks)
+    advertisers = {a["advertiser_id"] for a in read_records(data_dir, "advertisers")}
+    profiles = {p["user_id"]: p["attributes"] for p in read_records(data_dir, "profiles")}
+    records = list(read_records(data_dir, "events"))
+    cutoff = cutoff_time((r["event_time"] for r in records), cutoff_fraction)
+    before: dict[str, list[Event]] = defaultdict(list)
+    for r in records:
+        if r["event_time"] < cutoff:
+            before[r["user_id"]].append(to_event(r))
+    for seq in before.values():
+        seq.sort(key=lambda e: (e.event_time, e.event_id))
+    popularity = Popularity(e for seq in before.values() for e in seq)
+    popular = popularity.rank(k_max)
+    cooccurrence = Cooccurrence(engaged_sequence(seq) for seq in before.values())
+
+    examples = list(iter_examples(records, profiles, advertisers, limits, start=cutoff, with_prior=True))
+    if not examples:
+        raise ConfigError(f"no evaluation targets at or after the cutoff in {data_dir}")
+    targets = [ex.target for ex in examples]
+    lists: dict[str, list[list[str]]] = {
+        "popularity": [popular] * len(examples),
+        "recent": [recent(ex.prior, ex.event_time, k_max, popular) for ex in examples],
+        "cooccurrence": [cooccurrence.rank(ex.prior, k_max, popular) for ex in examples],
+    }
+    report: dict[str, Any] = {"targets": len(examples), "cutoff_time": cutoff}
+    report["baselines"] = {name: summarize(_ranks(lists[name], targets), ks) for name in BASELINES}
+
+    if model_dir is not None:
+        from adcast.engines import create_engine
+
+        scorer = create_engine(engine, str(model_dir), device)
+        prompts = [render_prompt(ex.profile, ex.events) for ex in examples]
+        model_lists: list[list[str]] = []
+        bar = tqdm(total=len(prompts), desc="eval", unit="user", disable=not progress, mininterval=0.5)
+        for i in range(0, len(prompts), batch_size):
+            chunk = scorer.score(prompts[i : i + batch_size], k_max)
+            model_lists.extend([a for a, _ in top] for top in chunk)
+            bar.update(len(chunk))
+        bar.close()
+        scorer.close()
+        report["model"] = summarize(_ranks(model_lists, targets), ks)
+        report["union"] = {}
+        for k in ks:
+            best = max(BASELINES, key=lambda name: report["baselines"][name][f"recall@{k}"])
+            merged = [merge_half_and_half(b, m, k) for b, m in zip(lists[best], model_lists, strict=True)]
+            report["union"][f"recall@{k}"] = recall_at(_ranks(merged, targets), k)
+            report["union"][f"best_baseline@{k}"] = best
+            report["union"][f"best_baseline_recall@{k}"] = report["baselines"][best][f"recall@{k}"]
+    report["seconds"] = round(time.monotonic() - started, 1)
+    return report
+
+
+def _ranks(lists: Sequence[Sequence[str]], targets: Sequence[str]) -> list[int | None]:
+    return [rank_of(t, ranked) for ranked, t in zip(lists, targets, strict=True)]
+
+
+def format_table(report: dict[str, Any]) -> str:
+    rows = [("model", report["model"])] if "model" in report else []
+    rows += list(report["baselines"].items())
+    metrics = list(rows[0][1])
+    lines = [f"{'method':<14}" + "".join(f"{m:>11}" for m in metrics)]
+    lines += [f"{name:<14}" + "".join(f"{values[m]:>11.4f}" for m in metrics) for name, values in rows]
+    if "union" in report:
+        u = report["union"]
+        recalls = [m for m in metrics if m.startswith("recall@")]
+        lines.append(f"{'union':<14}" + "".join(f"{u[m]:>11.4f}" for m in recalls))
+        lines.append(
+            f"{'best baseline':<14}"
+            + "".join(f"{u['best_' + 'baseline_' + m]:>11.4f}" for m in recalls)
+            + "   ("
+            + ", ".join(f"{m}: {u['best_baseline@' + m.split('@')[1]]}" for m in recalls)
+            + ")"
+        )
+    lines.append(f"targets: {report['targets']}")
+    return "\n".join(lines)
+
+
+def plot(report: dict[str, Any], path: str | Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    series = ([("model", report["model"])] if "model" in report else []) + list(report["baselines"].items())
+    if "union" in report:
+        series.append(("union", report["union"]))
+    for name, values in series:
+        ks = sorted(int(m.split("@")[1]) for m in values if m.startswith("recall@"))
+        ax.plot(ks, [values[f"recall@{k}"] for k in ks], marker="o", label=name)
+    ax.set_xscale("log")
+    ax.set_xlabel("K")
+    ax.set_ylabel("Recall@K")
+    ax.set_title(f"Next-advertiser recall ({report['targets']} targets)")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
