@@ -3,10 +3,17 @@ real tiny model: events in, affinities in Redis."""
 
 from __future__ import annotations
 
+from collections import defaultdict
+
 import pytest
 
+from adcast import serde
 from adcast.checkpoint import ModelMeta
 from adcast.config import to_env
+from adcast.core.examples import iter_examples
+from adcast.core.history import HistoryLimits
+from adcast.core.prompt import render_prompt
+from adcast.core.requests import PredictionRequest
 from adcast.data.files import read_records, write_records
 from adcast.demo import wait_for_versions
 from adcast.kafka import create_topics
@@ -19,7 +26,7 @@ pytest.importorskip("torch")
 
 
 def test_every_user_with_a_salient_event_gets_the_newest_prediction(
-    settings, broker, redis_url, tiny_model, small_world, tmp_path
+    settings, broker, redis_url, tiny_model, small_world, tmp_path, topic_reader
 ):
     users = sorted({p["user_id"] for p in read_records(small_world, "profiles")})[:50]
     data = tmp_path / "data"
@@ -60,3 +67,33 @@ def test_every_user_with_a_salient_event_gets_the_newest_prediction(
         assert probs == sorted(probs, reverse=True) and sum(probs) <= 1 + 1e-6
         assert a.computed_at >= a.newest_event_time
     assert all(code in (0, -15) for code in codes), logs
+
+    # Train/serve consistency: the prompt the running pipeline scored for each user's final
+    # version equals the prompt training renders for that user after the same events.
+    messages = topic_reader(settings.kafka.bootstrap_servers, settings.topics.name("requests"), lambda out: False, 5)
+    served = {}
+    for m in messages:
+        r = PredictionRequest.from_record(serde.decode(serde.REQUEST, m.value()))
+        if r.version == expected[r.user_id]:
+            served[r.user_id] = render_prompt(r.profile, r.events)
+    assert set(served) == set(expected)
+    profiles = {p["user_id"]: p["attributes"] for p in read_records(data, "profiles")}
+    by_user = defaultdict(list)
+    for e in read_records(data, "events"):
+        by_user[e["user_id"]].append(e)
+    for user, prompt in served.items():
+        # a target after the user's last event sees the whole history
+        last = max(e["event_time"] for e in by_user[user])
+        probe = {
+            "event_id": "probe",
+            "user_id": user,
+            "event_time": last + 1,
+            "event_type": "click",
+            "advertiser_id": "probe-adv",
+            "item_id": None,
+            "category": None,
+            "brand": None,
+            "text": None,
+        }
+        (example,) = iter_examples(by_user[user] + [probe], profiles, {"probe-adv"}, HistoryLimits())
+        assert render_prompt(example.profile, example.events) == prompt, user

@@ -45,27 +45,10 @@ def produce(settings, values: list[tuple[str, bytes]]) -> list[tuple[int, int]]:
     return [delivered[i] for i in range(len(values))]
 
 
-def consume(settings, topic: str, until, timeout_s: float = 60) -> list:
-    from confluent_kafka import Consumer, TopicPartition
+def test_stream_worker_dedupes_folds_triggers_and_dead_letters(settings, broker, tmp_path, topic_reader):
+    def consume(settings, topic, until):
+        return topic_reader(settings.kafka.bootstrap_servers, topic, until)
 
-    consumer = Consumer(
-        {"bootstrap.servers": settings.kafka.bootstrap_servers, "group.id": "unused", "enable.auto.commit": False}
-    )
-    partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-    consumer.assign([TopicPartition(topic, p, 0) for p in partitions])  # no group join: fast on the local broker
-    out = []
-    deadline = time.monotonic() + timeout_s
-    try:
-        while not until(out) and time.monotonic() < deadline:
-            msg = consumer.poll(0.2)
-            if msg is not None and msg.error() is None:
-                out.append(msg)
-    finally:
-        consumer.close()
-    return out
-
-
-def test_stream_worker_dedupes_folds_triggers_and_dead_letters(settings, broker, tmp_path):
     create_topics(settings)
     from adcast.config import to_env
 

@@ -1,0 +1,41 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.integration
+pytest.importorskip("torch")
+
+
+def test_eval_json_has_the_documented_shape_and_the_model_beats_popularity(small_world, tiny_model, tmp_path):
+    plot = tmp_path / "recall.png"
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "adcast.cli",
+            "eval",
+            "--data",
+            str(small_world),
+            "--model",
+            str(tiny_model),
+            "--k",
+            "1,5,10",
+            "--json",
+            "--plot",
+            str(plot),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    report = json.loads(out.stdout)
+    assert report["targets"] > 50
+    assert set(report["baselines"]) == {"popularity", "recent", "cooccurrence"}
+    for values in [report["model"], *report["baselines"].values()]:
+        assert set(values) == {"recall@1", "recall@5", "recall@10", "ndcg@10", "mrr"}
+        assert values["recall@1"] <= values["recall@5"] <= values["recall@10"] <= 1
+    assert report["model"]["recall@10"] > report["baselines"]["popularity"]["recall@10"]
+    assert report["union"]["best_baseline@10"] in report["baselines"]
+    assert plot.stat().st_size > 1000 and plot.read_bytes()[:4] == b"\x89PNG"
