@@ -105,8 +105,14 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
     _require("torch", "infer-cpu")
     from adcast.train.trainer import TrainConfig, train
 
-    cfg = TrainConfig(epochs=args.epochs, seed=args.seed, cutoff_fraction=args.cutoff_fraction, device=args.device)
-    report = train(args.data, args.out, cfg, base=args.base, progress=not args.quiet)
+    cfg = TrainConfig(
+        epochs=args.epochs,
+        seed=args.seed,
+        cutoff_fraction=args.cutoff_fraction,
+        device=args.device,
+        checkpoint_every=args.checkpoint_every,
+    )
+    report = train(args.data, args.out, cfg, base=args.base, progress=not args.quiet, resume=args.resume)
     print(
         f"trained on {report.examples} examples, {report.epochs} epochs in {report.seconds:.0f}s; "
         f"loss {report.first_loss:.3f} -> {report.last_loss:.3f}; saved to {report.model_dir}"
@@ -208,6 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--cutoff-fraction", type=float, default=0.8, help="train on events before this time quantile")
     t.add_argument("--device", default="cpu", help="cpu or cuda")
+    t.add_argument("--checkpoint-every", type=int, default=200, help="steps between resumable checkpoints (0: none)")
+    t.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
 
     ev = add("eval", cmd_eval, "Recall@K, NDCG@10 and MRR of the model against popularity, recent and co-occurrence")

@@ -11,7 +11,7 @@ import logging
 import math
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ from adcast.core.history import HistoryLimits
 from adcast.core.prompt import advertiser_token, render_prompt
 from adcast.core.text import text_words
 from adcast.data.files import read_records
-from adcast.errors import ConfigError
+from adcast.errors import AdcastError, ConfigError
 from adcast.train.vocab import add_advertiser_tokens, build_word_tokenizer
 
 log = logging.getLogger(__name__)
@@ -43,6 +43,65 @@ class TrainConfig:
     heads: int = 4
     max_positions: int = 512
     device: str = "cpu"
+    checkpoint_every: int = 200  # steps between resumable checkpoints (0: none)
+    stop_after_steps: int = 0  # stop early with a checkpoint (time-boxed runs, tests); 0: never
+
+
+CHECKPOINT_DIR = "checkpoint"
+
+
+class TrainingInterrupted(AdcastError):
+    """Training stopped early on purpose; the checkpoint lets `--resume` continue."""
+
+
+class Checkpoints:
+    """The resumable state of a run: weights, optimizer, schedule, position and losses so far.
+    Written atomically (temp file, then rename); refused when the data or config changed."""
+
+    def __init__(self, folder: Path, identity: dict[str, Any]) -> None:
+        self.folder = folder
+        self.identity = identity
+
+    @property
+    def path(self) -> Path:
+        return self.folder / "state.pt"
+
+    def save(self, model: Any, optim: Any, sched: Any, epoch: int, step: int, losses: list[float]) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        torch.save(
+            {
+                "identity": self.identity,
+                "model": model.state_dict(),
+                "optim": optim.state_dict(),
+                "sched": sched.state_dict(),
+                "epoch": epoch,
+                "step": step,
+                "losses": losses,
+            },
+            tmp,
+        )
+        tmp.replace(self.path)
+
+    def load(self, model: Any, optim: Any, sched: Any) -> tuple[int, int, list[float]] | None:
+        if not self.path.is_file():
+            log.warning("no checkpoint in %s: starting from the beginning", self.folder)
+            return None
+        state = torch.load(self.path, weights_only=False)
+        if state["identity"] != self.identity:
+            raise ConfigError(
+                f"the checkpoint in {self.folder} was made with other data or settings; "
+                "remove it or train into another --out"
+            )
+        model.load_state_dict(state["model"])
+        optim.load_state_dict(state["optim"])
+        sched.load_state_dict(state["sched"])
+        return state["epoch"], state["step"], list(state["losses"])
+
+    def clear(self) -> None:
+        self.path.unlink(missing_ok=True)
+        if self.folder.is_dir() and not any(self.folder.iterdir()):
+            self.folder.rmdir()
 
 
 @dataclass(frozen=True)
@@ -111,7 +170,11 @@ def train(
     base: str | None = None,
     limits: HistoryLimits | None = None,
     progress: bool = True,
+    resume: bool = False,
 ) -> TrainReport:
+    """Train and save a checkpoint directory at `out_dir`. With `resume`, continue from the last
+    periodic checkpoint in `out_dir` (same data and config), ending where an uninterrupted run
+    would."""
     limits = limits or HistoryLimits()
     started = time.monotonic()
     random.seed(cfg.seed)
@@ -150,18 +213,28 @@ def train(
     targets = [target_index[ex.target] for ex in examples]
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
 
-    rng = random.Random(cfg.seed)
     steps_per_epoch = math.ceil(len(encoded) / cfg.batch_size)
     total = steps_per_epoch * cfg.epochs
     optim = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
+    warmup = max(1, total // 20)
     sched = torch.optim.lr_scheduler.LambdaLR(
-        optim, lambda s: min(1.0, (s + 1) / max(1, total // 20)) * 0.5 * (1 + math.cos(math.pi * min(s, total) / total))
+        optim, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, total) / total))
     )
-    losses: list[float] = []
-    bar = tqdm(total=total, desc="train", unit="step", disable=not progress, mininterval=0.5)
+    fingerprint = data_fingerprint(data_dir)
+    # What a resumed run must share with the one that wrote the checkpoint.
+    run_config = {k: v for k, v in asdict(cfg).items() if k not in ("checkpoint_every", "stop_after_steps")}
+    identity = {"data": fingerprint, "config": run_config, "base": base}
+    checkpoints = Checkpoints(Path(out_dir) / CHECKPOINT_DIR, identity)
+    state = checkpoints.load(model, optim, sched) if resume else None
+    epoch0, step0, losses = state if state else (0, 0, [])
+    bar = tqdm(total=total, initial=len(losses), desc="train", unit="step", disable=not progress, mininterval=0.5)
     use_bf16 = device.type == "cuda"
-    for _epoch in range(cfg.epochs):
-        for batch in _batches([len(x) for x in encoded], cfg.batch_size, rng):
+    lengths = [len(x) for x in encoded]
+    for epoch in range(epoch0, cfg.epochs):
+        # Each epoch's order depends only on (seed, epoch): a resumed run sees the same batches.
+        batches = _batches(lengths, cfg.batch_size, random.Random(f"{cfg.seed}:{epoch}"))
+        for step in range(step0 if epoch == epoch0 else 0, len(batches)):
+            batch = batches[step]
             width = max(len(encoded[i]) for i in batch)
             ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
             mask = torch.zeros((len(batch), width), dtype=torch.long)
@@ -185,6 +258,13 @@ def train(
             bar.update(1)
             if len(losses) % 20 == 0:
                 bar.set_postfix(loss=f"{sum(losses[-20:]) / 20:.3f}")
+            done = (epoch, step + 1) if step + 1 < len(batches) else (epoch + 1, 0)
+            if cfg.checkpoint_every and len(losses) % cfg.checkpoint_every == 0:
+                checkpoints.save(model, optim, sched, *done, losses)
+            if cfg.stop_after_steps and len(losses) >= cfg.stop_after_steps:
+                checkpoints.save(model, optim, sched, *done, losses)
+                bar.close()
+                raise TrainingInterrupted(f"stopped after {len(losses)} steps; resume with --resume")
     bar.close()
 
     out = Path(out_dir)
@@ -192,7 +272,7 @@ def train(
     model.eval()
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
-    fingerprint = data_fingerprint(data_dir)
+    checkpoints.clear()
     seconds = time.monotonic() - started
     window = max(1, min(20, len(losses) // 5))
     first, last_loss = sum(losses[:window]) / window, sum(losses[-window:]) / window
