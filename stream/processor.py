@@ -104,7 +104,7 @@ class StreamProcessor:
                 else:
                     del users[user_id]
                 continue
-            out.requests.append(PredictionRequest.from_history(history, reason, now_ms))
+            out.requests.append(PredictionRequest.from_history(history, reason, now_ms, self.limits))
             mark_emitted(history, now_ms)
             store_history(table, history)
             del users[user_id]

@@ -90,6 +90,16 @@ def cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_import_taobao(args: argparse.Namespace, settings: Settings) -> int:
+    from adcast.data import taobao
+    from adcast.data.files import write_records
+
+    world = taobao.load(args.path, targets=args.targets)
+    for kind, records in world.items():
+        print(f"{args.out}/{kind}.jsonl: {write_records(args.out, kind, records)} records")
+    return 0
+
+
 def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     from adcast.replay import replay
 
@@ -196,6 +206,20 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--advertisers", type=int, default=200)
     g.add_argument("--days", type=int, default=30)
     g.add_argument("--seed", type=int, default=7)
+
+    tb = add(
+        "import-taobao",
+        cmd_import_taobao,
+        "convert a Taobao display-ad sample (taobao_test_data or the alimama sample) to the interchange format",
+    )
+    tb.add_argument("path", help="the sample file (CSV; the format is detected from its width)")
+    tb.add_argument("--out", required=True, help="output data directory")
+    tb.add_argument(
+        "--targets",
+        choices=["shown", "clicked"],
+        default="shown",
+        help="which rows' advertisers are targets: every shown ad (default) or clicked ones only",
+    )
 
     r = add("replay", cmd_replay, "produce a data directory to the topics (profiles, advertisers, then events)")
     r.add_argument("data", help="data directory (events.jsonl, advertisers.jsonl, profiles.jsonl)")

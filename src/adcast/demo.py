@@ -17,6 +17,7 @@ from pathlib import Path
 from adcast.checkpoint import META_FILE
 from adcast.config import Settings, to_env
 from adcast.core.affinities import Affinities
+from adcast.core.prompt import PROMPT_FORMAT_VERSION
 from adcast.data.files import read_records, write_records
 from adcast.errors import ServiceError
 from adcast.store import AffinityClient
@@ -44,7 +45,11 @@ def _ensure_model(home: Path, world: Path) -> Path:
     model = home / "models" / "demo"
     meta = model / META_FILE
     fingerprint = data_fingerprint(world)
-    if meta.is_file() and json.loads(meta.read_text()).get("trained", {}).get("data_fingerprint") == fingerprint:
+    doc = json.loads(meta.read_text()) if meta.is_file() else {}
+    if (
+        doc.get("trained", {}).get("data_fingerprint") == fingerprint
+        and doc.get("prompt_format_version") == PROMPT_FORMAT_VERSION
+    ):
         print(f"using the cached demo model in {model}")
         return model
     print(f"training the demo model ({DEMO_EPOCHS} epochs, tiny Llama from scratch) into {model}")

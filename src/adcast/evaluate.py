@@ -21,7 +21,7 @@ from adcast.core.events import Event
 from adcast.core.examples import cutoff_time, iter_examples, to_event
 from adcast.core.history import HistoryLimits
 from adcast.core.metrics import merge_half_and_half, rank_of, recall_at, summarize
-from adcast.core.prompt import render_prompt
+from adcast.core.prompt import render
 from adcast.data.files import read_records
 from adcast.errors import ConfigError
 
@@ -74,7 +74,7 @@ def evaluate(
         from adcast.engines import create_engine
 
         scorer = create_engine(engine, str(model_dir), device)
-        prompts = [render_prompt(ex.profile, ex.events) for ex in examples]
+        prompts = [render(ex) for ex in examples]
         model_lists: list[list[str]] = []
         bar = tqdm(total=len(prompts), desc="eval", unit="user", disable=not progress, mininterval=0.5)
         for i in range(0, len(prompts), batch_size):

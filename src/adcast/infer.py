@@ -22,7 +22,7 @@ from adcast import metrics, serde
 from adcast.config import Settings
 from adcast.core.affinities import Affinities
 from adcast.core.batching import MicroBatcher
-from adcast.core.prompt import render_prompt
+from adcast.core.prompt import render
 from adcast.core.requests import PredictionRequest
 from adcast.engines.base import ScoringEngine
 from adcast.errors import SerdeError, StoreUnavailable
@@ -162,7 +162,7 @@ class InferenceWorker:
         if batch:
             metrics.SUPERSEDED.inc(superseded)
             metrics.BATCH_SIZE.observe(len(batch))
-            prompts = [render_prompt(r.profile, r.events) for r in batch]
+            prompts = [render(r) for r in batch]
             started = time.monotonic()
             # The engine blocks: run it off the event loop so heartbeats keep flowing.
             scored = await asyncio.get_running_loop().run_in_executor(

@@ -12,7 +12,7 @@ from adcast.checkpoint import ModelMeta
 from adcast.config import to_env
 from adcast.core.examples import iter_examples
 from adcast.core.history import HistoryLimits
-from adcast.core.prompt import render_prompt
+from adcast.core.prompt import render
 from adcast.core.requests import PredictionRequest
 from adcast.data.files import read_records, write_records
 from adcast.demo import wait_for_versions
@@ -75,7 +75,7 @@ def test_every_user_with_a_salient_event_gets_the_newest_prediction(
     for m in messages:
         r = PredictionRequest.from_record(serde.decode(serde.REQUEST, m.value()))
         if r.version == expected[r.user_id]:
-            served[r.user_id] = render_prompt(r.profile, r.events)
+            served[r.user_id] = render(r)
     assert set(served) == set(expected)
     profiles = {p["user_id"]: p["attributes"] for p in read_records(data, "profiles")}
     by_user = defaultdict(list)
@@ -96,4 +96,4 @@ def test_every_user_with_a_salient_event_gets_the_newest_prediction(
             "text": None,
         }
         (example,) = iter_examples(by_user[user] + [probe], profiles, {"probe-adv"}, HistoryLimits())
-        assert render_prompt(example.profile, example.events) == prompt, user
+        assert render(example) == prompt, user

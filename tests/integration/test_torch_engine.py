@@ -7,7 +7,7 @@ import pytest
 from adcast.checkpoint import ModelMeta
 from adcast.core.examples import iter_examples
 from adcast.core.history import HistoryLimits
-from adcast.core.prompt import render_prompt
+from adcast.core.prompt import render
 from adcast.data.files import read_records
 
 pytestmark = pytest.mark.integration
@@ -26,7 +26,7 @@ def prompts(small_world):
     advs = {a["advertiser_id"] for a in read_records(small_world, "advertisers")}
     profiles = {p["user_id"]: p["attributes"] for p in read_records(small_world, "profiles")}
     examples = list(iter_examples(read_records(small_world, "events"), profiles, advs, HistoryLimits()))
-    return [render_prompt(ex.profile, ex.events) for ex in examples[::25]]
+    return [render(ex) for ex in examples[::25]]
 
 
 def test_top_k_is_sorted_known_and_a_distribution_over_advertisers(engine, prompts, tiny_model):

@@ -6,7 +6,8 @@ from hypothesis import strategies as st
 from adcast import serde
 from adcast.core.events import EVENT_TYPES, Event
 from adcast.core.examples import to_event
-from adcast.core.history import HistoryLimits, UserHistory, fold_event
+from adcast.core.history import HistoryLimits, UserHistory, fold_event, ranked_advertisers
+from adcast.core.prompt import render_prompt
 from adcast.data.synthetic import WorldSpec, generate
 
 LIMITS = HistoryLimits(min_events=4, dedupe_window=16, max_counters=5)
@@ -32,13 +33,20 @@ def test_duplicate_event_ids_are_dropped():
     assert len(h.events) == 1 and h.version == 10
 
 
-def test_impressions_count_but_do_not_enter_history_or_bump_version():
+def test_impressions_change_nothing_a_prompt_shows_nor_the_version():
     h = UserHistory("u1")
     fold_event(h, ev(1), 5, 0, LIMITS)
+    before = render_prompt(h.profile, h.events, ranked_advertisers(h, LIMITS))
     result = fold_event(h, ev(2, "impression", adv="a2"), 6, 0, LIMITS)
     assert result.applied and not result.salient
     assert h.version == 5 and len(h.events) == 1
-    assert {c.advertiser_id for c in h.counters} == {"a1", "a2"}
+    assert render_prompt(h.profile, h.events, ranked_advertisers(h, LIMITS)) == before
+    assert not fold_event(h, ev(2, "impression", adv="a2"), 7, 0, LIMITS).applied  # still deduplicated
+
+
+def test_own_advertisers_rank_by_decayed_engagement_weight():
+    h = fold_all([(1, ev(1, "view", adv="viewed")), (2, ev(2, "checkout", adv="bought")), (3, ev(3, "click", adv="b"))])
+    assert ranked_advertisers(h, LIMITS) == ("bought", "b", "viewed")
 
 
 def test_history_is_trimmed_in_chunks_between_n_and_2n():

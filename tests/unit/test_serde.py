@@ -74,6 +74,7 @@ def test_request_round_trip_with_nested_history():
                 "text": None,
             }
         ],
+        "own": ["a1"],
     }
     assert serde.decode(serde.REQUEST, serde.encode(serde.REQUEST, record)) == record
 

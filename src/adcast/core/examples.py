@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from adcast.core.events import ENGAGEMENTS, Event
-from adcast.core.history import HistoryEvent, HistoryLimits, UserHistory, fold_event
+from adcast.core.history import HistoryEvent, HistoryLimits, UserHistory, fold_event, ranked_advertisers
 
 _FAR_FUTURE_MS = 2**62
 
@@ -24,6 +24,7 @@ class Example:
     profile: dict[str, str]
     events: tuple[HistoryEvent, ...]
     target: str  # advertiser id
+    own: tuple[str, ...]  # the user's own advertisers, strongest first, as a request carries them
     prior: tuple[Event, ...] = ()  # all the user's earlier events, when asked for (baselines)
 
 
@@ -80,6 +81,7 @@ def iter_examples(
                     dict(history.profile),
                     tuple(history.events),
                     e.advertiser_id,
+                    ranked_advertisers(history, limits),
                     tuple(ordered[:offset]) if with_prior else (),
                 )
             fold_event(history, e, offset, e.event_time, limits)

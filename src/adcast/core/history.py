@@ -25,8 +25,10 @@ from adcast.core.events import (
 )
 from adcast.core.text import text_words
 
-# Engagement weight per event type for the decayed per-advertiser counters.
-COUNTER_WEIGHTS = {IMPRESSION: 0.1, VIEW: 0.5, CLICK: 1.0, SEARCH: 0.0, SAVE: 2.0, ADD_TO_CART: 3.0, CHECKOUT: 5.0}
+# Engagement weight per event type for the decayed per-advertiser counters. Impressions count for
+# nothing: the counters are part of the prompt, and an event that neither bumps the version nor
+# triggers must not change the prompt, or a replay could end with a different prediction.
+COUNTER_WEIGHTS = {IMPRESSION: 0.0, VIEW: 0.5, CLICK: 1.0, SEARCH: 0.0, SAVE: 2.0, ADD_TO_CART: 3.0, CHECKOUT: 5.0}
 _HASH_BYTES = 8
 
 
@@ -226,10 +228,14 @@ def fold_event(
     return FoldResult(applied=True, salient=True)
 
 
-def top_counters(history: UserHistory, k: int, at_ms: int, limits: HistoryLimits) -> list[tuple[str, float]]:
-    """The user's own advertisers by decayed weight at `at_ms` (the `recent` baseline)."""
-    scored = [
-        (c.advertiser_id, _decay(c.weight, c.updated_at, at_ms, limits.counter_half_life_ms)) for c in history.counters
-    ]
-    scored.sort(key=lambda x: (-x[1], x[0]))
-    return scored[:k]
+def ranked_advertisers(history: UserHistory, limits: HistoryLimits) -> tuple[str, ...]:
+    """The user's own advertisers, strongest first, by counter weight decayed to the newest
+    counter update (a time taken from the events, so the ranking is deterministic)."""
+    if not history.counters:
+        return ()
+    ref = max(c.updated_at for c in history.counters)
+    scored = sorted(
+        history.counters,
+        key=lambda c: (-_decay(c.weight, c.updated_at, ref, limits.counter_half_life_ms), c.advertiser_id),
+    )
+    return tuple(c.advertiser_id for c in scored)

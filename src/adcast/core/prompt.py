@@ -1,11 +1,13 @@
 """The one prompt renderer, shared by training, evaluation and the inference tier.
 
-Layout (format version 1), chosen for prefix-cache reuse: the profile first, then events oldest
-to newest, then a fixed suffix; the history drops old events in chunks, so between two
-predictions of a user the prompt usually only grows at the end.
+Layout (format version 2), chosen for prefix-cache reuse: the profile first, then events oldest
+to newest; then the user's own advertisers ranked by their decayed counters (the long memory the
+bounded event list lacks), which change with every engagement and so come last, before the fixed
+suffix. The history drops old events in chunks, so between two predictions of a user the prompt
+usually only changes after the previous last event.
 
     profile age=25-34 gender=f city=tier2 ; click <adv_a17> cat=shoes brand=runfast ;
-    search red running shoes ; view cat=bags ; next
+    search red running shoes ; view cat=bags ; own <adv_a17> <adv_a03> ; next
 
 Each advertiser is one added token `<adv_ID>` in the model's vocabulary; the model's answer is
 the distribution of the next token over those tokens only.
@@ -14,12 +16,13 @@ the distribution of the next token over those tokens only.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Protocol
 
 from adcast.core.history import HistoryEvent
 from adcast.core.text import text_words
 
-PROMPT_FORMAT_VERSION = 1
+PROMPT_FORMAT_VERSION = 2
 _UNSAFE = re.compile(r"[\s<>;=]+")
 
 
@@ -44,6 +47,24 @@ def render_event(e: HistoryEvent) -> str:
     return " ".join(parts)
 
 
-def render_prompt(profile: Mapping[str, str], events: Iterable[HistoryEvent]) -> str:
+class Snapshot(Protocol):
+    """What a prompt is rendered from: a prediction request, or a training/evaluation example."""
+
+    @property
+    def profile(self) -> Mapping[str, str]: ...
+
+    @property
+    def events(self) -> Sequence[HistoryEvent]: ...
+
+    @property
+    def own(self) -> Sequence[str]: ...
+
+
+def render(snapshot: Snapshot) -> str:
+    return render_prompt(snapshot.profile, snapshot.events, snapshot.own)
+
+
+def render_prompt(profile: Mapping[str, str], events: Iterable[HistoryEvent], own: Sequence[str] = ()) -> str:
     head = " ".join(["profile", *(f"{_value(k)}={_value(v)}" for k, v in sorted(profile.items()))])
-    return " ; ".join([head, *(render_event(e) for e in events), "next"])
+    tail = [" ".join(["own", *(advertiser_token(a) for a in own)])] if own else []
+    return " ; ".join([head, *(render_event(e) for e in events), *tail, "next"])

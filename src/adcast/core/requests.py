@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from adcast.core.history import HistoryEvent, UserHistory
+from adcast.core.history import HistoryEvent, HistoryLimits, UserHistory, ranked_advertisers
 
 
 @dataclass(frozen=True, slots=True)
@@ -17,9 +17,10 @@ class PredictionRequest:
     enqueued_at: int
     profile: dict[str, str]
     events: tuple[HistoryEvent, ...]
+    own: tuple[str, ...] = ()
 
     @classmethod
-    def from_history(cls, history: UserHistory, reason: str, now_ms: int) -> PredictionRequest:
+    def from_history(cls, history: UserHistory, reason: str, now_ms: int, limits: HistoryLimits) -> PredictionRequest:
         return cls(
             history.user_id,
             history.version,
@@ -28,6 +29,7 @@ class PredictionRequest:
             now_ms,
             dict(history.profile),
             tuple(history.events),
+            ranked_advertisers(history, limits),
         )
 
     def to_record(self) -> dict[str, Any]:
@@ -39,6 +41,7 @@ class PredictionRequest:
             "enqueued_at": self.enqueued_at,
             "profile": self.profile,
             "events": [e.to_record() for e in self.events],
+            "own": list(self.own),
         }
 
     @classmethod
@@ -51,4 +54,5 @@ class PredictionRequest:
             r["enqueued_at"],
             dict(r["profile"]),
             tuple(HistoryEvent.from_record(e) for e in r["events"]),
+            tuple(r.get("own", ())),
         )

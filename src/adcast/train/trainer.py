@@ -22,7 +22,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, Llama
 from adcast.checkpoint import ModelMeta
 from adcast.core.examples import cutoff_time, iter_examples
 from adcast.core.history import HistoryLimits
-from adcast.core.prompt import advertiser_token, render_prompt
+from adcast.core.prompt import advertiser_token, render
 from adcast.core.text import text_words
 from adcast.data.files import read_records
 from adcast.errors import AdcastError, ConfigError
@@ -141,18 +141,16 @@ def _tiny_llama(vocab_size: int, cfg: TrainConfig, pad_id: int) -> PreTrainedMod
 
 
 def _init_advertiser_rows(model: PreTrainedModel, tokenizer: Any, token_ids: list[int], names: list[str]) -> None:
-    """Start each advertiser token at the mean embedding of its name's tokens."""
+    """Start each advertiser token at the mean embedding of its name's tokens (the name as
+    written, and its lower-case words, whichever the vocabulary knows)."""
     emb: torch.Tensor = model.get_input_embeddings().weight  # type: ignore[assignment]
-    unk = tokenizer.unk_token_id
+    skip = {tokenizer.unk_token_id, tokenizer.pad_token_id, *token_ids}
     with torch.no_grad():
         for tid, name in zip(token_ids, names, strict=True):
-            ids = [
-                i
-                for i in tokenizer(" ".join(text_words(name)), add_special_tokens=False)["input_ids"]
-                if i != unk and i not in token_ids
-            ]
+            texts = [name, " ".join(text_words(name))]
+            ids = {i for ids in tokenizer(texts, add_special_tokens=False)["input_ids"] for i in ids} - skip
             if ids:
-                emb[tid] = emb[ids].mean(dim=0)
+                emb[tid] = emb[sorted(ids)].mean(dim=0)
 
 
 def _batches(lengths: list[int], batch_size: int, rng: random.Random) -> list[list[int]]:
@@ -190,7 +188,7 @@ def train(
             f"no training examples before the cutoff in {data_dir}: need engagements "
             "(click, save, add_to_cart, checkout) with a known advertiser and some history"
         )
-    prompts = [render_prompt(ex.profile, ex.events) for ex in examples]
+    prompts = [render(ex) for ex in examples]
     adv_tokens = [advertiser_token(a) for a in adv_ids]
 
     model: Any
