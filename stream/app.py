@@ -69,17 +69,9 @@ def create_app(settings: Settings) -> faust.App:
             metrics.REQUESTS_EMITTED.labels(request.reason).inc()
         if outcome.dead_letter is not None:
             d = outcome.dead_letter
-            record = {
-                "raw": message.value or b"",
-                "key": message.key,
-                "source_topic": message.topic,
-                "partition": message.partition,
-                "offset": message.offset,
-                "stage": d.stage,
-                "reason": d.reason,
-                "failed_at": _now_ms(),
-            }
-            await dead_letters.send(key=message.key, value=serde.encode(serde.DEAD_LETTER, record))
+            await dead_letters.send(
+                key=message.key, value=serde.encode_dead_letter(message, d.stage, d.reason, d.detail, _now_ms())
+            )
             metrics.DEAD_LETTERS.labels(d.stage, d.reason).inc()
             log.warning(
                 "dead-letter stage=%s reason=%s topic=%s partition=%s offset=%s detail=%s",

@@ -121,6 +121,9 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
         cutoff_fraction=args.cutoff_fraction,
         device=args.device,
         checkpoint_every=args.checkpoint_every,
+        hidden_size=args.hidden_size,
+        layers=args.layers,
+        lr=args.lr,
     )
     report = train(args.data, args.out, cfg, base=args.base, progress=not args.quiet, resume=args.resume)
     print(
@@ -238,6 +241,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--cutoff-fraction", type=float, default=0.8, help="train on events before this time quantile")
     t.add_argument("--device", default="cpu", help="cpu or cuda")
+    t.add_argument("--hidden-size", type=int, default=128, help="width of the from-scratch model (ignored with --base)")
+    t.add_argument(
+        "--layers", type=int, default=2, help="decoder layers of the from-scratch model (ignored with --base)"
+    )
+    t.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (cosine schedule with warm-up)")
     t.add_argument("--checkpoint-every", type=int, default=200, help="steps between resumable checkpoints (0: none)")
     t.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
     t.add_argument("--quiet", action="store_true", help="no progress bar")

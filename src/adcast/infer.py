@@ -119,19 +119,8 @@ class InferenceWorker:
         try:
             request = PredictionRequest.from_record(serde.decode(serde.REQUEST, message.value))
         except SerdeError as exc:
-            record = {
-                "raw": message.value or b"",
-                "key": message.key,
-                "source_topic": message.topic,
-                "partition": message.partition,
-                "offset": message.offset,
-                "stage": "decode",
-                "reason": exc.reason,
-                "failed_at": _now_ms(),
-            }
-            await producer.send_and_wait(
-                self.settings.topics.name("dead_letters"), serde.encode(serde.DEAD_LETTER, record), key=message.key
-            )
+            letter = serde.encode_dead_letter(message, "decode", exc.reason, exc.detail, _now_ms())
+            await producer.send_and_wait(self.settings.topics.name("dead_letters"), letter, key=message.key)
             metrics.DEAD_LETTERS.labels("decode", exc.reason).inc()
             self.stats.dead_letters += 1
             log.warning(

@@ -107,3 +107,19 @@ def decode(name: str, data: bytes | None) -> dict[str, Any]:
     if not isinstance(record, dict):
         raise SerdeError("corrupt_body", f"{name} did not decode to a record")
     return record
+
+
+def encode_dead_letter(message: Any, stage: str, reason: str, detail: str, now_ms: int) -> bytes:
+    """A DeadLetter for a consumed message: anything with value, key, topic, partition and offset
+    (an aiokafka record or a Faust message). The raw bytes travel unchanged."""
+    record = {
+        "raw": message.value or b"",
+        "key": message.key,
+        "source_topic": message.topic,
+        "partition": message.partition,
+        "offset": message.offset,
+        "stage": stage,
+        "reason": f"{reason}: {detail}" if detail else reason,
+        "failed_at": now_ms,
+    }
+    return encode(DEAD_LETTER, record)

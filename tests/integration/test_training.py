@@ -43,3 +43,49 @@ def test_training_is_deterministic_and_resume_equals_an_uninterrupted_run(small_
         assert (a[name] - b[name]).abs().max().item() < 1e-6, name
     trained = json.loads((tiny_model / META_FILE).read_text())["trained"]
     assert report.last_loss == pytest.approx(trained["last_loss"], abs=1e-6)
+
+
+def test_fine_tunes_a_local_pretrained_checkpoint_with_advertiser_tokens_added(small_world, tmp_path):
+    """`--base`: a small 'pretrained' checkpoint this test saves itself (its own vocabulary, no
+    advertiser tokens) gets the advertiser tokens added, initialised from their names, and trains."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from adcast.data.files import read_records
+    from adcast.train.trainer import TrainConfig, _init_advertiser_rows, train
+    from adcast.train.vocab import build_word_tokenizer
+
+    names = [a["name"].lower() for a in read_records(small_world, "advertisers")]
+    base_tok = build_word_tokenizer(["profile next click view search ; " + " ".join(names)] * 2, [])
+    base_dir = tmp_path / "base"
+    torch.manual_seed(1)
+    LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=len(base_tok),
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=1,
+            num_attention_heads=4,
+            num_key_value_heads=4,
+            tie_word_embeddings=True,
+            max_position_embeddings=256,
+        )
+    ).save_pretrained(base_dir)
+    base_tok.save_pretrained(base_dir)
+
+    report = train(small_world, tmp_path / "tuned", TrainConfig(epochs=1, seed=0), base=str(base_dir), progress=False)
+    meta = ModelMeta.load(tmp_path / "tuned")
+    tok = AutoTokenizer.from_pretrained(tmp_path / "tuned")
+    assert len(tok) == len(base_tok) + len(meta.advertiser_ids)
+    assert min(meta.token_ids) >= len(base_tok)  # added after the base vocabulary
+    assert report.last_loss < report.first_loss
+
+    # the initialisation: an advertiser row starts at the mean of its name's token rows
+    model = LlamaForCausalLM.from_pretrained(base_dir)
+    tok = AutoTokenizer.from_pretrained(base_dir)
+    tok.add_tokens(["<adv_x>"])
+    model.resize_token_embeddings(len(tok))
+    adv = tok.convert_tokens_to_ids("<adv_x>")
+    _init_advertiser_rows(model, tok, [adv], [names[0]])
+    emb = model.get_input_embeddings().weight
+    assert torch.allclose(emb[adv], emb[tok.convert_tokens_to_ids(names[0])])

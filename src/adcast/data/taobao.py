@@ -68,7 +68,7 @@ def _row_world(rows: Iterable[dict[str, Any]], targets: str) -> dict[str, list[d
             row["advertiser_id"],
             {
                 "advertiser_id": row["advertiser_id"],
-                "name": f"cat {row['category']} brand {row['brand'] or 'none'}",
+                "name": _ad_name(row["category"], row["brand"]),
                 "category": row["category"],
             },
         )
@@ -110,6 +110,30 @@ def _event(
     }
 
 
+def _row(
+    user_id: str,
+    customer: str,
+    category: str,
+    brand: str,
+    clicked: bool,
+    history: list[tuple[str, str, str | None]],
+    profile: list[str],
+    zero_is_missing: bool,
+) -> dict[str, Any]:
+    def missing(v: str) -> bool:
+        return _missing(v) if zero_is_missing else not v.strip()
+
+    return {
+        "user_id": user_id,
+        "advertiser_id": f"adv{customer}",
+        "category": f"c{category}",
+        "brand": _brand(brand),
+        "clicked": clicked,
+        "history": history,
+        "profile": {k: v.strip() for k, v in zip(PROFILE_FIELDS, profile, strict=True) if not missing(v)},
+    }
+
+
 def load_taobao_test(path: str | Path, targets: str = "shown") -> dict[str, list[dict[str, Any]]]:
     """`taobao_test_data`: CSV without header, 20 columns (see the sample's README)."""
     rows = []
@@ -123,17 +147,7 @@ def load_taobao_test(path: str | Path, targets: str = "shown") -> dict[str, list
                 for c, b in zip(cats, brands + [""] * len(cats), strict=False)
                 if not _missing(c)
             ]
-            rows.append(
-                {
-                    "user_id": f"tb{r[8]}",
-                    "advertiser_id": f"adv{r[6]}",
-                    "category": f"c{r[4]}",
-                    "brand": _brand(r[7]),
-                    "clicked": r[0] == "1",
-                    "history": history,
-                    "profile": {k: v for k, v in zip(PROFILE_FIELDS, r[9:17], strict=True) if v.strip()},
-                }
-            )
+            rows.append(_row(f"tb{r[8]}", r[6], r[4], r[7], r[0] == "1", history, r[9:17], zero_is_missing=False))
     return _row_world(rows, targets)
 
 
@@ -150,15 +164,7 @@ def load_alimama(path: str | Path, targets: str = "shown") -> dict[str, list[dic
                 if r[150 + i] == "1" and r[i] != "0"
             ]
             rows.append(
-                {
-                    "user_id": f"am{r[250]}",
-                    "advertiser_id": f"adv{r[262]}",
-                    "category": f"c{r[260]}",
-                    "brand": _brand(r[263]),
-                    "clicked": r[266] == "1",
-                    "history": history,
-                    "profile": {k: v for k, v in zip(PROFILE_FIELDS, r[251:259], strict=True) if not _missing(v)},
-                }
+                _row(f"am{r[250]}", r[262], r[260], r[263], r[266] == "1", history, r[251:259], zero_is_missing=True)
             )
     return _row_world(rows, targets)
 
