@@ -29,9 +29,9 @@ DEMO_EPOCHS = 3
 
 
 def _ensure_world(home: Path, users: int) -> Path:
-    from adcast.data.synthetic import WorldSpec, generate
+    from adcast.data.synthetic import WORLD_VERSION, WorldSpec, generate
 
-    world = home / f"demo-world-{users}u-s{DEMO_SEED}"
+    world = home / f"demo-world-v{WORLD_VERSION}-{users}u-s{DEMO_SEED}"
     if not (world / "events.jsonl").is_file():
         print(f"generating the synthetic world ({users} users) in {world}")
         for kind, records in generate(WorldSpec(users=users, seed=DEMO_SEED)).items():

@@ -65,6 +65,8 @@ AGES = ["18-24", "25-34", "35-44", "45-54", "55+"]
 GENDERS = ["f", "m"]
 CITY_TIERS = ["tier1", "tier2", "tier3"]
 START_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
+# Bump when the generator changes what a seed produces (caches of generated worlds key on it).
+WORLD_VERSION = 2
 
 
 @dataclass(frozen=True)
