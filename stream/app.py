@@ -19,7 +19,7 @@ from adcast.config import Settings
 from adcast.core.history import HistoryLimits
 from adcast.core.triggers import TriggerPolicy
 from stream import transport
-from stream.processor import Outcome, StreamProcessor
+from stream.processor import DeadLetter, Outcome, StreamProcessor
 
 log = logging.getLogger(__name__)
 
@@ -89,13 +89,23 @@ def create_app(settings: Settings) -> faust.App:
     async def process(stream: faust.StreamT) -> None:
         async for event in stream.events():
             message = event.message
-            if message.topic == events_topic:
-                metrics.EVENTS_IN.inc()
-                outcome = processor.on_event(table, message.value, message.partition, message.offset, _now_ms())
-            elif message.topic == profiles_topic:
-                outcome = processor.on_profile(table, message.value, message.partition)
-            else:
-                outcome = processor.on_tick(table, message.partition, _now_ms())
+            try:
+                if message.topic == events_topic:
+                    metrics.EVENTS_IN.inc()
+                    outcome = processor.on_event(table, message.value, message.partition, message.offset, _now_ms())
+                elif message.topic == profiles_topic:
+                    outcome = processor.on_profile(table, message.value, message.partition)
+                else:
+                    outcome = processor.on_tick(table, message.partition, _now_ms())
+            except Exception as exc:
+                # A bug must neither stop the worker (Faust would restart the agent on the same
+                # message, forever) nor lose the input: it goes to the DLQ, raw, with the reason.
+                log.exception(
+                    "unexpected error topic=%s partition=%s offset=%s", message.topic, message.partition, message.offset
+                )
+                if message.topic == ticks_topic:
+                    continue
+                outcome = Outcome(dead_letter=DeadLetter("process", "unexpected_error", f"{type(exc).__name__}: {exc}"))
             await send(outcome, message)
 
     @app.timer(interval=s.tick_ms / 1000)
