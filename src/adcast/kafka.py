@@ -55,15 +55,38 @@ def topic_specs(settings: Settings) -> dict[str, tuple[int, dict[str, str]]]:
     return specs
 
 
+def _existing_topics(settings: Settings, timeout_s: float) -> set[str]:
+    from confluent_kafka.admin import AdminClient
+
+    # librdkafka logs every failed connection attempt; the error raised below says it once.
+    admin = AdminClient({**confluent_config(settings), "log_level": 2})
+    try:
+        return set(admin.list_topics(timeout=timeout_s).topics)
+    except Exception as exc:
+        raise ServiceError(
+            f"cannot reach Kafka at {settings.kafka.bootstrap_servers} ({exc}); start the local broker with "
+            "`adcast up` or set ADCAST_KAFKA__BOOTSTRAP_SERVERS"
+        ) from exc
+
+
+def require_topics(settings: Settings, topics: list[str], timeout_s: float = 10.0) -> None:
+    """Fail fast, with what to do, when the broker is down or a topic is missing."""
+    missing = [
+        name for name in (settings.topics.name(t) for t in topics) if name not in _existing_topics(settings, timeout_s)
+    ]
+    if missing:
+        raise ServiceError(
+            f"missing topics {missing} at {settings.kafka.bootstrap_servers}: create them with "
+            "`adcast up` (local broker) or your cluster's tooling (see README, Contracts)"
+        )
+
+
 def create_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
     """Create adcast's topics that do not exist yet; returns the names created."""
     from confluent_kafka.admin import AdminClient, NewTopic
 
     admin = AdminClient(confluent_config(settings))
-    try:
-        existing = set(admin.list_topics(timeout=timeout_s).topics)
-    except Exception as exc:
-        raise ServiceError(f"cannot reach Kafka at {settings.kafka.bootstrap_servers}: {exc}") from exc
+    existing = _existing_topics(settings, timeout_s)
     wanted = [
         NewTopic(name, num_partitions=n, replication_factor=1, config=cfg)
         for name, (n, cfg) in topic_specs(settings).items()

@@ -17,7 +17,8 @@ from typing import Any
 from adcast import serde
 from adcast.config import Settings
 from adcast.data.files import read_records
-from adcast.kafka import confluent_config
+from adcast.errors import ServiceError
+from adcast.kafka import confluent_config, require_topics
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +81,7 @@ def replay(
     from tqdm import tqdm
 
     t = settings.topics
+    require_topics(settings, ["events", "profiles", "advertisers"])
     producer = event_producer(settings)
     summary = ReplaySummary()
     started = time.monotonic()
@@ -121,7 +123,7 @@ def replay(
     remaining = producer.flush(60)
     summary.seconds = time.monotonic() - started
     if remaining or errors:
-        raise RuntimeError(f"replay: {remaining} messages undelivered, {len(errors)} errors (first: {errors[:1]})")
+        raise ServiceError(f"replay: {remaining} messages undelivered, {len(errors)} errors (first: {errors[:1]})")
     return summary
 
 
