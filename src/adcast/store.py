@@ -77,10 +77,17 @@ class AffinityClient:
         self.redis = redis.Redis.from_url(settings.url, **_connection_kwargs(settings))
 
     def get_many(self, user_ids: list[str]) -> dict[str, Affinities | None]:
-        with self.redis.pipeline(transaction=False) as pipe:
-            for u in user_ids:
-                pipe.hmget(self.settings.key_prefix + u, FIELDS)
-            rows = pipe.execute()
+        import redis.exceptions
+
+        try:
+            with self.redis.pipeline(transaction=False) as pipe:
+                for u in user_ids:
+                    pipe.hmget(self.settings.key_prefix + u, FIELDS)
+                rows = pipe.execute()
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+            raise StoreUnavailable(
+                f"cannot reach Redis at {self.settings.url} ({exc}); start it with `adcast up` or set ADCAST_REDIS__URL"
+            ) from exc
         out: dict[str, Affinities | None] = {}
         for u, values in zip(user_ids, rows, strict=True):
             out[u] = None if values[0] is None else Affinities.from_hash(u, dict(zip(FIELDS, values, strict=True)))
