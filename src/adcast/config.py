@@ -115,9 +115,22 @@ def load_settings(**overrides: Any) -> Settings:
     return Settings(**overrides)
 
 
+def redact_url(url: str) -> str:
+    """The URL with any password replaced, for logs and messages."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":**********@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
 def masked(settings: Settings) -> dict[str, Any]:
-    """The effective settings as plain data, secrets shown as '**********'."""
-    return settings.model_dump(mode="json")
+    """The effective settings as plain data, secrets shown as '**********' (URLs included)."""
+    data = settings.model_dump(mode="json")
+    data["redis"]["url"] = redact_url(settings.redis.url)
+    return data
 
 
 def to_env(settings: Settings) -> dict[str, str]:

@@ -10,7 +10,7 @@ import logging
 from importlib import resources
 from typing import Any
 
-from adcast.config import RedisSettings
+from adcast.config import RedisSettings, redact_url
 from adcast.core.affinities import Affinities
 from adcast.errors import StoreUnavailable
 
@@ -60,7 +60,7 @@ class AsyncAffinityStore:
                     )
                 results = await pipe.execute()
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
-            raise StoreUnavailable(f"Redis at {self.settings.url} is unavailable: {exc}") from exc
+            raise StoreUnavailable(f"Redis at {redact_url(self.settings.url)} is unavailable: {exc}") from exc
         return [bool(r) for r in results]
 
     async def close(self) -> None:
@@ -86,7 +86,7 @@ class AffinityClient:
                 rows = pipe.execute()
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
             raise StoreUnavailable(
-                f"cannot reach Redis at {self.settings.url} ({exc}); start it with `adcast up` or set ADCAST_REDIS__URL"
+                f"cannot reach Redis at {redact_url(self.settings.url)} ({exc}); start it with `adcast up` or set ADCAST_REDIS__URL"
             ) from exc
         out: dict[str, Affinities | None] = {}
         for u, values in zip(user_ids, rows, strict=True):

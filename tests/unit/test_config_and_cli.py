@@ -3,7 +3,7 @@ import json
 import subprocess
 import sys
 
-from adcast.config import load_settings, masked, to_env
+from adcast.config import load_settings, masked, redact_url, to_env
 
 
 def test_env_overrides_and_secrets_are_masked(monkeypatch):
@@ -13,6 +13,10 @@ def test_env_overrides_and_secrets_are_masked(monkeypatch):
     assert s.kafka.bootstrap_servers == "k1:9092,k2:9092"
     assert s.redis.password is not None and s.redis.password.get_secret_value() == "hunter2"
     assert "hunter2" not in json.dumps(masked(s))
+    monkeypatch.setenv("ADCAST_REDIS__URL", "redis://user:pa55word@cache:6379/0")
+    assert "pa55word" not in json.dumps(masked(load_settings()))
+    assert redact_url("redis://user:pa55word@cache:6379/0") == "redis://user:**********@cache:6379/0"
+    assert redact_url("redis://cache:6379/0") == "redis://cache:6379/0"
 
 
 def test_config_file_is_read_and_env_wins(tmp_path, monkeypatch):
