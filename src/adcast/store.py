@@ -86,7 +86,8 @@ class AffinityClient:
                 rows = pipe.execute()
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
             raise StoreUnavailable(
-                f"cannot reach Redis at {redact_url(self.settings.url)} ({exc}); start it with `adcast up` or set ADCAST_REDIS__URL"
+                f"cannot reach Redis at {redact_url(self.settings.url)} ({exc}); "
+                "start it with `adcast up` or set ADCAST_REDIS__URL"
             ) from exc
         out: dict[str, Affinities | None] = {}
         for u, values in zip(user_ids, rows, strict=True):
