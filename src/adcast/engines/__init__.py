@@ -19,7 +19,15 @@ def create_engine(kind: str, model_dir: str, device: str = "cpu", cpu_threads: i
             torch.set_num_threads(cpu_threads)
 
         return TorchEngine(model_dir, device=device)
-    raise ConfigError(f"unknown engine {kind!r}; choose one of: torch")
+    if kind == "vllm":
+        try:
+            import vllm  # noqa: F401
+        except ImportError as exc:
+            raise DependencyMissing("vllm", "infer-gpu" if device == "cuda" else "infer-cpu") from exc
+        from adcast.engines.vllm import VllmEngine
+
+        return VllmEngine(model_dir, device=device)
+    raise ConfigError(f"unknown engine {kind!r}; choose one of: torch, vllm")
 
 
 __all__ = ["ScoringEngine", "create_engine"]

@@ -1,0 +1,76 @@
+"""vLLM engine: one prefill per prompt, the next-token distribution over advertiser tokens only.
+
+`max_tokens=1`, `allowed_token_ids` = the advertiser tokens, `logprobs=K`, and
+`logprobs_mode="processed_logprobs"`: the logprobs are taken after the allowed-token mask, so they
+are a softmax over advertisers only (the default mode returns logprobs over the whole vocabulary).
+Prompts are tokenized here, by the checkpoint's tokenizer, exactly as the torch engine does, and
+passed as token ids. Automatic prefix caching is on: a user's successive prompts share a prefix.
+Building an `LLM` starts an engine process: construct this engine under `if __name__ == "__main__"`
+(the `adcast` entry point does).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from adcast.checkpoint import ModelMeta
+from adcast.engines.base import Scored
+from adcast.errors import ModelError
+
+
+class VllmEngine:
+    def __init__(
+        self,
+        model_dir: str,
+        device: str = "cpu",
+        max_k: int = 64,
+        dtype: str | None = None,
+        prefix_caching: bool = True,
+        max_model_len: int | None = None,
+    ) -> None:
+        from transformers import AutoTokenizer
+        from vllm import LLM
+
+        self.meta = ModelMeta.load(model_dir)
+        self.model_version = self.meta.model_version
+        self.advertiser_ids = self.meta.advertiser_ids
+        self._by_token = dict(zip(self.meta.token_ids, self.meta.advertiser_ids, strict=True))
+        self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        self.max_k = min(max_k, len(self.advertiser_ids))
+        try:
+            self.llm = LLM(
+                model=model_dir,
+                dtype=dtype or ("bfloat16" if device == "cuda" else "float32"),  # type: ignore[arg-type]
+                enable_prefix_caching=prefix_caching,
+                max_logprobs=self.max_k,
+                logprobs_mode="processed_logprobs",
+                max_model_len=max_model_len,
+                seed=0,
+            )
+        except Exception as exc:  # vLLM raises many types at start-up; all mean "cannot serve this model"
+            raise ModelError(f"vLLM could not load {model_dir}: {type(exc).__name__}: {exc}") from exc
+        self.max_len = int(self.llm.llm_engine.model_config.max_model_len)
+
+    def score(self, prompts: list[str], k: int) -> list[Scored]:
+        from vllm import SamplingParams, TokensPrompt
+
+        if not prompts:
+            return []
+        k = min(k, self.max_k)
+        params = SamplingParams(
+            max_tokens=1, temperature=1.0, allowed_token_ids=list(self.meta.token_ids), logprobs=k, detokenize=False
+        )
+        ids = self.tokenizer(prompts, add_special_tokens=False)["input_ids"]
+        # Keep the newest part of over-long prompts, as the torch engine does (one slot for the answer).
+        inputs: list[Any] = [TokensPrompt(prompt_token_ids=x[-(self.max_len - 1) :]) for x in ids]
+        outputs = self.llm.generate(inputs, params, use_tqdm=False)
+        results: list[Scored] = []
+        for out in outputs:
+            logprobs = out.outputs[0].logprobs[0]  # type: ignore[index]  # token -> Logprob, top-k (+ the sampled one)
+            ranked = sorted(logprobs.items(), key=lambda item: -item[1].logprob)[:k]
+            results.append([(self._by_token[token], math.exp(lp.logprob)) for token, lp in ranked])
+        return results
+
+    def close(self) -> None:
+        del self.llm

@@ -1,0 +1,72 @@
+"""Both engines meet the same scoring contract on the same real checkpoint, and agree."""
+
+import math
+
+import pytest
+
+from adcast.checkpoint import ModelMeta
+from adcast.core.examples import iter_examples
+from adcast.core.history import HistoryLimits
+from adcast.core.prompt import render
+from adcast.data.files import read_records
+
+pytestmark = pytest.mark.integration
+pytest.importorskip("torch")
+KINDS = ["torch", "vllm"]
+
+
+@pytest.fixture(scope="module")
+def prompts(small_world):
+    advs = {a["advertiser_id"] for a in read_records(small_world, "advertisers")}
+    profiles = {p["user_id"]: p["attributes"] for p in read_records(small_world, "profiles")}
+    examples = list(iter_examples(read_records(small_world, "events"), profiles, advs, HistoryLimits()))
+    return [render(ex) for ex in examples[::10]]
+
+
+@pytest.fixture(scope="module")
+def engines(tiny_model):
+    import os
+
+    from adcast.engines import create_engine
+
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    made = {"torch": create_engine("torch", str(tiny_model))}
+    try:
+        import vllm  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        made["vllm"] = create_engine("vllm", str(tiny_model))
+    yield made
+    for e in made.values():
+        e.close()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_contract(kind, engines, prompts, tiny_model):
+    if kind not in engines:
+        pytest.skip(f"{kind} is not installed in this environment")
+    engine = engines[kind]
+    known = set(ModelMeta.load(tiny_model).advertiser_ids)
+    results = engine.score(prompts, 10)
+    assert len(results) == len(prompts)
+    for top in results:
+        ids, probs = [a for a, _ in top], [p for _, p in top]
+        assert len(ids) == 10 == len(set(ids)) and set(ids) <= known
+        assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1 + 1e-5
+    assert engine.score([], 10) == []
+    everything = engine.score(prompts[:2], min(len(known), 60))
+    for top in everything:
+        assert math.isclose(sum(p for _, p in top), 1.0, rel_tol=2e-3)
+
+
+def test_engines_agree(engines, prompts):
+    if "vllm" not in engines:
+        pytest.skip("vllm is not installed in this environment")
+    a, b = engines["torch"].score(prompts, 10), engines["vllm"].score(prompts, 10)
+    same_sets = sum(1 for x, y in zip(a, b, strict=True) if {i for i, _ in x} == {i for i, _ in y})
+    assert same_sets >= 0.95 * len(prompts)
+    for x, y in zip(a, b, strict=True):
+        px, py = dict(x), dict(y)
+        for adv in set(px) & set(py):
+            assert abs(px[adv] - py[adv]) < 0.01
