@@ -245,7 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--layers", type=int, default=2, help="decoder layers of the from-scratch model (ignored with --base)"
     )
-    t.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (cosine schedule with warm-up)")
+    t.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (cosine schedule with warm-up)")
     t.add_argument("--checkpoint-every", type=int, default=200, help="steps between resumable checkpoints (0: none)")
     t.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
     t.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 class TrainConfig:
     epochs: int = 5
     batch_size: int = 64
-    lr: float = 2e-3
+    lr: float = 1e-3
     seed: int = 0
     cutoff_fraction: float = 0.8
     hidden_size: int = 128
