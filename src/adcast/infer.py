@@ -12,7 +12,7 @@ import asyncio
 import logging
 import signal
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -43,7 +43,6 @@ class Stats:
     written: int = 0
     stale: int = 0
     dead_letters: int = 0
-    batch_sizes: list[int] = field(default_factory=list)
 
 
 class InferenceWorker:
@@ -181,7 +180,6 @@ class InferenceWorker:
             self.stats.scored += len(items)
             self.stats.written += sum(written)
             self.stats.stale += len(written) - sum(written)
-            self.stats.batch_sizes.append(len(items))
         if offsets:
             try:
                 await consumer.commit(offsets)

@@ -175,7 +175,6 @@ def train(
     would."""
     limits = limits or HistoryLimits()
     started = time.monotonic()
-    random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     advertisers = list(read_records(data_dir, "advertisers"))
     profiles = {p["user_id"]: p["attributes"] for p in read_records(data_dir, "profiles")}
