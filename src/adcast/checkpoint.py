@@ -18,6 +18,12 @@ from adcast.core.prompt import PROMPT_FORMAT_VERSION
 from adcast.errors import ModelError
 
 META_FILE = "adcast.json"
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json")
+
+
+def has_tokenizer(model_dir: str | Path) -> bool:
+    """Random-weight benchmark models carry no tokenizer; they are scored from token ids."""
+    return any(Path(model_dir, f).is_file() for f in TOKENIZER_FILES)
 
 
 @dataclass(frozen=True)

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import json
 import logging
-import statistics
 import time
 from pathlib import Path
 
 from adcast.checkpoint import META_FILE
 from adcast.config import Settings, to_env
 from adcast.core.affinities import Affinities
+from adcast.core.metrics import percentile
 from adcast.core.prompt import PROMPT_FORMAT_VERSION
 from adcast.data.files import read_records, write_records
 from adcast.errors import ServiceError
@@ -81,12 +81,6 @@ def wait_for_versions(client: AffinityClient, expected: dict[str, int], timeout_
         if len(done) == len(users) or time.monotonic() > deadline:
             return done
         time.sleep(0.5)
-
-
-def _percentile(values: list[float], q: float) -> float:
-    if len(values) < 2:
-        return values[0] if values else float("nan")
-    return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
 
 
 def run_demo(settings: Settings, users: int, replay_events: int, rate: float, keep_running: bool) -> int:
@@ -168,5 +162,5 @@ def _print_report(replay_dir: Path, done: dict[str, Affinities]) -> None:
     fresh = [(a.computed_at - a.newest_event_time) / 1000 for a in done.values()]
     print(
         f"freshness, newest event -> Redis write, over {len(fresh)} users: "
-        f"p50 {_percentile(fresh, 50):.2f}s  p99 {_percentile(fresh, 99):.2f}s"
+        f"p50 {percentile(fresh, 50):.2f}s  p99 {percentile(fresh, 99):.2f}s"
     )

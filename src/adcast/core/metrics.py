@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Sequence
 
 
@@ -55,3 +56,10 @@ def merge_half_and_half(primary: Sequence[str], secondary: Sequence[str], k: int
     rest += list(primary[len(secondary) :]) + list(secondary[len(primary) :])
     take(rest, k)
     return out
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The q-th percentile (0 < q < 100, inclusive method); nan for no values."""
+    if len(values) < 2:
+        return values[0] if values else float("nan")
+    return statistics.quantiles(values, n=100, method="inclusive")[max(0, min(98, round(q) - 1))]

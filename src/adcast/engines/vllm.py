@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from adcast.checkpoint import ModelMeta
+from adcast.checkpoint import ModelMeta, has_tokenizer
 from adcast.engines.base import Scored
 from adcast.errors import ModelError
 
@@ -36,7 +36,8 @@ class VllmEngine:
         self.model_version = self.meta.model_version
         self.advertiser_ids = self.meta.advertiser_ids
         self._by_token = dict(zip(self.meta.token_ids, self.meta.advertiser_ids, strict=True))
-        self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        # Random-weight benchmark models carry no tokenizer; they are scored through score_tokens.
+        self.tokenizer = AutoTokenizer.from_pretrained(model_dir) if has_tokenizer(model_dir) else None
         self.max_k = min(max_k, len(self.advertiser_ids))
         try:
             self.llm = LLM(
@@ -46,24 +47,29 @@ class VllmEngine:
                 max_logprobs=self.max_k,
                 logprobs_mode="processed_logprobs",
                 max_model_len=max_model_len,
+                skip_tokenizer_init=True,  # prompts arrive as token ids and answers are read as token ids
                 seed=0,
             )
         except Exception as exc:  # vLLM raises many types at start-up; all mean "cannot serve this model"
             raise ModelError(f"vLLM could not load {model_dir}: {type(exc).__name__}: {exc}") from exc
         self.max_len = int(self.llm.llm_engine.model_config.max_model_len)
 
-    def score(self, prompts: list[str], k: int) -> list[Scored]:
+    def encode(self, prompts: list[str]) -> list[list[int]]:
+        if self.tokenizer is None:
+            raise ModelError(f"model {self.model_version} has no tokenizer; score token ids with score_tokens")
+        return list(self.tokenizer(prompts, add_special_tokens=False)["input_ids"])
+
+    def score_tokens(self, token_ids: list[list[int]], k: int) -> list[Scored]:
         from vllm import SamplingParams, TokensPrompt
 
-        if not prompts:
+        if not token_ids:
             return []
         k = min(k, self.max_k)
         params = SamplingParams(
             max_tokens=1, temperature=1.0, allowed_token_ids=list(self.meta.token_ids), logprobs=k, detokenize=False
         )
-        ids = self.tokenizer(prompts, add_special_tokens=False)["input_ids"]
         # Keep the newest part of over-long prompts, as the torch engine does (one slot for the answer).
-        inputs: list[Any] = [TokensPrompt(prompt_token_ids=x[-(self.max_len - 1) :]) for x in ids]
+        inputs: list[Any] = [TokensPrompt(prompt_token_ids=x[-(self.max_len - 1) :]) for x in token_ids]
         outputs = self.llm.generate(inputs, params, use_tqdm=False)
         results: list[Scored] = []
         for out in outputs:
@@ -71,6 +77,9 @@ class VllmEngine:
             ranked = sorted(logprobs.items(), key=lambda item: -item[1].logprob)[:k]
             results.append([(self._by_token[token], math.exp(lp.logprob)) for token, lp in ranked])
         return results
+
+    def score(self, prompts: list[str], k: int) -> list[Scored]:
+        return self.score_tokens(self.encode(prompts), k) if prompts else []
 
     def close(self) -> None:
         del self.llm

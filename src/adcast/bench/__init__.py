@@ -1,0 +1,1 @@
+"""`adcast bench …`: benchmarks that print figures (and JSON), never pass/fail thresholds."""
