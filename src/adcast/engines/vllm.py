@@ -12,11 +12,15 @@ Building an `LLM` starts an engine process: construct this engine under `if __na
 from __future__ import annotations
 
 import math
+import os
 from typing import Any
 
 from adcast.checkpoint import ModelMeta, has_tokenizer
 from adcast.engines.base import Scored
 from adcast.errors import ModelError
+
+# vLLM logs to stdout by default, which would corrupt `--json` output and piped results.
+os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
 
 
 class VllmEngine:
@@ -28,6 +32,7 @@ class VllmEngine:
         dtype: str | None = None,
         prefix_caching: bool = True,
         max_model_len: int | None = None,
+        block_size: int | None = None,
     ) -> None:
         from transformers import AutoTokenizer
         from vllm import LLM
@@ -47,12 +52,16 @@ class VllmEngine:
                 max_logprobs=self.max_k,
                 logprobs_mode="processed_logprobs",
                 max_model_len=max_model_len,
+                # The cache is reused in whole blocks: vLLM's CPU default of 128 tokens is most of an adcast
+                # prompt, so almost nothing would be reused there; 32 is the smallest the CPU kernels like.
+                block_size=block_size or (None if device == "cuda" else 32),
                 skip_tokenizer_init=True,  # prompts arrive as token ids and answers are read as token ids
                 seed=0,
             )
         except Exception as exc:  # vLLM raises many types at start-up; all mean "cannot serve this model"
             raise ModelError(f"vLLM could not load {model_dir}: {type(exc).__name__}: {exc}") from exc
         self.max_len = int(self.llm.llm_engine.model_config.max_model_len)
+        self.cached_prompt_tokens = 0  # prompt tokens served from the prefix cache, since start
 
     def encode(self, prompts: list[str]) -> list[list[int]]:
         if self.tokenizer is None:
@@ -73,6 +82,7 @@ class VllmEngine:
         outputs = self.llm.generate(inputs, params, use_tqdm=False)
         results: list[Scored] = []
         for out in outputs:
+            self.cached_prompt_tokens += out.num_cached_tokens or 0
             logprobs = out.outputs[0].logprobs[0]  # type: ignore[index]  # token -> Logprob, top-k (+ the sampled one)
             ranked = sorted(logprobs.items(), key=lambda item: -item[1].logprob)[:k]
             results.append([(self._by_token[token], math.exp(lp.logprob)) for token, lp in ranked])

@@ -1,0 +1,298 @@
+"""The deploy files agree with the code: structure, `adcast` subcommands, settings, topics.
+
+Nothing here is hard-coded from the code: subcommands come from the CLI parser, valid `ADCAST_*`
+names from the Settings models, topics from `adcast.kafka.topic_specs`, and each container's
+effective settings from loading them the way the container does (image ENV, then its own env).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shlex
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from pydantic import BaseModel
+
+from adcast.cli import build_parser
+from adcast.config import Settings, load_settings, to_env
+from adcast.kafka import topic_specs
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
+K8S = DEPLOY / "k8s"
+YAML_FILES = sorted([*DEPLOY.rglob("*.yaml"), *DEPLOY.rglob("*.yml")])
+DOCKERFILES = sorted(p for p in DEPLOY.glob("Dockerfile.*") if p.suffix != ".dockerignore")
+# Files whose ADCAST_* names must be real (the local/ scripts have a variable of their own, ADCAST_BIN).
+ENV_CHECKED = [*YAML_FILES, *DOCKERFILES, DEPLOY / "README.md", ROOT / "docs" / "feature-store.md"]
+ENV_NAME = re.compile(r"\bADCAST_[A-Z0-9_]*[A-Z0-9]\b")
+
+
+def _docs(path: Path) -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
+
+
+def _compose() -> dict[str, Any]:
+    return _docs(DEPLOY / "compose.yaml")[0]
+
+
+def _k8s() -> list[dict[str, Any]]:
+    return [d for p in sorted(K8S.glob("*.yaml")) for d in _docs(p)]
+
+
+def _kind(kind: str) -> list[dict[str, Any]]:
+    return [d for d in _k8s() if d.get("kind") == kind]
+
+
+def _subcommands() -> set[str]:
+    parser = build_parser()
+    actions = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    assert len(actions) == 1
+    return set(actions[0].choices)
+
+
+def _settings_fields(model: type[BaseModel] = Settings, prefix: str = "") -> dict[str, Any]:
+    """Environment name -> annotation of every setting, nested groups joined as to_env joins them."""
+    config = Settings.model_config
+    prefix = prefix or config["env_prefix"].upper()
+    fields: dict[str, Any] = {}
+    for name, field in model.model_fields.items():
+        env = prefix + name.upper()
+        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+            fields |= _settings_fields(field.annotation, env + config["env_nested_delimiter"])
+        else:
+            fields[env] = field.annotation
+    return fields
+
+
+def _valid_env_names() -> set[str]:
+    names = set(_settings_fields())
+    # Variables the code reads directly rather than through Settings (config file, schemas, log level).
+    direct = re.compile(r"""(?:environ\.get\(|environ\[|getenv\()\s*["'](ADCAST_[A-Z0-9_]+)["']""")
+    for path in [*(ROOT / "src" / "adcast").rglob("*.py"), *(ROOT / "stream").rglob("*.py")]:
+        names |= set(direct.findall(path.read_text()))
+    return names
+
+
+def _dockerfile(path: Path) -> tuple[dict[str, str], list[str], list[str]]:
+    """ENV, ENTRYPOINT and CMD of the last stage."""
+    text = re.sub(r"\\\n", " ", path.read_text())
+    last_stage = re.split(r"^FROM\s", text, flags=re.MULTILINE)[-1]
+    env: dict[str, str] = {}
+    entrypoint: list[str] = []
+    cmd: list[str] = []
+    for line in last_stage.splitlines():
+        instruction, _, rest = line.strip().partition(" ")
+        if instruction == "ENV":
+            for token in shlex.split(rest):
+                name, _, value = token.partition("=")
+                env[name] = value
+        elif instruction == "ENTRYPOINT":
+            entrypoint = json.loads(rest)
+        elif instruction == "CMD":
+            cmd = json.loads(rest)
+    return env, entrypoint, cmd
+
+
+def _image_dockerfile(image: str) -> Path:
+    """adcast-<tier>[:tag] is built from deploy/Dockerfile.<tier>."""
+    path = DEPLOY / f"Dockerfile.{image.split(':')[0].removeprefix('adcast-')}"
+    assert path.is_file(), f"image {image} has no Dockerfile in deploy/"
+    return path
+
+
+def _container_env(container: dict[str, Any]) -> dict[str, str]:
+    """What a k8s container sees: image ENV, then envFrom ConfigMaps, then its env values."""
+    env = dict(_dockerfile(_image_dockerfile(container["image"]))[0])
+    maps = {d["metadata"]["name"]: d.get("data", {}) for d in _kind("ConfigMap")}
+    for source in container.get("envFrom", []):
+        env.update({k: str(v) for k, v in maps[source["configMapRef"]["name"]].items()})
+    env.update({e["name"]: str(e["value"]) for e in container.get("env", []) if "value" in e})
+    return env
+
+
+def _service_dockerfile(service: dict[str, Any]) -> Path:
+    """Compose resolves the context from the compose file's folder, the Dockerfile from the context."""
+    return (DEPLOY / service["build"]["context"] / service["build"]["dockerfile"]).resolve()
+
+
+def _service_env(service: dict[str, Any]) -> dict[str, str]:
+    """What a compose service sees: its Dockerfile's ENV, then its environment."""
+    env = dict(_dockerfile(_service_dockerfile(service))[0]) if "build" in service else {}
+    env.update({k: str(v) for k, v in service.get("environment", {}).items()})
+    return env
+
+
+@pytest.fixture
+def settings_from(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
+    """Load Settings exactly as a container with this environment would."""
+
+    def load(env: dict[str, str]) -> Settings:
+        for name in list(os.environ):
+            if name.startswith("ADCAST_"):
+                monkeypatch.delenv(name)
+        monkeypatch.setenv("ADCAST_CONFIG", str(tmp_path / "absent.toml"))
+        for name, value in env.items():
+            if name.startswith("ADCAST_"):  # the image's PATH and the like stay out of this process
+                monkeypatch.setenv(name, value)
+        return load_settings()
+
+    return load
+
+
+def _adcast_containers() -> list[dict[str, Any]]:
+    return [
+        c
+        for d in _k8s()
+        if d["kind"] in {"Deployment", "StatefulSet", "Job", "DaemonSet"}
+        for c in d["spec"]["template"]["spec"]["containers"]
+        if c["image"].startswith("adcast-")
+    ]
+
+
+def _created_topics(script: str) -> dict[str, tuple[int, dict[str, str]]]:
+    """`create NAME PARTITIONS [--config K=V ...]` lines of a topic-creation script."""
+    return {
+        name: (int(partitions), dict(re.findall(r"--config\s+([\w.]+)=(\S+)", rest)))
+        for name, partitions, rest in re.findall(r"^\s*create\s+(\S+)\s+(\d+)(.*)$", script, flags=re.MULTILINE)
+    }
+
+
+@pytest.mark.parametrize("path", YAML_FILES, ids=lambda p: str(p.relative_to(DEPLOY)))
+def test_yaml_parses(path: Path) -> None:
+    assert _docs(path)
+
+
+def test_compose_services() -> None:
+    services = _compose()["services"]
+    assert {"kafka", "redis", "stream", "infer"} <= set(services)
+    for name in ("stream", "infer"):
+        assert _service_dockerfile(services[name]) == DEPLOY / f"Dockerfile.{name}"
+        assert (DEPLOY / services[name]["build"]["context"] / "pyproject.toml").is_file()
+    devices = services["infer"]["deploy"]["resources"]["reservations"]["devices"]
+    assert any("gpu" in d["capabilities"] for d in devices)
+
+
+def test_k8s_documents_are_named() -> None:
+    docs = _k8s()
+    assert docs
+    for d in docs:
+        assert d.get("apiVersion") and d.get("kind") and d.get("metadata", {}).get("name"), d
+
+
+def test_kustomization_lists_every_manifest() -> None:
+    (kustomization,) = _kind("Kustomization")
+    assert set(kustomization["resources"]) == {p.name for p in K8S.glob("*.yaml")} - {"kustomization.yaml"}
+
+
+def test_stream_state_volume_is_the_configured_data_dir(settings_from: Any) -> None:
+    (statefulset,) = _kind("StatefulSet")
+    claims = {t["metadata"]["name"] for t in statefulset["spec"]["volumeClaimTemplates"]}
+    (container,) = statefulset["spec"]["template"]["spec"]["containers"]
+    data_dir = settings_from(_container_env(container)).stream.data_dir
+    assert Path(data_dir).is_absolute()
+    assert {m["mountPath"] for m in container["volumeMounts"] if m["name"] in claims} == {data_dir}
+
+
+def test_compose_stream_state_volume_is_the_configured_data_dir(settings_from: Any) -> None:
+    service = _compose()["services"]["stream"]
+    data_dir = settings_from(_service_env(service)).stream.data_dir
+    assert any(v.split(":")[1] == data_dir for v in service["volumes"])
+
+
+def test_inference_requests_a_gpu() -> None:
+    (deployment,) = _kind("Deployment")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert int(container["resources"]["limits"]["nvidia.com/gpu"]) == 1
+
+
+def test_metrics_ports_are_annotated(settings_from: Any) -> None:
+    for kind in ("StatefulSet", "Deployment"):
+        (workload,) = _kind(kind)
+        template = workload["spec"]["template"]
+        (container,) = template["spec"]["containers"]
+        port = settings_from(_container_env(container)).metrics_port
+        assert port, f"{kind} serves no metrics"
+        assert template["metadata"]["annotations"]["prometheus.io/port"] == str(port)
+        assert port in {p["containerPort"] for p in container["ports"]}
+
+
+def test_secrets_stay_out_of_config_maps() -> None:
+    # SecretStr settings, and the Redis URL, which carries the password in production.
+    secret = {"ADCAST_REDIS__URL"} | {n for n, kind in _settings_fields().items() if "SecretStr" in str(kind)}
+    for config_map in _kind("ConfigMap"):
+        assert not secret & set(config_map.get("data", {})), config_map["metadata"]["name"]
+    (deployment,) = _kind("Deployment")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    refs = {e["name"] for e in container.get("env", []) if "secretKeyRef" in e.get("valueFrom", {})}
+    assert "ADCAST_REDIS__URL" in refs
+
+
+@pytest.mark.parametrize("path", DOCKERFILES, ids=lambda p: p.name)
+def test_dockerfile_runs_an_adcast_subcommand(path: Path) -> None:
+    _, entrypoint, cmd = _dockerfile(path)
+    assert entrypoint == ["adcast"]
+    assert cmd and cmd[0] in _subcommands()
+    assert cmd[0] == path.name.split(".")[1]  # each tier's image runs that tier
+
+
+def test_compose_commands_are_adcast_subcommands() -> None:
+    subcommands = _subcommands()
+    for name, service in _compose()["services"].items():
+        if "build" not in service:
+            continue
+        entrypoint = service.get("entrypoint", _dockerfile(_service_dockerfile(service))[1])
+        assert entrypoint == ["adcast"], name
+        assert service["command"][0] in subcommands, name
+
+
+def test_k8s_commands_are_adcast_subcommands() -> None:
+    subcommands = _subcommands()
+    containers = _adcast_containers()
+    assert {c["name"] for c in containers} >= {"stream", "infer"}
+    for c in containers:
+        argv = [*c.get("command", ["adcast"]), *c.get("args", [])]
+        assert argv[0] == "adcast" and argv[1] in subcommands, c["name"]
+        assert argv[1] == c["image"].removeprefix("adcast-"), c["name"]
+
+
+def test_env_names_are_settings() -> None:
+    valid = _valid_env_names()
+    # The derivation names what to_env writes, so workers started either way agree.
+    assert set(to_env(Settings())) <= valid
+    for path in ENV_CHECKED:
+        unknown = set(ENV_NAME.findall(path.read_text())) - valid
+        assert not unknown, f"{path.relative_to(ROOT)}: not adcast settings: {sorted(unknown)}"
+
+
+def test_env_values_load(settings_from: Any) -> None:
+    for c in _adcast_containers():
+        settings_from(_container_env(c))
+    for service in _compose()["services"].values():
+        if "build" in service:
+            settings_from(_service_env(service))
+
+
+def test_compose_topics_match_topic_specs(settings_from: Any) -> None:
+    services = _compose()["services"]
+    script = "\n".join(services["topics"]["command"])
+    assert _created_topics(script) == topic_specs(settings_from(_service_env(services["stream"])))
+
+
+def test_k8s_topics_match_topic_specs(settings_from: Any) -> None:
+    (job,) = [j for j in _kind("Job") if j["metadata"]["name"] == "adcast-topics"]
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    (statefulset,) = _kind("StatefulSet")
+    (stream,) = statefulset["spec"]["template"]["spec"]["containers"]
+    settings = settings_from(_container_env(stream))
+    expected = topic_specs(settings)
+    assert _created_topics("\n".join(container["args"])) == expected
+    # A worker beyond its input topic's partitions would sit idle.
+    (deployment,) = _kind("Deployment")
+    assert statefulset["spec"]["replicas"] <= expected[settings.topics.name("events")][0]
+    assert deployment["spec"]["replicas"] <= expected[settings.topics.name("requests")][0]
