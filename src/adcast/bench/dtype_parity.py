@@ -19,9 +19,7 @@ def compare(model_dir: str, prompts: list[str], k: int = 10, device: str = "cuda
     reference = TorchEngine(model_dir, device="cpu").score(prompts, k)
     served = TorchEngine(model_dir, device=device).score(prompts, k)
     same_sets = sum({a for a, _ in r} == {a for a, _ in s} for r, s in zip(reference, served, strict=True))
-    diffs = [
-        abs(p - dict(s).get(a, 0.0)) for r, s in zip(reference, served, strict=True) for a, p in r
-    ]
+    diffs = [abs(p - dict(s).get(a, 0.0)) for r, s in zip(reference, served, strict=True) for a, p in r]
     same_top1 = sum(r[0][0] == s[0][0] for r, s in zip(reference, served, strict=True))
     return {
         "prompts": len(prompts),

@@ -39,7 +39,11 @@ def shape_names() -> list[str]:
 
 
 def build_random_model(
-    shape: str, out_dir: str | Path, advertisers: int = 20_000, device: str = "cpu", seed: int = 0,
+    shape: str,
+    out_dir: str | Path,
+    advertisers: int = 20_000,
+    device: str = "cpu",
+    seed: int = 0,
     min_vocab: int = 0,
 ) -> ModelMeta:
     """Write a random-weight checkpoint of `shape` to `out_dir`; returns its adcast metadata.
