@@ -172,11 +172,67 @@ def cmd_lookup(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    from adcast.serve import run
+
+    run(settings, host=args.host, port=args.port)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     _require("torch", "infer-cpu")
     from adcast.demo import run_demo
 
     return run_demo(settings, users=args.users, replay_events=args.events, rate=args.rate, keep_running=args.keep)
+
+
+def cmd_bench_predict(args: argparse.Namespace, settings: Settings) -> int:
+    _require("torch", "infer-cpu")
+    from adcast.bench.predict import bench_predict, format_report
+
+    report = bench_predict(args)
+    print(json.dumps(report) if args.json else format_report(report))
+    return 0
+
+
+def cmd_bench_prefix_cache(args: argparse.Namespace, settings: Settings) -> int:
+    _require("vllm", "infer-cpu")
+    from adcast.bench.prefix_cache import bench_prefix_cache, format_report
+
+    report = bench_prefix_cache(args)
+    print(json.dumps(report) if args.json else format_report(report))
+    return 0
+
+
+def cmd_bench_lookup(args: argparse.Namespace, settings: Settings) -> int:
+    from adcast.bench.lookup import bench_lookup, format_report
+
+    report = bench_lookup(args, settings)
+    print(json.dumps(report) if args.json else format_report(report))
+    return 0
+
+
+def add_bench_commands(sub: Any) -> None:
+    """`adcast bench …`: one subcommand per benchmark; each prints figures, and JSON with --json."""
+    from adcast.bench import lookup, predict, prefix_cache
+
+    bp = sub.add_parser("predict", help="engine throughput: predictions/s, prefill tokens/s, batch latency")
+    bp.description = predict.__doc__
+    bp.formatter_class = argparse.RawDescriptionHelpFormatter
+    predict.add_arguments(bp)
+    bp.set_defaults(fn=cmd_bench_predict)
+
+    bc = sub.add_parser("prefix-cache", help="vLLM with and without prefix caching on users' successive prompts")
+    bc.description = prefix_cache.__doc__
+    bc.formatter_class = argparse.RawDescriptionHelpFormatter
+    prefix_cache.add_arguments(bc)
+    bc.set_defaults(fn=cmd_bench_prefix_cache)
+
+    bl = sub.add_parser("lookup", help="read latency p50/p99: raw redis-py, sync and async clients, HTTP service")
+    bl.description = lookup.__doc__
+    bl.formatter_class = argparse.RawDescriptionHelpFormatter
+    lookup.add_arguments(bl)
+    bl.set_defaults(fn=cmd_bench_lookup)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -265,6 +321,13 @@ def build_parser() -> argparse.ArgumentParser:
     lk = add("lookup", cmd_lookup, "read users' affinities from Redis")
     lk.add_argument("user_ids", nargs="+")
     lk.add_argument("-k", type=int, default=10, help="advertisers to show per user")
+
+    sv = add("serve", cmd_serve, "HTTP lookup service: GET /v1/affinities, /healthz, /metrics, /openapi.json")
+    sv.add_argument("--host", default=None, help="listen address (default: serve.host, 127.0.0.1)")
+    sv.add_argument("--port", type=int, default=None, help="listen port (default: serve.port, 8080)")
+
+    b = sub.add_parser("bench", help="benchmarks that print figures (and JSON with --json)")
+    add_bench_commands(b.add_subparsers(dest="benchmark", required=True, metavar="BENCHMARK"))
 
     d = add("demo", cmd_demo, "the whole path on local services: train (cached), both tiers, replay, read back")
     d.add_argument("--users", type=int, default=2000, help="users in the synthetic world")

@@ -46,6 +46,15 @@ class RedisSettings(BaseModel):
     password: SecretStr | None = None
     key_prefix: str = Field("adcast:aff:", description="Hash key prefix; the user id follows.")
     ttl_seconds: int = Field(7 * 24 * 3600, description="Expiry of each user's hash; 0 keeps it forever.")
+    cluster: bool = Field(
+        False, description="Redis Cluster: `url` names any one node (db 0); the clients discover the rest."
+    )
+
+
+class ServeSettings(BaseModel):
+    host: str = Field("127.0.0.1", description="Address `adcast serve` listens on.")
+    port: int = Field(8080, description="Port of `adcast serve`.")
+    max_users: int = Field(1000, description="Most user ids one lookup request may ask for.")
 
 
 class StreamSettings(BaseModel):
@@ -93,6 +102,7 @@ class Settings(BaseSettings):
     redis: RedisSettings = RedisSettings()  # type: ignore[call-arg]
     stream: StreamSettings = StreamSettings()  # type: ignore[call-arg]
     infer: InferSettings = InferSettings()  # type: ignore[call-arg]
+    serve: ServeSettings = ServeSettings()  # type: ignore[call-arg]
     metrics_port: int = Field(0, description="Prometheus endpoint port for this worker; 0 disables it.")
 
     @classmethod

@@ -15,12 +15,11 @@ from pathlib import Path
 
 from adcast.checkpoint import META_FILE
 from adcast.config import Settings, to_env
-from adcast.core.affinities import Affinities
 from adcast.core.metrics import percentile
 from adcast.core.prompt import PROMPT_FORMAT_VERSION
 from adcast.data.files import read_records, write_records
 from adcast.errors import ServiceError
-from adcast.store import AffinityClient
+from adcast.store import AffinityClient, StoredAffinities
 from adcast.workers import WorkerProcess, start_worker
 
 log = logging.getLogger(__name__)
@@ -71,7 +70,9 @@ def _replay_slice(world: Path, out: Path, max_events: int) -> Path:
     return out
 
 
-def wait_for_versions(client: AffinityClient, expected: dict[str, int], timeout_s: float) -> dict[str, Affinities]:
+def wait_for_versions(
+    client: AffinityClient, expected: dict[str, int], timeout_s: float
+) -> dict[str, StoredAffinities]:
     """Poll Redis until every user's stored version reached the expected one (or time runs out)."""
     deadline = time.monotonic() + timeout_s
     users = sorted(expected)
@@ -140,7 +141,7 @@ def run_demo(settings: Settings, users: int, replay_events: int, rate: float, ke
                 service.stop()
 
 
-def _print_report(replay_dir: Path, done: dict[str, Affinities]) -> None:
+def _print_report(replay_dir: Path, done: dict[str, StoredAffinities]) -> None:
     names = {a["advertiser_id"]: a["name"] for a in read_records(replay_dir, "advertisers")}
     events: dict[str, list[dict[str, object]]] = {}
     for e in read_records(replay_dir, "events"):

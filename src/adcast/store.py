@@ -1,21 +1,46 @@
 """The Redis online store: versioned writes through one Lua script, pipelined reads.
 
-One hash per user (see adcast.core.affinities for the fields); no operation touches two keys,
-so it works unchanged on Redis Cluster.
+One hash per user (see adcast.core.affinities for the fields). No operation touches two keys, so
+everything here works on a single Redis and on Redis Cluster (`redis.cluster = true`): a batch is
+one pipeline, which redis-py's cluster pipeline splits by node and sends to all nodes at once, and
+the write script names its only key in KEYS, so it runs on the node that owns the user's slot.
+
+  AffinityClient        sync reader: get(user) / get_many(users) -> StoredAffinities or None
+  AsyncAffinityClient   the same on asyncio (redis.asyncio)
+  AsyncAffinityStore    the inference tier's writer (write only newer versions, set the TTL)
+
+A user without a stored prediction is None, not an error. Redis errors are mapped here:
+unreachable or failing over -> StoreUnavailable (retry); wrong mode or credentials -> ConfigError.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import logging
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from importlib import resources
-from typing import Any
+from typing import Any, cast
 
 from adcast.config import RedisSettings, redact_url
 from adcast.core.affinities import Affinities
-from adcast.errors import StoreUnavailable
+from adcast.errors import ConfigError, StoreUnavailable
 
 log = logging.getLogger(__name__)
 FIELDS = ("v", "mv", "ct", "et", "top")
+
+
+@dataclass(frozen=True, slots=True)
+class StoredAffinities(Affinities):
+    """A user's affinities as read back from Redis: `top` is ((advertiser_id, probability), ...),
+    most likely first; `computed_at` and `newest_event_time` are epoch ms."""
+
+    def age_seconds(self, now_ms: float | None = None) -> float:
+        """Seconds since the engine computed this prediction (0 when the writer's clock is ahead)."""
+        now = time.time() * 1000 if now_ms is None else now_ms
+        return max(0.0, (now - self.computed_at) / 1000)
 
 
 def write_script() -> str:
@@ -31,15 +56,168 @@ def _connection_kwargs(settings: RedisSettings) -> dict[str, Any]:
     return kwargs
 
 
-class AsyncAffinityStore:
-    """The inference tier's writer (redis.asyncio)."""
+@contextlib.contextmanager
+def _mapped_errors(settings: RedisSettings) -> Iterator[None]:
+    """Map redis-py's errors to adcast's, with what to do about them."""
+    import redis.exceptions as rex
 
-    def __init__(self, settings: RedisSettings) -> None:
+    url = redact_url(settings.url)
+    try:
+        yield
+    except (rex.AuthenticationError, rex.AuthorizationError, rex.NoPermissionError) as exc:
+        raise ConfigError(
+            f"Redis at {url} refused the credentials ({exc}); set ADCAST_REDIS__USERNAME / ADCAST_REDIS__PASSWORD"
+        ) from exc
+    except rex.MovedError as exc:
+        if settings.cluster:
+            raise StoreUnavailable(f"Redis Cluster at {url} is resharding or failing over: {exc}") from exc
+        # A plain client got a redirect: the server is a cluster node.
+        raise ConfigError(
+            f"Redis at {url} is a cluster node (it answered {exc}); set ADCAST_REDIS__CLUSTER=true"
+        ) from exc
+    except (rex.ConnectionError, rex.TimeoutError, rex.ClusterError) as exc:
+        raise StoreUnavailable(
+            f"cannot reach Redis at {url} ({exc}); start it with `adcast up` or set ADCAST_REDIS__URL"
+        ) from exc
+    except rex.RedisClusterException as exc:
+        text = str(exc)
+        if "not enabled" in text:
+            raise ConfigError(f"Redis at {url} is not a cluster; set ADCAST_REDIS__CLUSTER=false") from exc
+        if "db" in text and "cluster mode" in text:
+            raise ConfigError(f"Redis Cluster has only database 0; fix ADCAST_REDIS__URL ({url})") from exc
+        # Unreachable startup nodes, slots not covered while a node fails over: transient.
+        raise StoreUnavailable(f"Redis Cluster at {url} is unavailable: {text}") from exc
+
+
+def redis_client(settings: RedisSettings) -> Any:
+    """A sync redis-py client for the settings: redis.Redis, or RedisCluster when `cluster` is set."""
+    with _mapped_errors(settings):
+        if settings.cluster:
+            from redis.cluster import RedisCluster
+
+            # Connects (and discovers the nodes) now, unlike redis.Redis.
+            return RedisCluster.from_url(settings.url, **_connection_kwargs(settings))
+        import redis
+
+        return redis.Redis.from_url(settings.url, **_connection_kwargs(settings))
+
+
+def async_redis_client(settings: RedisSettings) -> Any:
+    """The asyncio counterpart of redis_client; connects on first use."""
+    with _mapped_errors(settings):
+        if settings.cluster:
+            from redis.asyncio.cluster import RedisCluster
+
+            return RedisCluster.from_url(settings.url, **_connection_kwargs(settings))
         import redis.asyncio as aioredis
 
+        return aioredis.Redis.from_url(settings.url, **_connection_kwargs(settings))
+
+
+def _decode(user_id: str, values: Sequence[str | None]) -> StoredAffinities | None:
+    if values[0] is None:
+        return None
+    h = {f: v for f, v in zip(FIELDS, values, strict=True) if v is not None}
+    try:
+        if len(h) < len(FIELDS):
+            raise ValueError(f"fields {sorted(set(FIELDS) - h.keys())} are missing")
+        # from_hash builds `cls`, so this is a StoredAffinities (its annotation says the base class).
+        return cast(StoredAffinities, StoredAffinities.from_hash(user_id, h))
+    except (TypeError, ValueError) as exc:
+        # A hash not written by store.lua: one bad record must not fail a whole batch.
+        log.warning("unreadable affinities user=%s, treated as missing: %s", user_id, exc)
+        return None
+
+
+class AffinityClient:
+    """Synchronous reader for ranking servers and tools. Thread-safe (redis-py's connection pool)."""
+
+    def __init__(self, settings: RedisSettings) -> None:
         self.settings = settings
-        self.redis = aioredis.Redis.from_url(settings.url, **_connection_kwargs(settings))
-        self._script = self.redis.register_script(write_script())
+        self.redis = redis_client(settings)
+
+    def key(self, user_id: str) -> str:
+        return self.settings.key_prefix + user_id
+
+    def get(self, user_id: str) -> StoredAffinities | None:
+        with _mapped_errors(self.settings):
+            values = self.redis.hmget(self.key(user_id), FIELDS)
+        return _decode(user_id, values)
+
+    def get_many(self, user_ids: Iterable[str]) -> dict[str, StoredAffinities | None]:
+        """Every requested user (duplicates once), in one round trip per Redis node."""
+        users = list(dict.fromkeys(user_ids))
+        if not users:
+            return {}
+        with _mapped_errors(self.settings), self.redis.pipeline(transaction=False) as pipe:
+            for u in users:
+                pipe.hmget(self.key(u), FIELDS)
+            rows = pipe.execute()
+        return {u: _decode(u, values) for u, values in zip(users, rows, strict=True)}
+
+    def ping(self) -> bool:
+        with _mapped_errors(self.settings):
+            return bool(self.redis.ping())
+
+    def close(self) -> None:
+        self.redis.close()
+
+    def __enter__(self) -> AffinityClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class AsyncAffinityClient:
+    """The asyncio reader (the HTTP lookup service uses it). Create and use it on one event loop."""
+
+    def __init__(self, settings: RedisSettings) -> None:
+        self.settings = settings
+        self.redis = async_redis_client(settings)
+
+    def key(self, user_id: str) -> str:
+        return self.settings.key_prefix + user_id
+
+    async def get(self, user_id: str) -> StoredAffinities | None:
+        with _mapped_errors(self.settings):
+            values = await self.redis.hmget(self.key(user_id), FIELDS)
+        return _decode(user_id, values)
+
+    async def get_many(self, user_ids: Iterable[str]) -> dict[str, StoredAffinities | None]:
+        """Every requested user (duplicates once), in one round trip per Redis node."""
+        users = list(dict.fromkeys(user_ids))
+        if not users:
+            return {}
+        with _mapped_errors(self.settings):
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for u in users:
+                    pipe.hmget(self.key(u), FIELDS)
+                rows = await pipe.execute()
+        return {u: _decode(u, values) for u, values in zip(users, rows, strict=True)}
+
+    async def ping(self) -> bool:
+        with _mapped_errors(self.settings):
+            return bool(await self.redis.ping())
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+
+    async def __aenter__(self) -> AsyncAffinityClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+class AsyncAffinityStore:
+    """The inference tier's writer (redis.asyncio): store.lua per user, one pipeline per batch."""
+
+    def __init__(self, settings: RedisSettings) -> None:
+        self.settings = settings
+        self.redis = async_redis_client(settings)
+        self._script = write_script()
+        self._sha = hashlib.sha1(self._script.encode()).hexdigest()
 
     def key(self, user_id: str) -> str:
         return self.settings.key_prefix + user_id
@@ -48,54 +226,33 @@ class AsyncAffinityStore:
         """Write each item if newer; returns per item whether it was written."""
         import redis.exceptions
 
-        ttl_ms = self.settings.ttl_seconds * 1000
-        try:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for a in items:
-                    h = a.to_hash()
-                    await self._script(
-                        keys=[self.key(a.user_id)],
-                        args=[h["v"], h["mv"], h["ct"], h["et"], h["top"], ttl_ms],
-                        client=pipe,
-                    )
-                results = await pipe.execute()
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
-            raise StoreUnavailable(f"Redis at {redact_url(self.settings.url)} is unavailable: {exc}") from exc
+        if not items:
+            return []
+        with _mapped_errors(self.settings):
+            results = await self._evalsha(items)
+            missing = [i for i, r in enumerate(results) if isinstance(r, redis.exceptions.NoScriptError)]
+            if missing:
+                # First write, or a node restarted or failed over since: load the script (on every
+                # primary of a cluster) and redo just those items, which did not run.
+                await self.redis.script_load(self._script)
+                for i, r in zip(missing, await self._evalsha([items[i] for i in missing]), strict=True):
+                    results[i] = r
+            for r in results:
+                if isinstance(r, Exception):
+                    raise r
         return [bool(r) for r in results]
+
+    async def _evalsha(self, items: list[Affinities]) -> list[Any]:
+        ttl_ms = self.settings.ttl_seconds * 1000
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for a in items:
+                h = a.to_hash()
+                # A raw EVALSHA: redis-py's cluster pipeline refuses its evalsha() helper because it
+                # cannot load scripts itself; write_many handles NOSCRIPT instead.
+                pipe.execute_command(
+                    "EVALSHA", self._sha, 1, self.key(a.user_id), h["v"], h["mv"], h["ct"], h["et"], h["top"], ttl_ms
+                )
+            return list(await pipe.execute(raise_on_error=False))
 
     async def close(self) -> None:
         await self.redis.aclose()
-
-
-class AffinityClient:
-    """Synchronous reader for ranking servers and tools: missing users are None, not errors."""
-
-    def __init__(self, settings: RedisSettings) -> None:
-        import redis
-
-        self.settings = settings
-        self.redis = redis.Redis.from_url(settings.url, **_connection_kwargs(settings))
-
-    def get_many(self, user_ids: list[str]) -> dict[str, Affinities | None]:
-        import redis.exceptions
-
-        try:
-            with self.redis.pipeline(transaction=False) as pipe:
-                for u in user_ids:
-                    pipe.hmget(self.settings.key_prefix + u, FIELDS)
-                rows = pipe.execute()
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
-            raise StoreUnavailable(
-                f"cannot reach Redis at {redact_url(self.settings.url)} ({exc}); "
-                "start it with `adcast up` or set ADCAST_REDIS__URL"
-            ) from exc
-        out: dict[str, Affinities | None] = {}
-        for u, values in zip(user_ids, rows, strict=True):
-            out[u] = None if values[0] is None else Affinities.from_hash(u, dict(zip(FIELDS, values, strict=True)))
-        return out
-
-    def get(self, user_id: str) -> Affinities | None:
-        return self.get_many([user_id])[user_id]
-
-    def close(self) -> None:
-        self.redis.close()

@@ -1,11 +1,12 @@
 """Versioned writes and pipelined reads against a real redis-server."""
 
 import asyncio
+from dataclasses import astuple
 
 import pytest
 
 from adcast.core.affinities import Affinities
-from adcast.store import AffinityClient, AsyncAffinityStore
+from adcast.store import AffinityClient, AsyncAffinityStore, StoredAffinities
 
 pytestmark = pytest.mark.integration
 
@@ -48,5 +49,5 @@ def test_ttl_is_set_and_missing_users_are_none(settings, redis_url):
     client = AffinityClient(settings.redis)
     ttl = client.redis.ttl(settings.redis.key_prefix + "u3")
     assert 0 < ttl <= settings.redis.ttl_seconds
-    assert client.get_many(["u3", "nobody"]) == {"u3": aff("u3", 1), "nobody": None}
+    assert client.get_many(["u3", "nobody"]) == {"u3": StoredAffinities(*astuple(aff("u3", 1))), "nobody": None}
     client.close()
