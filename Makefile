@@ -53,6 +53,7 @@ lint: venvs  ## ruff (lint and format check) and mypy
 	$(INFER_VENV)/bin/ruff check src stream tests
 	$(INFER_VENV)/bin/ruff format --check src stream tests
 	$(INFER_VENV)/bin/mypy src/adcast
+	$(STREAM_VENV)/bin/mypy stream
 
 up: $(INFER_VENV)/.installed  ## start the local broker and redis-server, create topics
 	$(INFER_PY) -m adcast.cli up

@@ -1,16 +1,21 @@
 """The stream tier: a Faust application over the events, profiles and tick topics.
 
 One agent consumes the three co-partitioned topics, so every change to a user's history happens
-in one place, in order, inside Faust's stream iteration (which is where Faust tables accept
-writes). A timer sends a tick to each partition this worker owns; the tick, handled by the same
-agent, emits the requests whose trigger is due. Processing is at-least-once; effects are made
-idempotent by the event-id dedupe inside the changelogged table and by versioned Redis writes.
+in one place, in order. It takes messages in batches (`take_events`) and hands each batch to the
+Faust-free processor, which writes each changed history once per batch (stream/table.py routes
+those writes to the right partition). A timer sends a tick to each partition this worker owns;
+the tick, handled by the same agent, emits the requests whose trigger is due. Processing is
+at-least-once; effects are made idempotent by the event-id dedupe inside the changelogged table
+and by versioned Redis writes.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
 import time
+from typing import Any, cast
 
 import faust
 
@@ -19,7 +24,8 @@ from adcast.config import Settings
 from adcast.core.history import HistoryLimits
 from adcast.core.triggers import TriggerPolicy
 from stream import transport
-from stream.processor import DeadLetter, Outcome, StreamProcessor
+from stream.processor import EVENT, PROFILE, TICK, Input, Outcome, StreamProcessor
+from stream.table import FaustTableStore
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +60,7 @@ def create_app(settings: Settings) -> faust.App:
     processor = StreamProcessor(
         HistoryLimits(min_events=s.history_events, dedupe_window=s.dedupe_window),
         TriggerPolicy(quiet_ms=s.quiet_ms, max_delay_ms=s.max_delay_ms, min_interval_ms=s.min_interval_ms),
+        cache_users=s.cache_users,
     )
     events_topic, profiles_topic = t.name("events"), t.name("profiles")
     ticks_topic = t.name("ticks")
@@ -63,12 +70,15 @@ def create_app(settings: Settings) -> faust.App:
     dead_letters = app.topic(t.name("dead_letters"), key_type=bytes, value_type=bytes)
     table = app.Table("history", partitions=t.partitions, key_type=bytes, value_type=bytes)
 
-    async def send(outcome: Outcome, message: faust.types.Message) -> None:
+    store = FaustTableStore(table)
+    kinds = {events_topic: EVENT, profiles_topic: PROFILE, ticks_topic: TICK}
+
+    async def send(outcome: Outcome) -> None:
         for request in outcome.requests:
             await requests.send(key=request.user_id.encode(), value=serde.encode(serde.REQUEST, request.to_record()))
             metrics.REQUESTS_EMITTED.labels(request.reason).inc()
-        if outcome.dead_letter is not None:
-            d = outcome.dead_letter
+        for item, d in outcome.dead_letters:
+            message = item.ref.message
             await dead_letters.send(
                 key=message.key, value=serde.encode_dead_letter(message, d.stage, d.reason, d.detail, _now_ms())
             )
@@ -82,31 +92,30 @@ def create_app(settings: Settings) -> faust.App:
                 message.offset,
                 d.detail,
             )
-        if outcome.duplicate:
-            metrics.DUPLICATES.inc()
+        metrics.EVENTS_IN.inc(outcome.events)
+        metrics.DUPLICATES.inc(outcome.duplicates)
 
     @app.agent(inputs)
     async def process(stream: faust.StreamT) -> None:
-        async for event in stream.events():
-            message = event.message
+        # Faust acks a batch's offsets once the loop body returns, so effects precede commits.
+        async for batch in cast(faust.Stream, stream).take_events(s.batch_max_events, within=s.batch_wait_ms / 1000):
+            items = [
+                Input(kinds[e.message.topic], e.message.value, e.message.partition, e.message.offset, e) for e in batch
+            ]
             try:
-                if message.topic == events_topic:
-                    metrics.EVENTS_IN.inc()
-                    outcome = processor.on_event(table, message.value, message.partition, message.offset, _now_ms())
-                elif message.topic == profiles_topic:
-                    outcome = processor.on_profile(table, message.value, message.partition)
-                else:
-                    outcome = processor.on_tick(table, message.partition, _now_ms())
-            except Exception as exc:
-                # A bug must neither stop the worker (Faust would restart the agent on the same
-                # message, forever) nor lose the input: it goes to the DLQ, raw, with the reason.
-                log.exception(
-                    "unexpected error topic=%s partition=%s offset=%s", message.topic, message.partition, message.offset
-                )
-                if message.topic == ticks_topic:
-                    continue
-                outcome = Outcome(dead_letter=DeadLetter("process", "unexpected_error", f"{type(exc).__name__}: {exc}"))
-            await send(outcome, message)
+                outcome = processor.on_batch(store, items, _now_ms())
+                metrics.INGEST_BATCH_SIZE.observe(len(items))
+                # Shielded: a shutdown arriving mid-send must not leave the acked batch's requests unsent.
+                await asyncio.shield(send(outcome))
+            except asyncio.CancelledError:
+                raise
+            except BaseException:
+                # Not one bad input (those are dead-lettered inside on_batch) but the state store or
+                # the producer failing. Faust would restart the agent and ack this batch on the way
+                # out, losing it; exiting now, before any ack, makes the restart re-read it instead.
+                log.critical("batch failed; exiting so the batch is re-read after restart", exc_info=True)
+                logging.shutdown()
+                os._exit(70)
 
     @app.timer(interval=s.tick_ms / 1000)
     async def tick() -> None:
@@ -119,5 +128,11 @@ def create_app(settings: Settings) -> faust.App:
     async def reindex() -> None:
         pending = processor.reindex(list(table.items()))
         log.info("recovered table pending_users=%s", pending)
+
+    async def forget_cached(sender: Any, *args: Any, signal: Any = None, **kwargs: Any) -> None:
+        processor.forget_cached()  # partitions moved: read state from the table again
+
+    app.on_partitions_revoked.connect(cast(Any, forget_cached))  # Faust's signal typing rejects async handlers
+    app.on_partitions_assigned.connect(cast(Any, forget_cached))
 
     return app

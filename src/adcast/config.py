@@ -71,6 +71,13 @@ class StreamSettings(BaseModel):
         description="Longest a fetch waits for data; brokers without long-poll "
         "wake-up (the local Tansu) add up to this much latency per hop.",
     )
+    batch_max_events: int = Field(2000, description="Most messages the stream tier folds in one batch.")
+    batch_wait_ms: int = Field(
+        50, description="Longest a batch waits to fill; bounds the latency batching adds per hop."
+    )
+    cache_users: int = Field(
+        50_000, description="Decoded histories kept in memory between batches (spares the state decode)."
+    )
     history_events: int = Field(12, description="N: the history keeps between N and 2N salient events.")
     dedupe_window: int = Field(32, description="Recent event ids remembered per user for dedupe.")
 

@@ -8,6 +8,9 @@ EVENTS_IN = Counter("adcast_events_in_total", "Events consumed by the stream tie
 DUPLICATES = Counter("adcast_duplicates_dropped_total", "Events dropped as duplicates by event id.")
 DEAD_LETTERS = Counter("adcast_dead_letters_total", "Inputs sent to the dead-letter topic.", ["stage", "reason"])
 REQUESTS_EMITTED = Counter("adcast_requests_emitted_total", "Prediction requests emitted.", ["reason"])
+INGEST_BATCH_SIZE = Histogram(
+    "adcast_ingest_batch_size", "Messages per stream-tier batch.", buckets=(1, 10, 50, 100, 250, 500, 1000, 2000, 5000)
+)
 PENDING_USERS = Gauge("adcast_pending_users", "Users waiting for a trigger on this worker.")
 
 BATCH_SIZE = Histogram(

@@ -98,3 +98,34 @@ def test_stream_worker_dedupes_folds_triggers_and_dead_letters(settings, broker,
         assert worker.proc.poll() is None, "the worker must survive bad input"
     finally:
         assert worker.stop() in (0, -15), worker.tail()
+
+
+def test_batched_table_writes_land_in_each_users_partition(settings, broker, tmp_path, topic_reader):
+    """A batch mixes partitions; every history must be written to its own user's partition (its
+    RocksDB and its changelog partition), as per-event processing would."""
+    create_topics(settings)
+    from adcast.config import to_env
+
+    worker = start_worker("stream", to_env(settings), tmp_path / "stream.log")
+    try:
+        worker.wait_ready()
+        users = [f"user-{i}" for i in range(40)]
+        values = [(u, serde.encode(serde.EVENT, event(i * 3 + j, u))) for j in range(3) for i, u in enumerate(users)]
+        delivered = produce(settings, values)
+        partition_of = {key: partition for (key, _), (partition, _) in zip(values, delivered, strict=True)}
+        assert len(set(partition_of.values())) > 1, "the test needs users on several partitions"
+
+        changelog = f"{settings.stream.app_id}-history-changelog"
+
+        def folded_all(out) -> bool:
+            last = {m.key().decode(): m for m in out}
+            return len(last) == len(users) and all(
+                len(serde.decode(serde.HISTORY, m.value())["events"]) == 3 for m in last.values()
+            )
+
+        records = topic_reader(settings.kafka.bootstrap_servers, changelog, folded_all)
+        for m in records:
+            assert m.partition() == partition_of[m.key().decode()], m.key()
+        assert worker.proc.poll() is None and "Crashed" not in worker.log_text(), worker.tail()
+    finally:
+        assert worker.stop() in (0, -15), worker.tail()

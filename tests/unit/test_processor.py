@@ -1,9 +1,12 @@
 """The stream tier's logic with a dict for a table (the Faust wiring is tested in tests/stream)."""
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from adcast import serde
 from adcast.core.history import HistoryLimits
 from adcast.core.triggers import TriggerPolicy
-from stream.processor import StreamProcessor, load_history
+from stream.processor import EVENT, TICK, Input, MappingStore, StreamProcessor, load_history
 
 NOW = 1_767_225_600_000
 POLICY = TriggerPolicy(quiet_ms=500, max_delay_ms=2000, min_interval_ms=0)
@@ -27,7 +30,7 @@ def event(n: int, user: str = "u1", kind: str = "click") -> bytes:
 
 
 def test_garbage_and_invalid_events_become_dead_letters_and_touch_no_state():
-    p, table = StreamProcessor(HistoryLimits(), POLICY), {}
+    p, table = StreamProcessor(HistoryLimits(), POLICY), MappingStore()
     out = p.on_event(table, b"\x00\x00\x00\x00\x01\xff\xff", 0, 1, NOW)
     assert out.dead_letter is not None and out.dead_letter.stage == "decode"
     bad = serde.encode(
@@ -46,11 +49,11 @@ def test_garbage_and_invalid_events_become_dead_letters_and_touch_no_state():
     )
     out = p.on_event(table, bad, 0, 2, NOW)
     assert out.dead_letter is not None and out.dead_letter.reason == "unknown_event_type"
-    assert table == {}
+    assert table.data == {}
 
 
 def test_tick_emits_once_after_quiet_period_with_deterministic_version():
-    p, table = StreamProcessor(HistoryLimits(), POLICY), {}
+    p, table = StreamProcessor(HistoryLimits(), POLICY), MappingStore()
     p.on_event(table, event(1), 0, 100, NOW)
     p.on_event(table, event(2, kind="impression"), 0, 101, NOW + 100)
     p.on_event(table, event(3, kind="view"), 0, 102, NOW + 200)
@@ -62,7 +65,7 @@ def test_tick_emits_once_after_quiet_period_with_deterministic_version():
 
 
 def test_duplicates_are_flagged_and_do_not_retrigger():
-    p, table = StreamProcessor(HistoryLimits(), POLICY), {}
+    p, table = StreamProcessor(HistoryLimits(), POLICY), MappingStore()
     p.on_event(table, event(1), 0, 100, NOW)
     assert len(p.on_tick(table, 0, NOW + 1000).requests) == 1
     assert p.on_event(table, event(1), 0, 150, NOW + 1100).duplicate
@@ -70,22 +73,72 @@ def test_duplicates_are_flagged_and_do_not_retrigger():
 
 
 def test_pending_triggers_survive_a_restart_through_the_table():
-    table: dict[bytes, bytes] = {}
+    table = MappingStore()
     before = StreamProcessor(HistoryLimits(), POLICY)
     before.on_event(table, event(1, user="u1"), 1, 10, NOW)
     before.on_event(table, event(2, user="u2"), 1, 11, NOW)
     before.on_tick(table, 1, NOW + 100)  # not yet due
     after = StreamProcessor(HistoryLimits(), POLICY)  # new process, same (recovered) table
-    assert after.reindex(list(table.items())) == 2
+    assert after.reindex(list(table.data.items())) == 2
     emitted = after.on_tick(table, 1, NOW + 1000).requests
     assert sorted(r.user_id for r in emitted) == ["u1", "u2"]
     assert not load_history(table, "u1").pending
 
 
 def test_profile_updates_land_in_the_history():
-    p, table = StreamProcessor(HistoryLimits(), POLICY), {}
+    p, table = StreamProcessor(HistoryLimits(), POLICY), MappingStore()
     raw = serde.encode(serde.PROFILE, {"user_id": "u1", "attributes": {"age": "25-34"}, "updated_at": NOW})
     assert p.on_profile(table, raw, 0).dead_letter is None
     p.on_event(table, event(1), 0, 5, NOW)
     (request,) = p.on_tick(table, 0, NOW + 1000).requests
     assert request.profile == {"age": "25-34"}
+
+
+def _event_at(n: int, user: str, kind: str, t: int) -> bytes:
+    record = serde.decode(serde.EVENT, event(n, user, kind))
+    return serde.encode(serde.EVENT, {**record, "event_time": t})
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["u1", "u2", "u3"]), st.sampled_from(["click", "view", "impression", "save"])),
+        min_size=1,
+        max_size=40,
+    ),
+    st.lists(st.integers(1, 12), min_size=1, max_size=40),
+    st.integers(0, 9),
+)
+def test_batching_changes_nothing_but_cost(events, cuts, replayed):
+    """However inputs are cut into batches, the table and the requests equal one-at-a-time processing
+    (ticks included, a re-delivered event included, the decoded-history cache in play)."""
+    inputs = []
+    for i, (user, kind) in enumerate(events):
+        inputs.append(Input(EVENT, _event_at(i, user, kind, NOW + 100 * i), 0, i))
+        if i % 5 == 4:
+            inputs.append(Input(TICK, None, 0, -1))
+    inputs.insert(min(replayed, len(inputs)), inputs[0])  # at-least-once: the first event again
+    # The batch's clock is its last input's: the clock moves only after each tick, and batches
+    # may be cut anywhere but must end at every tick, so each input sees the same clock either way.
+    clock, ticks = [], 0
+    for item in inputs:
+        clock.append(NOW + 700 * ticks)
+        ticks += item.kind == TICK
+
+    def run(batches):
+        p, table, requests, start = StreamProcessor(HistoryLimits(), POLICY, cache_users=2), MappingStore(), [], 0
+        for size in batches:
+            chunk = inputs[start : start + size]
+            if chunk:
+                requests += p.on_batch(table, chunk, clock[start + len(chunk) - 1]).requests
+            start += size
+        return table.data, [(r.user_id, r.version, r.reason) for r in requests]
+
+    one_by_one = run([1] * len(inputs))
+    tick_cuts, size = [], 0
+    for j, item in enumerate(inputs):
+        size += 1
+        if item.kind == TICK or size >= cuts[j % len(cuts)] or j == len(inputs) - 1:
+            tick_cuts.append(size)
+            size = 0
+    assert run(tick_cuts) == one_by_one
