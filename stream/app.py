@@ -34,17 +34,19 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def create_app(settings: Settings) -> faust.App:
+def faust_app(settings: Settings) -> faust.App:
+    """The Faust app with adcast's broker, transport and timing settings (no agents yet)."""
     s = settings.stream
-    t = settings.topics
     transport.FETCH_MAX_WAIT_MS = s.fetch_max_wait_ms
-    app = faust.App(
+    return faust.App(
         s.app_id,
         broker=[f"adcast://{b.strip()}" for b in settings.kafka.bootstrap_servers.split(",")],
+        # SASL/TLS from the same settings as the other clients; applies to Faust's consumer and producer.
+        broker_credentials=transport.broker_credentials(settings),
         store="rocksdb://",
         datadir=s.data_dir,
         processing_guarantee="at_least_once",
-        topic_partitions=t.partitions,
+        topic_partitions=settings.topics.partitions,
         topic_allow_declare=True,
         web_enabled=False,
         consumer_auto_offset_reset="earliest",
@@ -57,6 +59,27 @@ def create_app(settings: Settings) -> faust.App:
         stream_recovery_delay=0.0,
         stream_wait_empty=False,
     )
+
+
+def create_count_app(settings: Settings) -> faust.App:
+    """An app whose agent only counts the events topic's messages, in the stream tier's batches:
+    Faust's own ceiling on this machine, which `adcast bench ingest` compares the tier against."""
+    app = faust_app(settings)
+    s = settings.stream
+    events = app.topic(settings.topics.name("events"), key_type=bytes, value_type=bytes)
+
+    @app.agent(events)
+    async def count(stream: faust.StreamT) -> None:
+        async for batch in cast(faust.Stream, stream).take_events(s.batch_max_events, within=s.batch_wait_ms / 1000):
+            metrics.EVENTS_IN.inc(len(batch))
+
+    return app
+
+
+def create_app(settings: Settings) -> faust.App:
+    s = settings.stream
+    t = settings.topics
+    app = faust_app(settings)
     processor = StreamProcessor(
         HistoryLimits(min_events=s.history_events, dedupe_window=s.dedupe_window),
         TriggerPolicy(quiet_ms=s.quiet_ms, max_delay_ms=s.max_delay_ms, min_interval_ms=s.min_interval_ms),

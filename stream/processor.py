@@ -16,17 +16,16 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from adcast import serde
-from adcast.core.events import validate_event
-from adcast.core.history import HistoryLimits, UserHistory, fold_event
+from adcast.core.events import MAX_ID_CHARS, validate_event
+from adcast.core.history import HistoryLimits, UserHistory, bounded_profile, fold_event
 from adcast.core.requests import PredictionRequest
 from adcast.core.triggers import TriggerPolicy, mark_emitted
 from adcast.errors import InvalidEvent, SerdeError
+from adcast.history_codec import encode_history
 
 log = logging.getLogger(__name__)
 
 EVENT, PROFILE, TICK = "event", "profile", "tick"
-MAX_USER_ID = 128
-MAX_PROFILE_ATTRIBUTES, MAX_PROFILE_TEXT = 32, 64
 
 
 class HistoryStore(Protocol):
@@ -90,10 +89,6 @@ class Outcome:
 
 def decode_history(raw: bytes) -> UserHistory:
     return UserHistory.from_record(serde.decode(serde.HISTORY, raw))
-
-
-def encode_history(history: UserHistory) -> bytes:
-    return serde.encode(serde.HISTORY, history.to_record())
 
 
 def load_history(store: HistoryStore, user_id: str) -> UserHistory:
@@ -195,14 +190,13 @@ class StreamProcessor:
             out.dead_letters.append((item, DeadLetter("decode", exc.reason, exc.detail)))
             return
         user_id = record["user_id"]
-        if not user_id or len(user_id) > MAX_USER_ID:
-            detail = f"profile user_id empty or over {MAX_USER_ID} characters"
+        if not user_id or len(user_id) > MAX_ID_CHARS:
+            detail = f"profile user_id empty or over {MAX_ID_CHARS} characters"
             out.dead_letters.append((item, DeadLetter("validate", "bad_user_id", detail)))
             return
         history = batch.load(user_id, item.ref)
         history.partition = item.partition
-        attributes = sorted(record["attributes"].items())[:MAX_PROFILE_ATTRIBUTES]
-        history.profile = {str(k)[:MAX_PROFILE_TEXT]: str(v)[:MAX_PROFILE_TEXT] for k, v in attributes}
+        history.profile = bounded_profile(record["attributes"])
         batch.dirty.add(user_id)
 
     def _tick(self, batch: _Batch, item: Input, now_ms: int, out: Outcome) -> None:

@@ -5,13 +5,22 @@ fetch as soon as data arrives, so that is harmless there; brokers that hold a fe
 wait when it starts empty (the local Tansu broker does) add up to 1.5 s per hop, and the stream
 tier has two hops (event, then the tick that emits). Registered through Faust's own plugin point,
 the `faust.transports` entry point (see pyproject.toml).
+
+Also here, the rest of the stream tier's Kafka plumbing: the broker credentials Faust gets from
+the same KafkaSettings as every other client, and the consumer-lag metric.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
+import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
+
+from adcast import metrics
+from adcast.config import Settings
+from adcast.kafka import check_security, ssl_context
 
 # Set by stream.app.create_app from ADCAST_STREAM__FETCH_MAX_WAIT_MS (one app per process).
 FETCH_MAX_WAIT_MS = 100
@@ -32,3 +41,76 @@ class Consumer(faust_aiokafka.Consumer):
 
 class Transport(faust_aiokafka.Transport):
     Consumer = Consumer
+
+
+def broker_credentials(settings: Settings) -> faust.auth.Credentials | None:
+    """Faust's `broker_credentials` for the Kafka settings (None for PLAINTEXT): SASL (PLAIN or
+    SCRAM, over TLS for SASL_SSL) or TLS alone, with the same CA and client certificate as the
+    other clients."""
+    k = settings.kafka
+    check_security(k)
+    protocol = k.security_protocol.upper()
+    context = ssl_context(k)
+    if protocol.startswith("SASL"):
+        assert k.sasl_password is not None and k.sasl_mechanism  # check_security made sure
+        return faust.SASLCredentials(
+            username=k.sasl_username,
+            password=k.sasl_password.get_secret_value(),
+            ssl_context=context,  # sets SASL_SSL when not None
+            mechanism=k.sasl_mechanism.upper(),
+        )
+    if context is not None:
+        return faust.SSLCredentials(context)
+    return None
+
+
+class LagReporter:
+    """adcast_consumer_lag for each partition assigned to the app's consumer (of `topics`, or all):
+    the high watermark minus the offset this worker last committed. Faust's consumer fetches ahead
+    of processing into its buffers, so its position would hide that backlog; before this worker's
+    first commit on a partition, its position (then the group's committed offset) stands in."""
+
+    def __init__(self, app: faust.App, tier: str = "stream", topics: Collection[str] | None = None) -> None:
+        self.app = app
+        self.tier = tier
+        self.topics = topics
+        self._labels: set[tuple[str, str, str]] = set()  # what the last report set
+
+    async def report(self) -> None:
+        consumer = self.app.consumer
+        committed = self.app.monitor.tp_committed_offsets  # updated by Faust on every commit
+        try:
+            assigned = consumer.assignment()
+        except Exception:  # not started yet or stopping; lag is telemetry, never a failure
+            return
+        seen: set[tuple[str, str, str]] = set()
+        for tp in assigned:
+            if self.topics is not None and tp.topic not in self.topics:
+                continue
+            try:
+                highwater = consumer.highwater(tp)
+                if highwater is None:  # nothing fetched from it yet
+                    continue
+                done = committed.get(tp)
+                if done is None:
+                    done = await consumer.position(tp)
+            except Exception:  # revoked meanwhile
+                continue
+            if done is None:
+                continue
+            labels = (self.tier, tp.topic, str(tp.partition))
+            metrics.CONSUMER_LAG.labels(*labels).set(max(0, highwater - done))
+            seen.add(labels)
+        metrics.forget_lag(self._labels - seen)
+        self._labels = seen
+
+
+def add_lag_timer(app: faust.App, interval_s: float = 1.0, topics: Collection[str] | None = None) -> LagReporter:
+    """Update adcast_consumer_lag every `interval_s` while the app runs."""
+    reporter = LagReporter(app, topics=topics)
+
+    @app.timer(interval=interval_s, name="adcast-consumer-lag")
+    async def consumer_lag() -> None:
+        await reporter.report()
+
+    return reporter

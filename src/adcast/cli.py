@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from adcast.config import Settings, load_settings, masked
-from adcast.errors import AdcastError, DependencyMissing
+from adcast.errors import AdcastError, ConfigError, DependencyMissing
 
 log = logging.getLogger("adcast")
 
@@ -67,7 +67,7 @@ def cmd_stream(args: argparse.Namespace, settings: Settings) -> int:
     _require("faust", "stream")
     from stream.worker import run
 
-    run(settings, loglevel=args.log_level)
+    run(settings, loglevel=args.log_level, count_only=args.count_only)
     return 0
 
 
@@ -101,13 +101,30 @@ def cmd_import_taobao(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
-    from adcast.replay import replay
+    from adcast.replay import TopicRange, format_summary, replay, replay_topic
 
-    s = replay(settings, args.data, rate=args.rate, live=args.live, limit=args.limit, progress=not args.quiet)
-    print(
-        f"replayed {s.events} events, {s.profiles} profiles, {s.advertisers} advertisers "
-        f"in {s.seconds:.1f}s ({s.events_per_second:,.0f} events/s)"
-    )
+    if (args.data is None) == (args.from_topic is None):
+        raise ConfigError("replay needs either a data directory or --from-topic TOPIC")
+    bounds = (args.start_offset, args.end_offset, args.start_time, args.end_time)
+    pacing = {"rate": args.rate, "speedup": args.speedup, "live": args.live, "limit": args.limit}
+    if args.from_topic is None:
+        if any(b is not None for b in bounds):
+            raise ConfigError("--start-offset/--end-offset/--start-time/--end-time need --from-topic")
+        s = replay(settings, args.data, progress=not args.quiet, to_topic=args.to_topic, **pacing)
+    else:
+        s = replay_topic(
+            settings, args.from_topic, TopicRange(*bounds), to_topic=args.to_topic, progress=not args.quiet, **pacing
+        )
+    print(format_summary(s))
+    return 0
+
+
+def cmd_backfill(args: argparse.Namespace, settings: Settings) -> int:
+    _require("torch", "infer-cpu")
+    from adcast.backfill import backfill, format_summary
+
+    s = backfill(settings, args.data, batch=args.batch, limit_users=args.limit_users, progress=not args.quiet)
+    print(format_summary(s))
     return 0
 
 
@@ -212,15 +229,46 @@ def cmd_bench_lookup(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_bench_e2e(args: argparse.Namespace, settings: Settings) -> int:
+    _require("torch", "infer-cpu")
+    from adcast.bench.e2e import bench_e2e, format_report
+
+    report = bench_e2e(args, settings)
+    print(json.dumps(report) if args.json else format_report(report))
+    return 0 if report["users_caught_up"] == report["users"] else 1
+
+
+def cmd_bench_state_size(args: argparse.Namespace, settings: Settings) -> int:
+    from adcast.bench.state_size import bench_state_size, format_report
+
+    report = bench_state_size(args, settings)
+    print(json.dumps(report) if args.json else format_report(report))
+    return 0
+
+
+def cmd_bench_ingest(args: argparse.Namespace, settings: Settings) -> int:
+    from adcast.bench.ingest import bench_ingest, format_report
+
+    report = bench_ingest(args, settings)
+    print(json.dumps(report) if args.json else format_report(report))
+    return 0
+
+
 def add_bench_commands(sub: Any) -> None:
     """`adcast bench …`: one subcommand per benchmark; each prints figures, and JSON with --json."""
-    from adcast.bench import lookup, predict, prefix_cache
+    from adcast.bench import e2e, ingest, lookup, predict, prefix_cache, state_size
 
     bp = sub.add_parser("predict", help="engine throughput: predictions/s, prefill tokens/s, batch latency")
     bp.description = predict.__doc__
     bp.formatter_class = argparse.RawDescriptionHelpFormatter
     predict.add_arguments(bp)
     bp.set_defaults(fn=cmd_bench_predict)
+
+    bi = sub.add_parser("ingest", help="stream-tier events/s beside Faust's and aiokafka's ceilings, same topic")
+    bi.description = ingest.__doc__
+    bi.formatter_class = argparse.RawDescriptionHelpFormatter
+    ingest.add_arguments(bi)
+    bi.set_defaults(fn=cmd_bench_ingest)
 
     bc = sub.add_parser("prefix-cache", help="vLLM with and without prefix caching on users' successive prompts")
     bc.description = prefix_cache.__doc__
@@ -233,6 +281,38 @@ def add_bench_commands(sub: Any) -> None:
     bl.formatter_class = argparse.RawDescriptionHelpFormatter
     lookup.add_arguments(bl)
     bl.set_defaults(fn=cmd_bench_lookup)
+
+    be = sub.add_parser("e2e", help="the whole pipeline under a live load: freshness, predictions/event, batches, lag")
+    be.description = e2e.__doc__
+    be.formatter_class = argparse.RawDescriptionHelpFormatter
+    e2e.add_arguments(be)
+    be.set_defaults(fn=cmd_bench_e2e)
+
+    bs = sub.add_parser("state-size", help="serialized bytes of the stream tier's per-user history vs its bound")
+    bs.description = state_size.__doc__
+    bs.formatter_class = argparse.RawDescriptionHelpFormatter
+    state_size.add_arguments(bs)
+    bs.set_defaults(fn=cmd_bench_state_size)
+
+
+def _time(text: str) -> int:
+    from adcast.replay import parse_time
+
+    try:
+        return parse_time(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def _rate(text: str) -> float:
+    value = text.strip().removesuffix("/s")
+    try:
+        rate = float(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a rate; give events per second, e.g. 400 or 400/s") from exc
+    if rate <= 0:
+        raise argparse.ArgumentTypeError(f"rate must be positive, got {text!r}")
+    return rate
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -256,7 +336,12 @@ def build_parser() -> argparse.ArgumentParser:
     add("config", cmd_config, "print the effective settings (secrets masked)")
     add("up", cmd_up, "start the local broker (Tansu) and redis-server, and create the topics")
     add("down", cmd_down, "stop the local broker and redis-server")
-    add("stream", cmd_stream, "run a stream-tier worker (Faust; needs the 'stream' extra)")
+    st = add("stream", cmd_stream, "run a stream-tier worker (Faust; needs the 'stream' extra)")
+    st.add_argument(
+        "--count-only",
+        action="store_true",
+        help="only count the events topic's messages, in the same batches: Faust's ceiling (adcast bench ingest)",
+    )
     add("infer", cmd_infer, "run an inference-tier worker (needs the 'infer-cpu' or 'infer-gpu' extra)")
 
     g = add("generate", cmd_generate, "write a synthetic world in the interchange format")
@@ -280,12 +365,39 @@ def build_parser() -> argparse.ArgumentParser:
         help="which rows' advertisers are targets: every shown ad (default) or clicked ones only",
     )
 
-    r = add("replay", cmd_replay, "produce a data directory to the topics (profiles, advertisers, then events)")
-    r.add_argument("data", help="data directory (events.jsonl, advertisers.jsonl, profiles.jsonl)")
-    r.add_argument("--rate", type=float, default=None, help="events per second (default: as fast as possible)")
+    r = add(
+        "replay",
+        cmd_replay,
+        "produce a data directory to the topics (profiles, advertisers, then events), or copy a range of a topic",
+    )
+    r.add_argument("data", nargs="?", help="data directory (events.jsonl, advertisers.jsonl, profiles.jsonl)")
+    r.add_argument("--from-topic", metavar="TOPIC", help="copy events from this topic (full name) instead")
+    r.add_argument("--to-topic", metavar="TOPIC", help="destination of the events (default: the events topic)")
+    offsets = r.add_argument_group("topic range by offset, per partition: [start, end)")
+    offsets.add_argument("--start-offset", type=int, metavar="N", help="first offset (default: the beginning)")
+    offsets.add_argument("--end-offset", type=int, metavar="N", help="stop before this offset (default: the end)")
+    times = r.add_argument_group(
+        "topic range by Kafka record timestamp (not event_time): [start, end), ISO-8601 (UTC if no zone) or epoch ms"
+    )
+    times.add_argument("--start-time", type=_time, metavar="TIME", help="first record at or after this time")
+    times.add_argument("--end-time", type=_time, metavar="TIME", help="stop at the first record at or after it")
+    pace = r.add_mutually_exclusive_group()
+    pace.add_argument("--rate", type=_rate, metavar="N/s", help="events per second (default: as fast as possible)")
+    pace.add_argument("--speedup", type=float, metavar="X", help="X times faster than the original event times")
     r.add_argument("--live", action="store_true", help="stamp events with the time they are produced")
     r.add_argument("--limit", type=int, default=None, help="replay only the first N events")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    bf = add(
+        "backfill",
+        cmd_backfill,
+        "score every user once from history files with the serving engine and write Redis (versioned; "
+        "live predictions always win)",
+    )
+    bf.add_argument("--data", required=True, help="data directory in the interchange format")
+    bf.add_argument("--batch", type=int, default=256, help="prompts per engine call (default: 256)")
+    bf.add_argument("--limit-users", type=int, default=None, metavar="N", help="only the first N users by user id")
+    bf.add_argument("--quiet", action="store_true", help="no progress bar")
 
     t = add("train", cmd_train, "train the advertiser predictor; writes a Hugging Face checkpoint directory")
     t.add_argument("--data", required=True, help="data directory in the interchange format")

@@ -15,14 +15,21 @@ from typing import Any
 from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
+from adcast.errors import ConfigError
+
 
 class KafkaSettings(BaseModel):
     bootstrap_servers: str = Field("127.0.0.1:19092", description="Kafka bootstrap servers, comma-separated.")
     security_protocol: str = Field("PLAINTEXT", description="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL.")
-    sasl_mechanism: str | None = Field(None, description="PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.")
+    sasl_mechanism: str | None = Field(
+        None, description="PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512; required by the SASL protocols."
+    )
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
-    ssl_cafile: str | None = None
+    ssl_cafile: str | None = Field(None, description="CA bundle (PEM) that signed the brokers; default: the system's.")
+    ssl_certfile: str | None = Field(None, description="Client certificate (PEM), for brokers that require mTLS.")
+    ssl_keyfile: str | None = Field(None, description="Private key (PEM) of ssl_certfile.")
+    ssl_key_password: SecretStr | None = Field(None, description="Password of ssl_keyfile, when it is encrypted.")
 
 
 class TopicSettings(BaseModel):
@@ -44,11 +51,19 @@ class RedisSettings(BaseModel):
     url: str = Field("redis://127.0.0.1:16379/0", description="redis:// or rediss:// URL.")
     username: str | None = Field(None, description="ACL user (Redis 6+).")
     password: SecretStr | None = None
+    ssl_ca_certs: str | None = Field(None, description="CA bundle (PEM) for rediss:// URLs; default: the system's.")
+    ssl_certfile: str | None = Field(None, description="Client certificate (PEM), for servers that require mTLS.")
+    ssl_keyfile: str | None = Field(None, description="Private key (PEM) of ssl_certfile.")
     key_prefix: str = Field("adcast:aff:", description="Hash key prefix; the user id follows.")
     ttl_seconds: int = Field(7 * 24 * 3600, description="Expiry of each user's hash; 0 keeps it forever.")
     cluster: bool = Field(
         False, description="Redis Cluster: `url` names any one node (db 0); the clients discover the rest."
     )
+
+    def __repr_args__(self) -> Any:
+        # A password may sit in the URL itself: keep it out of repr(settings) and logs.
+        for name, value in super().__repr_args__():
+            yield name, redact_url(value) if name == "url" and isinstance(value, str) else value
 
 
 class ServeSettings(BaseModel):
@@ -98,6 +113,19 @@ class InferSettings(BaseModel):
     max_batch: int = Field(64, description="Largest micro-batch of requests.")
     max_wait_ms: int = Field(50, description="Longest a request waits for its micro-batch to fill.")
     fetch_max_wait_ms: int = Field(100, description="Longest a fetch waits for data (see stream.fetch_max_wait_ms).")
+    engine_timeout_s: float = Field(
+        60.0, gt=0, description="Longest one engine call may take; a call past it counts as failed (engine_timeout)."
+    )
+    engine_attempts: int = Field(3, ge=1, description="Tries per micro-batch before its requests are dead-lettered.")
+    engine_retry_base_s: float = Field(
+        0.5, ge=0, description="Delay before the first engine retry; it doubles with each further retry."
+    )
+    engine_max_failed_batches: int = Field(
+        5,
+        ge=1,
+        description="Micro-batches in a row of which no request could be scored before the worker stops "
+        "(the engine is taken as dead) with a non-zero exit, instead of dead-lettering everything.",
+    )
 
 
 class Settings(BaseSettings):
@@ -148,6 +176,27 @@ def masked(settings: Settings) -> dict[str, Any]:
     data = settings.model_dump(mode="json")
     data["redis"]["url"] = redact_url(settings.redis.url)
     return data
+
+
+def redis_connection_kwargs(settings: RedisSettings) -> dict[str, Any]:
+    """Credentials and TLS files as keyword arguments of redis-py's `from_url` (plain, asyncio and
+    cluster clients alike). TLS itself follows the URL scheme: rediss:// turns it on."""
+    kwargs: dict[str, Any] = {}
+    if settings.username:
+        kwargs["username"] = settings.username
+    if settings.password:
+        kwargs["password"] = settings.password.get_secret_value()
+    files = {"ssl_ca_certs": settings.ssl_ca_certs, "ssl_certfile": settings.ssl_certfile}
+    tls = {k: v for k, v in {**files, "ssl_keyfile": settings.ssl_keyfile}.items() if v}
+    if tls and not settings.url.startswith("rediss://"):
+        # A plain connection would ignore them (redis-py rejects them): the user meant TLS.
+        raise ConfigError(
+            f"{', '.join(f'ADCAST_REDIS__{k.upper()}' for k in tls)} set but ADCAST_REDIS__URL "
+            f"({redact_url(settings.url)}) is not rediss://; use a rediss:// URL for TLS"
+        )
+    if bool(settings.ssl_certfile) != bool(settings.ssl_keyfile):
+        raise ConfigError("set both ADCAST_REDIS__SSL_CERTFILE and ADCAST_REDIS__SSL_KEYFILE for a client certificate")
+    return {**kwargs, **tls}
 
 
 def to_env(settings: Settings) -> dict[str, str]:

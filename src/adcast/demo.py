@@ -25,9 +25,10 @@ from adcast.workers import WorkerProcess, start_worker
 log = logging.getLogger(__name__)
 DEMO_SEED = 7
 DEMO_EPOCHS = 3
+DEMO_USERS = 2000
 
 
-def _ensure_world(home: Path, users: int) -> Path:
+def ensure_world(home: Path, users: int) -> Path:
     from adcast.data.synthetic import WORLD_VERSION, WorldSpec, generate
 
     world = home / f"demo-world-v{WORLD_VERSION}-{users}u-s{DEMO_SEED}"
@@ -38,7 +39,7 @@ def _ensure_world(home: Path, users: int) -> Path:
     return world
 
 
-def _ensure_model(home: Path, world: Path) -> Path:
+def ensure_model(home: Path, world: Path) -> Path:
     from adcast.train.trainer import TrainConfig, data_fingerprint, train
 
     model = home / "models" / "demo"
@@ -58,6 +59,19 @@ def _ensure_model(home: Path, world: Path) -> Path:
         f"{report.last_loss:.2f})"
     )
     return model
+
+
+def isolated_settings(settings: Settings, name: str, run_dir: Path) -> Settings:
+    """A copy of `settings` with topics, consumer groups, table directory and Redis keys of its
+    own, so that an earlier run's data never leaks into this one (and this one's into the next)."""
+    settings = settings.model_copy(deep=True)
+    settings.topics.prefix = f"adcast.{name}."
+    settings.stream.app_id = f"adcast-{name}"
+    settings.stream.data_dir = str(run_dir / "stream-data")
+    settings.infer.group_id = f"adcast-{name}-infer"
+    settings.redis.key_prefix = f"adcast:{name}:aff:"
+    settings.redis.ttl_seconds = 3600
+    return settings
 
 
 def _replay_slice(world: Path, out: Path, max_events: int) -> Path:
@@ -91,14 +105,7 @@ def run_demo(settings: Settings, users: int, replay_events: int, rate: float, ke
 
     home = Path(settings.home).resolve()
     run_id = time.strftime("%Y%m%d-%H%M%S")
-    # Fresh topics, group and table per run: an earlier demo's data never leaks in.
-    settings = settings.model_copy(deep=True)
-    settings.topics.prefix = f"adcast.demo-{run_id}."
-    settings.stream.app_id = f"adcast-demo-{run_id}"
-    settings.stream.data_dir = str(home / "runs" / run_id / "stream-data")
-    settings.infer.group_id = f"adcast-demo-{run_id}-infer"
-    settings.redis.key_prefix = f"adcast:demo-{run_id}:aff:"
-    settings.redis.ttl_seconds = 3600
+    settings = isolated_settings(settings, f"demo-{run_id}", home / "runs" / run_id)
 
     started_services = []
     workers: list[WorkerProcess] = []
@@ -108,8 +115,8 @@ def run_demo(settings: Settings, users: int, replay_events: int, rate: float, ke
             if service.start():
                 started_services.append(service)
         create_topics(settings)
-        world = _ensure_world(home, users)
-        settings.infer.model_dir = str(_ensure_model(home, world))
+        world = ensure_world(home, users)
+        settings.infer.model_dir = str(ensure_model(home, world))
         replay_dir = _replay_slice(world, home / "runs" / run_id / "replay", replay_events)
 
         env = to_env(settings)

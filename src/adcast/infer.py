@@ -4,19 +4,31 @@ Loop: consume requests into a micro-batch (max size, max wait), keep the newest 
 prompts, score with the engine, write Redis through the version-guarded script, publish
 AffinityUpdate, and only then commit the consumed offsets. A crash anywhere before the commit
 replays the batch; the version guard makes the replay harmless.
+
+Engine failures: each call runs in a thread with a deadline (infer.engine_timeout_s) and is
+retried with exponential backoff (infer.engine_attempts, infer.engine_retry_base_s). A batch whose
+error survives the retries is halved until the failing requests are found, so one bad request
+cannot take its batch-mates down; what still fails is dead-lettered (stage "infer", reason
+engine_error or engine_timeout, raw request bytes) and only then committed. Every consumed offset
+is committed after either a Redis write or a dead letter, never without. When no request of
+infer.engine_max_failed_batches micro-batches in a row could be scored, the engine is taken as
+dead: the worker stops with EngineDead (that batch is neither dead-lettered nor committed).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
 from adcast import metrics, serde
 from adcast.config import Settings
@@ -24,12 +36,30 @@ from adcast.core.affinities import Affinities
 from adcast.core.batching import MicroBatcher
 from adcast.core.prompt import render
 from adcast.core.requests import PredictionRequest
-from adcast.engines.base import ScoringEngine
-from adcast.errors import SerdeError, StoreUnavailable
+from adcast.engines.base import Scored, ScoringEngine
+from adcast.errors import FatalError, RecoverableError, SerdeError, StoreUnavailable
 from adcast.kafka import aiokafka_config
 from adcast.store import AsyncAffinityStore
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class EngineFailure(RecoverableError):
+    """An engine call raised or timed out; `reason` is the dead-letter code."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+class EngineDead(FatalError):
+    """The engine failed every request of several micro-batches in a row: stop, do not spin."""
+
+
+class _Interrupted(Exception):
+    """The worker was told to stop while a batch was being retried: leave it uncommitted."""
 
 
 def _now_ms() -> int:
@@ -43,18 +73,37 @@ class Stats:
     written: int = 0
     stale: int = 0
     dead_letters: int = 0
+    engine_retries: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    """A request with the record it came in, which its dead letter carries unchanged."""
+
+    request: PredictionRequest
+    message: Any
+
+    @property
+    def user_id(self) -> str:
+        return self.request.user_id
+
+    @property
+    def version(self) -> int:
+        return self.request.version
 
 
 class InferenceWorker:
     def __init__(self, settings: Settings, engine: ScoringEngine) -> None:
         self.settings = settings
         self.engine = engine
-        self.batcher: MicroBatcher[PredictionRequest] = MicroBatcher(
-            settings.infer.max_batch, settings.infer.max_wait_ms
-        )
+        self.batcher: MicroBatcher[_Pending] = MicroBatcher(settings.infer.max_batch, settings.infer.max_wait_ms)
         self.stop = asyncio.Event()
         self.stats = Stats()
         self._offsets: dict[TopicPartition, int] = {}
+        self._failed_batches = 0  # micro-batches in a row of which nothing could be scored
+        # One engine call at a time: a call that timed out may still be running in its thread.
+        self._engine_lock = threading.Lock()
+        self._lag_labels: set[tuple[str, str, str]] = set()
 
     async def run(self) -> Stats:
         s = self.settings
@@ -97,20 +146,30 @@ class InferenceWorker:
                     for m in messages:
                         await self._add(m, producer)
                         self._offsets[tp] = m.offset + 1
+                await self._report_lag(consumer)
                 if self.batcher.ready(_now_ms()) or (self._offsets and not len(self.batcher)):
                     await self._flush(consumer, producer, store)
             if len(self.batcher) or self._offsets:
                 await self._flush(consumer, producer, store)  # finish the batch in flight
+        except _Interrupted:
+            log.info("stopped while retrying the engine; the batch stays uncommitted for the next worker")
+        except EngineDead as exc:
+            log.critical("stopping the inference worker: %s", exc)
+            raise
         finally:
+            metrics.forget_lag(self._lag_labels)  # a stopped worker owns no partitions
+            self._lag_labels = set()
             await consumer.stop()  # leaves the group
             await producer.stop()
             await store.close()
             log.info(
-                "inference worker stopped batches=%s scored=%s written=%s stale=%s",
+                "inference worker stopped batches=%s scored=%s written=%s stale=%s dead_letters=%s engine_retries=%s",
                 self.stats.batches,
                 self.stats.scored,
                 self.stats.written,
                 self.stats.stale,
+                self.stats.dead_letters,
+                self.stats.engine_retries,
             )
         return self.stats
 
@@ -129,7 +188,134 @@ class InferenceWorker:
                 message.offset,
             )
             return
-        self.batcher.add(request, _now_ms())
+        self.batcher.add(_Pending(request, message), _now_ms())
+
+    async def _report_lag(self, consumer: AIOKafkaConsumer) -> None:
+        """adcast_consumer_lag per assigned partition: high watermark minus position."""
+        seen: set[tuple[str, str, str]] = set()
+        for tp in consumer.assignment():
+            try:
+                highwater = consumer.highwater(tp)
+                if highwater is None:  # nothing fetched from it yet
+                    continue
+                position = await consumer.position(tp)
+            except (IllegalStateError, AssertionError):
+                continue  # revoked since assignment() was read
+            labels = ("infer", tp.topic, str(tp.partition))
+            metrics.CONSUMER_LAG.labels(*labels).set(max(0, highwater - position))
+            seen.add(labels)
+        metrics.forget_lag(self._lag_labels - seen)
+        self._lag_labels = seen
+
+    async def _in_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        """fn(*args) in a daemon thread, awaited for at most engine_timeout_s. A timed-out call
+        cannot be killed; a daemon thread at least never keeps the process from exiting."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[T] = loop.create_future()
+
+        def settle(result: Any, error: BaseException | None) -> None:
+            if done.done():  # cancelled by the deadline
+                return
+            if error is not None:
+                done.set_exception(error)
+            else:
+                done.set_result(result)
+
+        def work() -> None:
+            result: Any = None
+            error: BaseException | None = None
+            with self._engine_lock:
+                try:
+                    result = fn(*args)
+                except BaseException as exc:
+                    error = exc
+            # RuntimeError: the loop has closed, the worker stopped and nobody waits for this call.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(settle, result, error)
+
+        threading.Thread(target=work, name="adcast-engine", daemon=True).start()
+        return await asyncio.wait_for(done, self.settings.infer.engine_timeout_s)
+
+    async def _call_engine(self, prompts: list[str], attempts: int) -> list[Scored]:
+        """Score with up to `attempts` tries and exponential backoff; raises EngineFailure."""
+        s = self.settings.infer
+        for attempt in range(1, attempts + 1):
+            started = time.monotonic()
+            try:
+                scored = await self._in_thread(self.engine.score, prompts, s.top_k)
+                if len(scored) != len(prompts):
+                    raise ValueError(f"the engine returned {len(scored)} results for {len(prompts)} prompts")
+            except FatalError:
+                raise  # the engine says it cannot go on (e.g. the model is gone): no retry helps
+            except TimeoutError:
+                failure = EngineFailure("engine_timeout", f"no answer within {s.engine_timeout_s}s")
+            except Exception as exc:
+                failure = EngineFailure("engine_error", f"{type(exc).__name__}: {exc}")
+            else:
+                metrics.INFERENCE_SECONDS.observe(time.monotonic() - started)
+                return scored
+            metrics.ENGINE_FAILURES.labels(failure.reason).inc()
+            if self.stop.is_set():
+                raise _Interrupted
+            if attempt == attempts:
+                raise failure
+            delay = s.engine_retry_base_s * 2 ** (attempt - 1)
+            metrics.RETRIES.labels("engine_score").inc()
+            self.stats.engine_retries += 1
+            log.warning(
+                "engine failed, retrying in %.2fs attempt=%s/%s prompts=%s error=%s",
+                delay,
+                attempt,
+                attempts,
+                len(prompts),
+                failure,
+            )
+            try:  # a stop request ends the wait at once
+                await asyncio.wait_for(self.stop.wait(), delay)
+            except TimeoutError:
+                pass
+            else:
+                raise _Interrupted
+        raise AssertionError("unreachable: attempts >= 1")
+
+    async def _score(
+        self, batch: list[_Pending], attempts: int
+    ) -> tuple[list[tuple[_Pending, Scored]], list[tuple[_Pending, EngineFailure]]]:
+        """The requests scored and those that failed (with why)."""
+        try:
+            scored = await self._call_engine([render(p.request) for p in batch], attempts)
+            return list(zip(batch, scored, strict=True)), []
+        except EngineFailure as exc:
+            # A timeout is the engine's state, not a request's: halving would multiply the waits.
+            if len(batch) == 1 or exc.reason != "engine_error":
+                return [], [(p, exc) for p in batch]
+        # The error survived the retries, so it is not transient: it may be one request's fault.
+        # Halve until the failing requests are found; their batch-mates are still scored.
+        mid = len(batch) // 2
+        left_ok, left_failed = await self._score(batch[:mid], 1)
+        right_ok, right_failed = await self._score(batch[mid:], 1)
+        return left_ok + right_ok, left_failed + right_failed
+
+    async def _dead_letter(self, producer: AIOKafkaProducer, failed: list[tuple[_Pending, EngineFailure]]) -> None:
+        topic = self.settings.topics.name("dead_letters")
+        now = _now_ms()
+        sends = []
+        for p, exc in failed:
+            m = p.message
+            letter = serde.encode_dead_letter(m, "infer", exc.reason, exc.detail, now)
+            sends.append(await producer.send(topic, letter, key=m.key))
+            metrics.DEAD_LETTERS.labels("infer", exc.reason).inc()
+            log.warning(
+                "dead-letter stage=infer reason=%s user=%s topic=%s partition=%s offset=%s detail=%s",
+                exc.reason,
+                p.user_id,
+                m.topic,
+                m.partition,
+                m.offset,
+                exc.detail,
+            )
+        await asyncio.gather(*sends)  # delivered before the offsets are committed
+        self.stats.dead_letters += len(failed)
 
     async def _write(self, store: AsyncAffinityStore, items: list[Affinities]) -> list[bool]:
         """Write until Redis takes it: nothing is committed before its write succeeds."""
@@ -150,21 +336,36 @@ class InferenceWorker:
         if batch:
             metrics.SUPERSEDED.inc(superseded)
             metrics.BATCH_SIZE.observe(len(batch))
-            prompts = [render(r) for r in batch]
-            started = time.monotonic()
-            # The engine blocks: run it off the event loop so heartbeats keep flowing.
-            scored = await asyncio.get_running_loop().run_in_executor(
-                None, self.engine.score, prompts, self.settings.infer.top_k
-            )
-            metrics.INFERENCE_SECONDS.observe(time.monotonic() - started)
+            # The engine blocks: it runs in a thread so heartbeats keep flowing.
+            scored, failed = await self._score(batch, self.settings.infer.engine_attempts)
+            if scored:
+                self._failed_batches = 0
+            else:
+                self._failed_batches += 1
+                limit = self.settings.infer.engine_max_failed_batches
+                if self._failed_batches >= limit:
+                    # Raised before dead-lettering or committing this batch: a restarted worker
+                    # (or a healthy one, after the rebalance) scores it again.
+                    raise EngineDead(
+                        f"the engine failed every request of {limit} micro-batches in a row (last: {failed[0][1]}); "
+                        "stopping the inference worker instead of dead-lettering everything. Check the model "
+                        "and the device, then restart (see ADCAST_INFER__ENGINE_MAX_FAILED_BATCHES)"
+                    )
+            if failed:
+                await self._dead_letter(producer, failed)
             computed_at = _now_ms()
             items = [
                 Affinities(
-                    r.user_id, r.version, self.engine.model_version, computed_at, r.newest_event_time, tuple(top)
+                    p.user_id,
+                    p.version,
+                    self.engine.model_version,
+                    computed_at,
+                    p.request.newest_event_time,
+                    tuple(top),
                 )
-                for r, top in zip(batch, scored, strict=True)
+                for p, top in scored
             ]
-            written = await self._write(store, items)
+            written = await self._write(store, items) if items else []
             written_at = _now_ms()
             topic = self.settings.topics.name("affinities")
             sends = [

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterable
+
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 EVENTS_IN = Counter("adcast_events_in_total", "Events consumed by the stream tier.")
@@ -23,6 +26,21 @@ FRESHNESS_SECONDS = Histogram(
 )
 WRITES = Counter("adcast_store_writes_total", "Redis writes by outcome.", ["outcome"])
 RETRIES = Counter("adcast_retries_total", "Retried operations.", ["operation"])
+ENGINE_FAILURES = Counter(
+    "adcast_engine_failures_total", "Engine calls that raised or ran past infer.engine_timeout_s.", ["reason"]
+)
+
+# Both tiers, per assigned partition: the high watermark minus the consumer's position.
+CONSUMER_LAG = Gauge(
+    "adcast_consumer_lag", "Messages in a partition not yet consumed by this worker.", ["tier", "topic", "partition"]
+)
+
+
+def forget_lag(labels: Iterable[tuple[str, str, str]]) -> None:
+    """Drop the lag series of partitions this worker no longer owns (a stale value would lie)."""
+    for values in labels:
+        with contextlib.suppress(KeyError):  # another worker in this process dropped it already
+            CONSUMER_LAG.remove(*values)
 
 
 def serve(port: int) -> None:

@@ -68,6 +68,11 @@ def registry() -> Registry:
     return Registry(by_name, {s.id: s for s in by_name.values()})
 
 
+def header(name: str) -> bytes:
+    """The 5-byte wire-format header of schema `name`."""
+    return _HEADER.pack(MAGIC, registry().by_name[name].id)
+
+
 def encode(name: str, record: dict[str, Any]) -> bytes:
     schema = registry().by_name[name]
     buf = io.BytesIO()
@@ -101,6 +106,8 @@ def decode(name: str, data: bytes | None) -> dict[str, Any]:
     except EOFError as exc:
         raise SerdeError("truncated", f"{name} body ends early") from exc
     except Exception as exc:  # fastavro raises many types on garbage; map them all here
+        if buf.tell() >= len(data):  # ran off the end inside a number: IndexError, not EOFError
+            raise SerdeError("truncated", f"{name} body ends early") from exc
         raise SerdeError("corrupt_body", f"{name}: {type(exc).__name__}: {exc}") from exc
     if buf.tell() != len(data):
         raise SerdeError("trailing_bytes", f"{len(data) - buf.tell()} bytes after the {name} body")

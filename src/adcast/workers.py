@@ -68,7 +68,7 @@ class WorkerProcess:
         return int(self.proc.returncode)
 
 
-def start_worker(tier: str, env: dict[str, str], log_path: Path) -> WorkerProcess:
+def start_worker(tier: str, env: dict[str, str], log_path: Path, args: tuple[str, ...] = ()) -> WorkerProcess:
     binary = tier_binary(tier)
     if not Path(binary).exists():
         raise ServiceError(
@@ -78,7 +78,7 @@ def start_worker(tier: str, env: dict[str, str], log_path: Path) -> WorkerProces
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("wb") as out:
         proc = subprocess.Popen(
-            [binary, tier],
+            [binary, tier, *args],
             env={**os.environ, **env},
             stdout=out,
             stderr=subprocess.STDOUT,

@@ -141,3 +141,13 @@ def test_arrival_order_does_not_change_the_kept_events(spec, rnd):
     key = lambda e: (e.event_time, e.event_type)  # noqa: E731
     assert sorted(a.events, key=key) == sorted(b.events, key=key)
     assert [e.event_time for e in b.events] == sorted(e.event_time for e in b.events)
+
+
+def test_dedupe_matches_whole_digests_only():
+    from adcast.core.history import _seen, event_id_hash
+
+    a, b = event_id_hash("e1"), event_id_hash("e2")
+    h = UserHistory(user_id="u1", seen_ids=a + b)
+    assert _seen(h, a) and _seen(h, b)
+    assert not _seen(h, a[4:] + b[:4])  # straddles two remembered digests
+    assert not _seen(h, event_id_hash("e3"))

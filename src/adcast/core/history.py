@@ -10,6 +10,7 @@ from __future__ import annotations
 import bisect
 import hashlib
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,7 +65,14 @@ class HistoryEvent:
         return cls(e.event_time, e.event_type, e.advertiser_id, e.category, e.brand, text or None)
 
     def to_record(self) -> dict[str, Any]:
-        return {f: getattr(self, f) for f in self.__slots__}
+        return {
+            "event_time": self.event_time,
+            "event_type": self.event_type,
+            "advertiser_id": self.advertiser_id,
+            "category": self.category,
+            "brand": self.brand,
+            "text": self.text,
+        }
 
     @classmethod
     def from_record(cls, r: dict[str, Any]) -> HistoryEvent:
@@ -140,6 +148,17 @@ class UserHistory:
         )
 
 
+MAX_PROFILE_ATTRIBUTES = 32  # attributes kept per user, in key order
+MAX_PROFILE_TEXT = 64  # characters kept of each attribute key and value
+
+
+def bounded_profile(attributes: Mapping[str, Any]) -> dict[str, str]:
+    """A profile as the history keeps it: at most 32 attributes (by key), keys and values cut to 64
+    characters. Bounds the state and the prompt whatever a profile producer sends."""
+    items = sorted(attributes.items())[:MAX_PROFILE_ATTRIBUTES]
+    return {str(k)[:MAX_PROFILE_TEXT]: str(v)[:MAX_PROFILE_TEXT] for k, v in items}
+
+
 def event_id_hash(event_id: str) -> bytes:
     # A stable hash (not Python's salted hash()): the window must mean the same after restarts.
     return hashlib.blake2b(event_id.encode(), digest_size=_HASH_BYTES).digest()
@@ -147,7 +166,12 @@ def event_id_hash(event_id: str) -> bytes:
 
 def _seen(history: UserHistory, digest: bytes) -> bool:
     ids = history.seen_ids
-    return any(ids[i : i + _HASH_BYTES] == digest for i in range(0, len(ids), _HASH_BYTES))
+    at = ids.find(digest)
+    while at % _HASH_BYTES:  # a match must start on a digest boundary (-1 % 8 is 7: not found)
+        if at < 0:
+            return False
+        at = ids.find(digest, at + 1)
+    return True
 
 
 def _remember(history: UserHistory, digest: bytes, limits: HistoryLimits) -> None:

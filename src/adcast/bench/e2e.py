@@ -1,0 +1,523 @@
+"""`adcast bench e2e`: freshness and LLM cost of the whole pipeline under a live load.
+
+Starts the local broker and redis-server unless they run (as `adcast demo` does), gives this run
+topics, consumer groups, a table directory and Redis keys of its own, starts a stream worker and an
+inference worker as subprocesses (each from its tier's environment, each serving its Prometheus
+metrics on a free port), replays the first `--rate` x `--seconds` events of a synthetic world live
+(each event stamped with the wall-clock time it is produced) at that fixed rate, waits until the
+pipeline has drained, and reports:
+
+  freshness            newest event time -> Redis write, p50/p95/p99/max over every prediction
+                       that Redis took (the affinities topic carries each scored prediction with its
+                       computed_at, stamped just before the Redis write, and the newest event time
+                       of the scored history; a prediction that lost the version check is left out)
+  predictions/event    LLM predictions (requests scored: the inference worker's adcast_batch_size
+                       sum) / events replayed; also requests emitted (by trigger reason), requests
+                       superseded inside a micro-batch, and Redis writes
+  micro-batch sizes    from the inference worker's adcast_batch_size histogram: the mean is exact,
+                       p50 and max are bucket bounds (1, 2, 4, ... 512); beside them the engine
+                       time per batch (adcast_inference_seconds) and the cores each tier kept busy
+                       (process_cpu_seconds_total over the replay and drain)
+  consumer lag         end offset minus committed offset, summed over partitions, of the stream
+                       tier on the events topic and the inference tier on the requests topic, read
+                       with a consumer that never joins the groups; at the end of the replay and
+                       after the drain (the stream tier commits every few seconds, so its committed
+                       lag runs ahead of what it has processed: `stream_unprocessed` counts events
+                       produced but not yet consumed, from its adcast_events_in_total)
+
+The synthetic world spans 30 days; replayed at a fixed rate, each user's sessions (a few events
+seconds to a minute apart) arrive as bursts within milliseconds, seconds apart: the load that the
+stream tier's triggers (--quiet-ms, --max-delay-ms, --min-interval-ms; default from the config)
+coalesce into predictions. The model is the demo model (`adcast demo` trains and caches it under
+<home>/models/demo; this does the same when it is missing), unless --model. The workers are stopped
+with SIGTERM at the end, the run's topics deleted, and services left running only if they already
+were. Logs stay under <home>/runs/bench-e2e-<run>.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import shutil
+import socket
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from adcast import serde
+from adcast.config import Settings, to_env
+from adcast.core.metrics import percentile
+from adcast.errors import ConfigError, ServiceError
+from adcast.workers import WorkerProcess, start_worker
+
+log = logging.getLogger(__name__)
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+POLL_S = 0.5
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from adcast.demo import DEMO_USERS
+
+    p.add_argument("--rate", type=float, default=1000.0, help="events per second (default: 1000)")
+    p.add_argument("--seconds", type=float, default=60.0, help="seconds of replay (default: 60)")
+    p.add_argument(
+        "--users",
+        type=int,
+        default=DEMO_USERS,
+        help=f"users of the synthetic world, generated and cached like the demo's (default: {DEMO_USERS})",
+    )
+    p.add_argument("--data", default=None, help="replay this data directory instead of the synthetic world")
+    p.add_argument("--model", default=None, help="model directory (default: the demo model, trained when missing)")
+    p.add_argument("--quiet-ms", type=int, default=None, help="trigger: emit once a user is quiet this long")
+    p.add_argument("--max-delay-ms", type=int, default=None, help="trigger: emit at the latest after this long")
+    p.add_argument("--min-interval-ms", type=int, default=None, help="trigger: least time between two emissions")
+    p.add_argument("--drain-timeout", type=float, default=180.0, help="seconds to wait for the drain (default: 180)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar or status lines")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+# -- Prometheus metrics of a worker -----------------------------------------------------------
+
+
+@dataclass
+class Scrape:
+    samples: dict[str, list[tuple[dict[str, str], float]]]
+
+    def total(self, name: str, **labels: str) -> float:
+        return sum(v for lab, v in self.samples.get(name, []) if all(lab.get(k) == x for k, x in labels.items()))
+
+    def by_label(self, name: str, label: str) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for lab, v in self.samples.get(name, []):
+            out[lab.get(label, "")] = out.get(lab.get(label, ""), 0.0) + v
+        return out
+
+    def buckets(self, name: str) -> list[tuple[float, float]]:
+        """(upper bound, cumulative count) of a histogram, in order."""
+        return sorted((float(lab["le"]), v) for lab, v in self.samples.get(f"{name}_bucket", []))
+
+
+def scrape(port: int) -> Scrape:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+            text = r.read().decode()
+    except OSError as exc:
+        raise ServiceError(f"cannot read a worker's metrics on port {port}: {exc}") from exc
+    samples: dict[str, list[tuple[dict[str, str], float]]] = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            samples.setdefault(s.name, []).append((dict(s.labels), float(s.value)))
+    return Scrape(samples)
+
+
+def bucket_quantile(buckets: list[tuple[float, float]], q: float) -> float:
+    """The upper bound of the histogram bucket that holds the q-quantile (nan when empty)."""
+    count = buckets[-1][1] if buckets else 0.0
+    if not count:
+        return float("nan")
+    return next(le for le, cum in buckets if cum >= q * count)
+
+
+# -- Kafka: lag and the affinities topic, read without joining any group ----------------------
+
+
+def consumer_lag(settings: Settings, group: str, topic: str, produced: int) -> int:
+    """Messages of this run's `topic` not yet committed by `group`: the end offsets minus the
+    committed offsets, summed over partitions (one without a commit counts from its start).
+
+    The topic is fresh, so its end offsets sum to the messages produced to it; `produced` (known
+    to the caller) stands in where the broker reports less: the local Tansu answers ListOffsets
+    with the base offset of a partition's last record batch plus one, not the offset after it."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    from adcast.kafka import confluent_config
+
+    # committed() asks the group coordinator for offsets; only subscribe() would join the group.
+    consumer = Consumer({**confluent_config(settings), "group.id": group, "enable.auto.commit": False, "log_level": 2})
+    try:
+        partitions = sorted(consumer.list_topics(topic, timeout=10).topics[topic].partitions)
+        committed = consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=10)
+        end = done = 0
+        for tp in committed:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, tp.partition), timeout=10)
+            end += high
+            done += tp.offset if tp.offset >= 0 else low
+        return max(0, max(end, produced) - done)
+    except Exception as exc:
+        raise ServiceError(f"cannot read the offsets of group {group} on {topic}: {exc}") from exc
+    finally:
+        consumer.close()
+
+
+def read_topic(settings: Settings, topic: str, expected: int, timeout_s: float = 60.0) -> list[bytes]:
+    """Every message value of `topic`, at least `expected` of them. End offsets cannot say when
+    the topic has been read (see consumer_lag), so reading goes on until `expected` messages have
+    arrived and then until the topic stays quiet for a moment."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    from adcast.kafka import confluent_config
+
+    conf = {**confluent_config(settings), "group.id": f"{settings.infer.group_id}-bench-reader", "log_level": 2}
+    consumer = Consumer({**conf, "enable.auto.commit": False})
+    values: list[bytes] = []
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
+        deadline = time.monotonic() + timeout_s
+        while True:
+            messages = consumer.consume(1000, timeout=0.5)
+            values.extend(v for m in messages if m.error() is None and (v := m.value()) is not None)
+            if len(values) >= expected and not messages:
+                return values
+            if time.monotonic() > deadline:
+                raise ServiceError(f"read {len(values)} messages of {topic} in {timeout_s:.0f}s, expected {expected}")
+    finally:
+        consumer.close()
+
+
+def delete_run_topics(settings: Settings) -> None:
+    """Best effort: the run's topics, Faust's internal ones included (the local broker keeps
+    everything in memory)."""
+    from confluent_kafka.admin import AdminClient
+
+    from adcast.kafka import confluent_config
+
+    admin = AdminClient({**confluent_config(settings), "log_level": 2})
+    try:
+        names = [
+            t
+            for t in admin.list_topics(timeout=10).topics
+            if t.startswith(settings.topics.prefix) or t.startswith(settings.stream.app_id)
+        ]
+        for name, fut in admin.delete_topics(names, operation_timeout=10).items():
+            with contextlib.suppress(Exception):
+                fut.result(timeout=10)
+                continue
+            log.warning("could not delete topic %s", name)
+    except Exception as exc:
+        log.warning("could not delete the run's topics: %s", exc)
+
+
+# -- The run -----------------------------------------------------------------------------------
+
+
+def _listening(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex((host, port)) == 0
+
+
+def start_local_services(settings: Settings) -> list[Any]:
+    """Start the local broker and redis-server where the settings point at loopback ports nobody
+    listens on; returns those this call started (to stop at the end)."""
+    from adcast.cli import _services
+
+    hosts = {
+        "broker": settings.kafka.bootstrap_servers.split(",")[0].rsplit(":", 1)[0],
+        "redis": urlparse(settings.redis.url).hostname or "127.0.0.1",
+    }
+    started = []
+    for service in _services(settings):
+        host = hosts[service.name]
+        if host not in LOOPBACK or (service.pid() is None and _listening(host, service.port)):
+            continue  # remote, or a local one this checkout does not manage (a test fixture's)
+        if service.start():
+            started.append(service)
+    return started
+
+
+def _check_model(model_dir: str, data: Path) -> None:
+    from adcast.checkpoint import ModelMeta
+    from adcast.data.files import read_records
+
+    known = set(ModelMeta.load(model_dir).advertiser_ids)
+    unknown = {a["advertiser_id"] for a in read_records(data, "advertisers")} - known
+    if unknown:
+        raise ConfigError(
+            f"the model in {model_dir} does not know {len(unknown)} advertisers of {data} "
+            f"(e.g. {sorted(unknown)[:3]}); train one on that data (`adcast train`) and pass --model"
+        )
+
+
+def _status(progress: bool, text: str) -> None:
+    if progress:
+        print(text, file=sys.stderr, flush=True)
+
+
+def _wait_drained(
+    settings: Settings,
+    workers: dict[str, WorkerProcess],
+    ports: dict[str, int],
+    expected: dict[str, int],
+    timeout_s: float,
+    progress: bool,
+) -> int:
+    """Wait until every user's prediction in Redis reached the newest salient event's version and
+    the inference worker has handled (scored and written, or superseded) every request the stream
+    worker emitted; returns the number of users caught up (all of them unless the timeout struck)."""
+    from adcast.store import AffinityClient
+
+    client = AffinityClient(settings.redis)
+    users = sorted(expected)
+    deadline = time.monotonic() + timeout_s
+    last_note = 0.0
+    try:
+        while True:
+            for w in workers.values():
+                if w.proc.poll() is not None:
+                    raise ServiceError(f"{w.tier} worker exited with {w.proc.returncode} during the run:\n{w.tail()}")
+            found = client.get_many(users)
+            caught_up = sum(1 for u, a in found.items() if a is not None and a.version >= expected[u])
+            s, i = scrape(ports["stream"]), scrape(ports["infer"])
+            emitted = s.total("adcast_requests_emitted_total")
+            handled = (
+                i.total("adcast_batch_size_sum")
+                + i.total("adcast_requests_superseded_total")
+                + i.total("adcast_dead_letters_total")
+            )
+            # adcast_batch_size is observed before scoring: the writes counter says the batch finished.
+            finished = i.total("adcast_store_writes_total") >= i.total("adcast_batch_size_sum")
+            if caught_up == len(users) and handled >= emitted and finished:
+                return caught_up
+            if time.monotonic() > deadline:
+                log.warning("drain timed out: %s of %s users caught up", caught_up, len(users))
+                return caught_up
+            if time.monotonic() - last_note >= 5:
+                _status(
+                    progress,
+                    f"draining: {caught_up:,}/{len(users):,} users caught up, "
+                    f"{handled:,.0f}/{emitted:,.0f} requests handled",
+                )
+                last_note = time.monotonic()
+            time.sleep(POLL_S)
+    finally:
+        client.close()
+
+
+def freshness(updates: list[bytes]) -> list[float]:
+    """Seconds from newest event to Redis write for every published prediction that Redis took:
+    per user (one partition, in write order) only versions above the ones before it."""
+    best: dict[str, int] = {}
+    out: list[float] = []
+    for raw in updates:
+        a = serde.decode(serde.AFFINITY, raw)
+        if a["version"] > best.get(a["user_id"], -1):
+            best[a["user_id"]] = a["version"]
+            out.append((a["computed_at"] - a["newest_event_time"]) / 1000)
+    return out
+
+
+def _count_events(data: Path) -> int:
+    from adcast.data.files import read_records
+
+    return sum(1 for _ in read_records(data, "events"))
+
+
+def bench_e2e(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
+    from adcast.demo import DEMO_USERS, ensure_model, ensure_world, isolated_settings
+    from adcast.kafka import create_topics
+    from adcast.replay import expected_versions, replay
+    from adcast.services import free_port
+
+    if args.rate <= 0 or args.seconds <= 0:
+        raise ConfigError("--rate and --seconds must be positive")
+    progress = not args.no_progress
+    home = Path(settings.home).resolve()
+    run = f"bench-e2e-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    run_dir = home / "runs" / run
+    settings = isolated_settings(settings, run, run_dir)
+    for name in ("quiet_ms", "max_delay_ms", "min_interval_ms"):
+        if getattr(args, name) is not None:
+            setattr(settings.stream, name, getattr(args, name))
+    wanted = round(args.rate * args.seconds)
+
+    started: list[Any] = []
+    workers: dict[str, WorkerProcess] = {}
+    codes: dict[str, int] = {}
+    try:
+        started = start_local_services(settings)
+        # The helpers shared with the demo talk on stdout, which --json keeps for the report.
+        with contextlib.redirect_stdout(sys.stderr):
+            data = Path(args.data) if args.data else ensure_world(home, args.users)
+            settings.infer.model_dir = args.model or str(ensure_model(home, ensure_world(home, DEMO_USERS)))
+        _check_model(settings.infer.model_dir, data)
+        available = _count_events(data)
+        if available < wanted:
+            raise ConfigError(
+                f"{data} holds {available:,} events; {args.rate:g}/s for {args.seconds:g}s needs {wanted:,}: "
+                "pass more --users (about 53 events each), a lower --rate or fewer --seconds"
+            )
+        create_topics(settings)
+        ports = {tier: free_port() for tier in ("stream", "infer")}
+        env = to_env(settings)
+        _status(progress, f"starting the stream and inference workers (logs in {run_dir})")
+        for tier, port in ports.items():
+            workers[tier] = start_worker(tier, {**env, "ADCAST_METRICS_PORT": str(port)}, run_dir / f"{tier}.log")
+        for w in workers.values():
+            w.wait_ready()
+
+        load_before = os.getloadavg()
+        cpu_before = {tier: scrape(port).total("process_cpu_seconds_total") for tier, port in ports.items()}
+        wall_before = time.monotonic()
+        summary = replay(settings, data, rate=args.rate, live=True, limit=wanted, collect=True, progress=progress)
+        replay_end = time.monotonic()
+        t = settings.topics
+        stream_m = scrape(ports["stream"])
+        emitted = round(stream_m.total("adcast_requests_emitted_total"))
+        lag_replay_end = {
+            "stream_committed": consumer_lag(settings, settings.stream.app_id, t.name("events"), summary.events),
+            "stream_unprocessed": summary.events - round(stream_m.total("adcast_events_in_total")),
+            "inference_committed": consumer_lag(settings, settings.infer.group_id, t.name("requests"), emitted),
+        }
+        expected = expected_versions(summary.delivered)
+        caught_up = _wait_drained(settings, workers, ports, expected, args.drain_timeout, progress)
+        drain_s = time.monotonic() - replay_end
+        load_after = os.getloadavg()
+        stream_m, infer_m = scrape(ports["stream"]), scrape(ports["infer"])
+        wall_s = time.monotonic() - wall_before
+        cpu = {
+            "stream": stream_m.total("process_cpu_seconds_total") - cpu_before["stream"],
+            "infer": infer_m.total("process_cpu_seconds_total") - cpu_before["infer"],
+        }
+        emitted = round(stream_m.total("adcast_requests_emitted_total"))
+        lag_drained = {
+            "stream_committed": consumer_lag(settings, settings.stream.app_id, t.name("events"), summary.events),
+            "inference_committed": consumer_lag(settings, settings.infer.group_id, t.name("requests"), emitted),
+        }
+        # Every scored prediction is published, the stale ones too.
+        published = round(infer_m.total("adcast_batch_size_sum"))
+        fresh = freshness(read_topic(settings, t.name("affinities"), published))
+    finally:
+        for tier, w in workers.items():
+            codes[tier] = w.stop()
+        if started:
+            for service in started:
+                service.stop()
+        elif workers:
+            delete_run_topics(settings)
+        shutil.rmtree(settings.stream.data_dir, ignore_errors=True)
+
+    predictions = infer_m.total("adcast_batch_size_sum")
+    batches = infer_m.total("adcast_batch_size_count")
+    sizes = infer_m.buckets("adcast_batch_size")
+    s = settings.stream
+    return {
+        "run": run,
+        "rate": args.rate,
+        "seconds": args.seconds,
+        "events": summary.events,
+        "replay_seconds": round(summary.seconds, 2),
+        "events_per_second": round(summary.events_per_second, 1),
+        "users": len(expected),
+        "users_caught_up": caught_up,
+        "drain_seconds": round(drain_s, 2),
+        "trigger": {
+            "quiet_ms": s.quiet_ms,
+            "max_delay_ms": s.max_delay_ms,
+            "min_interval_ms": s.min_interval_ms,
+            "tick_ms": s.tick_ms,
+        },
+        "infer": {
+            "engine": settings.infer.engine,
+            "max_batch": settings.infer.max_batch,
+            "max_wait_ms": settings.infer.max_wait_ms,
+            "cpu_threads": settings.infer.cpu_threads,
+        },
+        "freshness_s": {
+            "count": len(fresh),
+            "p50": round(percentile(fresh, 50), 3),
+            "p95": round(percentile(fresh, 95), 3),
+            "p99": round(percentile(fresh, 99), 3),
+            "max": round(max(fresh), 3) if fresh else float("nan"),
+        },
+        "requests_emitted": round(stream_m.total("adcast_requests_emitted_total")),
+        "requests_by_reason": {
+            k: round(v) for k, v in stream_m.by_label("adcast_requests_emitted_total", "reason").items()
+        },
+        "requests_superseded": round(infer_m.total("adcast_requests_superseded_total")),
+        "predictions": round(predictions),
+        "redis_writes": round(infer_m.total("adcast_store_writes_total", outcome="written")),
+        "stale_writes": round(infer_m.total("adcast_store_writes_total", outcome="stale")),
+        "predictions_per_event": round(predictions / summary.events, 4) if summary.events else float("nan"),
+        "batch_size": {
+            "batches": round(batches),
+            "mean": round(predictions / batches, 2) if batches else float("nan"),
+            "p50_at_most": bucket_quantile(sizes, 0.5),
+            "max_at_most": bucket_quantile(sizes, 1.0),
+        },
+        "engine_seconds_per_batch": round(infer_m.total("adcast_inference_seconds_sum") / batches, 4)
+        if batches
+        else float("nan"),
+        # Cores each tier kept busy from the first replayed event to the end of the drain.
+        "cores_busy": {tier: round(c / wall_s, 2) for tier, c in cpu.items()},
+        "lag_at_replay_end": lag_replay_end,
+        "lag_after_drain": lag_drained,
+        "stream_dead_letters": round(stream_m.total("adcast_dead_letters_total")),
+        "worker_exit_codes": codes,
+        "load_average": {"before": [round(x, 2) for x in load_before], "after": [round(x, 2) for x in load_after]},
+        "cpu_count": os.cpu_count(),
+    }
+
+
+def format_report(r: dict[str, Any]) -> str:
+    f, b, tr = r["freshness_s"], r["batch_size"], r["trigger"]
+    lr, ld = r["lag_at_replay_end"], r["lag_after_drain"]
+    reasons = ", ".join(f"{k} {v:,}" for k, v in sorted(r["requests_by_reason"].items()))
+    rows = [
+        (
+            "events replayed",
+            f"{r['events']:,} in {r['replay_seconds']:.1f}s ({r['events_per_second']:,.0f}/s), "
+            f"{r['users']:,} users with a salient event",
+        ),
+        (
+            "trigger",
+            f"quiet {tr['quiet_ms']} ms, max delay {tr['max_delay_ms']} ms, "
+            f"min interval {tr['min_interval_ms']} ms, tick {tr['tick_ms']} ms",
+        ),
+        (
+            "freshness",
+            f"p50 {f['p50']:.2f}s  p95 {f['p95']:.2f}s  p99 {f['p99']:.2f}s  max {f['max']:.2f}s "
+            f"over {f['count']:,} Redis writes",
+        ),
+        ("LLM predictions / event", f"{r['predictions_per_event']:.3f} ({r['predictions']:,} predictions)"),
+        (
+            "requests emitted",
+            f"{r['requests_emitted']:,} ({reasons}); {r['requests_superseded']:,} superseded in a micro-batch",
+        ),
+        ("Redis writes", f"{r['redis_writes']:,} ({r['stale_writes']:,} stale)"),
+        (
+            "micro-batches",
+            f"{b['batches']:,}, mean {b['mean']:.1f}, p50 <= {b['p50_at_most']:g}, "
+            f"max <= {b['max_at_most']:g} (histogram buckets)",
+        ),
+        (
+            "CPU",
+            f"stream tier {r['cores_busy']['stream']:.2f} cores, inference tier {r['cores_busy']['infer']:.2f} "
+            f"cores busy; engine {r['engine_seconds_per_batch'] * 1000:.0f} ms per micro-batch",
+        ),
+        (
+            "lag at replay end",
+            f"stream {lr['stream_committed']:,} committed / {lr['stream_unprocessed']:,} "
+            f"unprocessed events, inference {lr['inference_committed']:,} requests",
+        ),
+        (
+            "lag after drain",
+            f"stream {ld['stream_committed']:,}, inference {ld['inference_committed']:,} "
+            f"(drained in {r['drain_seconds']:.1f}s, {r['users_caught_up']:,}/{r['users']:,} users)",
+        ),
+        (
+            "load average",
+            f"{' '.join(map(str, r['load_average']['before']))} before, "
+            f"{' '.join(map(str, r['load_average']['after']))} after ({r['cpu_count']} CPUs)",
+        ),
+    ]
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)

@@ -1,0 +1,223 @@
+"""`adcast bench ingest`: stream-tier throughput against the framework's and the client's ceilings.
+
+Fills a fresh events topic with a synthetic stream (live-stamped, so every event is valid and
+folds), then lets each contender read the whole topic from the start, one after another, in the
+same run on the same topic:
+
+- `raw aiokafka`: a bare consumer that only counts messages (the client's ceiling);
+- `faust no-op`: `adcast stream --count-only`, a Faust agent that only counts, in the stream
+  tier's own batches (the framework's ceiling);
+- `adcast stream`: the real stream tier (decode, validate, dedupe, fold, changelogged RocksDB
+  table, triggers, requests), with 1 worker process and then with 2 in one consumer group.
+
+Faust workers report progress on their Prometheus endpoint (`adcast_events_in_total`); the rate
+is measured from the moment every worker of the run has counted its first event to the moment
+they have counted all, so start-up and the group's first rebalance are left out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from adcast import serde
+from adcast.bench.e2e import delete_run_topics, scrape, start_local_services
+from adcast.config import Settings, to_env
+from adcast.errors import ServiceError
+
+EVENT_TYPES = ("impression",) * 6 + ("view",) * 3 + ("click",) * 2 + ("save", "add_to_cart", "search")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--events", type=int, default=200_000, help="events in the topic (default: 200000)")
+    p.add_argument("--users", type=int, default=5_000, help="distinct users (default: 5000)")
+    p.add_argument(
+        "--workers", default="1,2", help="stream-tier worker counts to measure, comma-separated (default: 1,2)"
+    )
+    p.add_argument("--timeout", type=float, default=600.0, help="seconds each contender may take (default: 600)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def synthetic_events(n: int, users: int, seed: int, now_ms: int) -> list[tuple[bytes, bytes]]:
+    """`n` encoded events of `users` users in sessions (a user acts several times in a row), the
+    newest stamped `now_ms`, 1 ms apart: (key, value) pairs in production order."""
+    rng = random.Random(seed)
+    out: list[tuple[bytes, bytes]] = []
+    while len(out) < n:
+        user = f"u{rng.randrange(users):07d}"
+        advertiser = f"a{rng.randrange(200):04d}"
+        for _ in range(min(n - len(out), rng.randint(1, 8))):
+            kind = rng.choice(EVENT_TYPES)
+            record = {
+                "event_id": f"e{len(out):09d}",
+                "user_id": user,
+                "event_time": now_ms - n + len(out),
+                "event_type": kind,
+                "advertiser_id": None if kind == "search" else advertiser,
+                "item_id": f"i{rng.randrange(10_000)}",
+                "category": "shoes",
+                "brand": None,
+                "text": "running shoes" if kind == "search" else None,
+            }
+            out.append((user.encode(), serde.encode(serde.EVENT, record)))
+    return out
+
+
+def fill_topic(settings: Settings, events: list[tuple[bytes, bytes]]) -> None:
+    from adcast.replay import event_producer
+
+    producer = event_producer(settings)
+    topic = settings.topics.name("events")
+    for key, value in events:
+        while True:
+            try:
+                producer.produce(topic, key=key, value=value)
+                break
+            except BufferError:
+                producer.poll(0.05)
+    if producer.flush(60) > 0:
+        raise ServiceError(f"the broker did not take all {len(events)} events within 60 s")
+
+
+async def _raw_rate(settings: Settings, n: int, timeout_s: float) -> dict[str, Any]:
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    from adcast.kafka import aiokafka_config
+
+    topic = settings.topics.name("events")
+    consumer = AIOKafkaConsumer(**aiokafka_config(settings), enable_auto_commit=False, group_id=None)
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        count, first, started, deadline = 0, 0, 0.0, time.monotonic() + timeout_s
+        while count < n:
+            if time.monotonic() > deadline:
+                raise ServiceError(f"the raw consumer read {count} of {n} events in {timeout_s:.0f}s")
+            batches = await consumer.getmany(timeout_ms=500, max_records=10_000)
+            got = sum(len(b) for b in batches.values())
+            if got and not started:
+                started, first = time.monotonic(), got
+            count += got
+        seconds = time.monotonic() - started
+    finally:
+        await consumer.stop()
+    return {"events": count, "seconds": round(seconds, 3), "events_per_s": round((count - first) / seconds, 1)}
+
+
+def _faust_rate(
+    settings: Settings, label: str, workers: int, n: int, run_dir: Path, timeout_s: float, count_only: bool
+) -> dict[str, Any]:
+    from adcast.services import free_port
+    from adcast.workers import start_worker
+
+    s = settings.model_copy(deep=True)
+    s.stream.app_id = f"{settings.stream.app_id}-{label}"
+    procs, ports = [], []
+    try:
+        for i in range(workers):
+            port = free_port()
+            env = {
+                **to_env(s),
+                "ADCAST_METRICS_PORT": str(port),
+                "ADCAST_STREAM__DATA_DIR": str(run_dir / f"{label}-{i}"),
+            }
+            args = ("--count-only",) if count_only else ()
+            procs.append(start_worker("stream", env, run_dir / f"{label}-{i}.log", args))
+            ports.append(port)
+        for w in procs:
+            w.wait_ready()
+        deadline = time.monotonic() + timeout_s
+        started, at_start = 0.0, 0.0
+        while True:
+            counts = [scrape(port).total("adcast_events_in_total") for port in ports]
+            now = time.monotonic()
+            if not started and all(c > 0 for c in counts):
+                started, at_start = now, sum(counts)
+            if sum(counts) >= n:
+                break
+            for w in procs:
+                if w.proc.poll() is not None:
+                    raise ServiceError(f"a {label} worker exited with {w.proc.returncode}:\n{w.tail()}")
+            if now > deadline:
+                raise ServiceError(f"{label}: {sum(counts):.0f} of {n} events in {timeout_s:.0f}s; see {run_dir}")
+            time.sleep(0.25)  # each scrape costs the worker CPU: poll gently
+        seconds = now - started
+        return {
+            "workers": workers,
+            "events_measured": int(sum(counts) - at_start),
+            "seconds": round(seconds, 3),
+            "events_per_s": round((sum(counts) - at_start) / seconds, 1) if seconds > 0 else float("nan"),
+            "per_worker_events": [int(c) for c in counts],
+        }
+    finally:
+        for w in procs:
+            w.stop()
+
+
+def bench_ingest(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
+    from adcast.demo import isolated_settings
+    from adcast.kafka import create_topics
+
+    worker_counts = sorted({int(x) for x in args.workers.split(",")})
+    started_services = start_local_services(settings)
+    run_dir = Path(tempfile.mkdtemp(prefix="adcast-bench-ingest-"))
+    s = isolated_settings(settings, f"bench-ingest-{int(time.time())}", run_dir)
+    say = (lambda text: None) if args.quiet else (lambda text: print(text, flush=True))
+    try:
+        create_topics(s)
+        say(f"producing {args.events:,} events of {args.users:,} users to {s.topics.name('events')}")
+        fill_topic(s, synthetic_events(args.events, args.users, args.seed, int(time.time() * 1000)))
+        say("raw aiokafka consumer ...")
+        raw = asyncio.run(_raw_rate(s, args.events, args.timeout))
+        say("faust no-op agent ...")
+        noop = _faust_rate(s, "noop", 1, args.events, run_dir, args.timeout, count_only=True)
+        tier = {}
+        for k in worker_counts:
+            say(f"adcast stream tier, {k} worker(s) ...")
+            tier[str(k)] = _faust_rate(s, f"tier{k}", k, args.events, run_dir, args.timeout, count_only=False)
+        one = tier.get("1", next(iter(tier.values())))
+        report: dict[str, Any] = {
+            "events": args.events,
+            "users": args.users,
+            "partitions": s.topics.partitions,
+            "batch_max_events": s.stream.batch_max_events,
+            "raw_aiokafka": raw,
+            "faust_noop": noop,
+            "adcast_stream": tier,
+            "ratio_to_faust_noop": round(one["events_per_s"] / noop["events_per_s"], 3),
+            "ratio_to_raw_aiokafka": round(one["events_per_s"] / raw["events_per_s"], 4),
+        }
+        if "1" in tier and "2" in tier:
+            report["two_workers_speedup"] = round(tier["2"]["events_per_s"] / tier["1"]["events_per_s"], 3)
+        return report
+    finally:
+        delete_run_topics(s)
+        shutil.rmtree(run_dir, ignore_errors=True)
+        for service in started_services:
+            service.stop()
+
+
+def format_report(r: dict[str, Any]) -> str:
+    lines = [
+        f"{r['events']:,} events of {r['users']:,} users, {r['partitions']} partitions, same topic for every row",
+        f"  {'raw aiokafka consumer':<28} {r['raw_aiokafka']['events_per_s']:>10,.0f} events/s",
+        f"  {'faust no-op agent':<28} {r['faust_noop']['events_per_s']:>10,.0f} events/s",
+    ]
+    for k, t in r["adcast_stream"].items():
+        lines.append(f"  {f'adcast stream, {k} worker(s)':<28} {t['events_per_s']:>10,.0f} events/s")
+    lines.append(
+        f"  1 worker / faust no-op {r['ratio_to_faust_noop']:.2f}, / raw aiokafka {r['ratio_to_raw_aiokafka']:.3f}"
+    )
+    if "two_workers_speedup" in r:
+        lines.append(f"  2 workers / 1 worker {r['two_workers_speedup']:.2f}")
+    return "\n".join(lines)

@@ -1,0 +1,50 @@
+"""`adcast bench e2e` on the real broker, Redis, both tiers and a real tiny model: a few seconds of
+live replay, then a report whose figures agree with each other."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from adcast.bench.e2e import bench_e2e, format_report
+from adcast.cli import build_parser
+
+pytestmark = pytest.mark.e2e
+pytest.importorskip("torch")
+
+
+def test_bench_e2e_reports_consistent_figures_and_cleans_up(settings, broker, redis_url, tiny_model, small_world):
+    from confluent_kafka.admin import AdminClient
+
+    argv = ["bench", "e2e", "--data", str(small_world), "--model", str(tiny_model), "--rate", "100", "--seconds", "4"]
+    argv += ["--quiet-ms", "150", "--max-delay-ms", "500", "--min-interval-ms", "250", "--no-progress", "--json"]
+    r = bench_e2e(build_parser().parse_args(argv), settings)
+    json.dumps(r)  # what --json prints
+    assert format_report(r)
+
+    assert r["trigger"]["quiet_ms"] == 150 and r["trigger"]["max_delay_ms"] == 500
+    assert r["trigger"]["min_interval_ms"] == 250
+    assert r["events"] == 400 and 0 < r["users"] == r["users_caught_up"]
+    # every emitted request was either scored or replaced by a newer one in its micro-batch
+    assert 0 < r["predictions"] <= r["requests_emitted"] <= r["events"]
+    assert r["predictions"] + r["requests_superseded"] == r["requests_emitted"]
+    assert r["redis_writes"] + r["stale_writes"] == r["predictions"]
+    assert r["predictions_per_event"] == pytest.approx(r["predictions"] / r["events"], abs=1e-4)
+    assert sum(r["requests_by_reason"].values()) == r["requests_emitted"]
+
+    f = r["freshness_s"]
+    assert f["count"] == r["redis_writes"]
+    assert 0 <= f["p50"] <= f["p95"] <= f["p99"] <= f["max"]
+
+    b = r["batch_size"]
+    assert 1 <= b["batches"] <= r["predictions"]
+    assert 1 <= b["mean"] <= b["max_at_most"] and b["p50_at_most"] <= b["max_at_most"]
+
+    assert r["lag_after_drain"]["inference_committed"] == 0
+    assert r["lag_at_replay_end"]["stream_unprocessed"] >= 0
+    assert all(code in (0, -15) for code in r["worker_exit_codes"].values()), r["worker_exit_codes"]
+
+    # the run's topics are gone from the broker it did not start (Faust's internal ones too)
+    topics = AdminClient({"bootstrap.servers": broker}).list_topics(timeout=10).topics
+    assert not [t for t in topics if r["run"] in t]
