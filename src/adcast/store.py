@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any, cast
 
-from adcast.config import RedisSettings, redact_url
+from adcast.config import RedisSettings, redact_url, redis_connection_kwargs
 from adcast.core.affinities import Affinities
 from adcast.errors import ConfigError, StoreUnavailable
 
@@ -48,12 +48,7 @@ def write_script() -> str:
 
 
 def _connection_kwargs(settings: RedisSettings) -> dict[str, Any]:
-    kwargs: dict[str, Any] = {"decode_responses": True}
-    if settings.username:
-        kwargs["username"] = settings.username
-    if settings.password:
-        kwargs["password"] = settings.password.get_secret_value()
-    return kwargs
+    return {"decode_responses": True, **redis_connection_kwargs(settings)}
 
 
 @contextlib.contextmanager
