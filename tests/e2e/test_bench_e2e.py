@@ -27,9 +27,10 @@ def test_bench_e2e_reports_consistent_figures_and_cleans_up(settings, broker, re
     assert r["trigger"]["min_interval_ms"] == 250
     assert r["events"] == 400 and 0 < r["users"] == r["users_caught_up"]
     # every emitted request was either scored or replaced by a newer one in its micro-batch
+    assert r["inference_dead_letters"] == 0 and r["stream_dead_letters"] == 0
     assert 0 < r["predictions"] <= r["requests_emitted"] <= r["events"]
     assert r["predictions"] + r["requests_superseded"] == r["requests_emitted"]
-    assert r["redis_writes"] + r["stale_writes"] == r["predictions"]
+    assert r["redis_writes"] <= r["predictions"]
     assert r["predictions_per_event"] == pytest.approx(r["predictions"] / r["events"], abs=1e-4)
     assert sum(r["requests_by_reason"].values()) == r["requests_emitted"]
 

@@ -3,20 +3,10 @@
 import json
 import random
 
-from adcast import serde
-from adcast.bench.state_size import (
-    PROFILE_MAX_ATTRS,
-    PROFILE_MAX_CHARS,
-    FieldBytes,
-    bound_bytes,
-    fold_users,
-    history_bytes,
-    normalize_profile,
-)
+from adcast.bench.state_size import FieldBytes, bound_bytes, fold_users, history_bytes
 from adcast.cli import main
 from adcast.core.events import EVENT_TYPES, MAX_FIELD_CHARS, MAX_TEXT_CHARS, validate_event
-from adcast.core.history import HistoryLimits, UserHistory, fold_event
-from adcast.core.triggers import TriggerPolicy
+from adcast.core.history import MAX_PROFILE_ATTRIBUTES, HistoryLimits, UserHistory, bounded_profile, fold_event
 from adcast.data.files import write_records
 from adcast.data.synthetic import WorldSpec, generate
 
@@ -65,7 +55,7 @@ def test_thousands_of_events_leave_the_state_bounded_by_the_limits():
     bound = bound_bytes(limits, longest)
     assert history_bytes(histories["u1"]) <= bound <= bound_bytes(limits)
     # the same fold, one event at a time: no intermediate state exceeds the bound either
-    h = UserHistory("u1", profile=normalize_profile(attrs))
+    h = UserHistory("u1", profile=bounded_profile(attrs))
     largest = 0
     for offset, record in enumerate(events):
         fold_event(h, validate_event(record, record["event_time"]), offset, record["event_time"], limits)
@@ -81,7 +71,7 @@ def test_contract_maximum_input_stays_under_the_design_bound_which_it_nearly_rea
     words = [WIDE * 20] * 12  # 12 words: all the history keeps of a text
     text = " ".join(words)[:MAX_TEXT_CHARS]
     events = _events(3000, rng, WIDE * (MAX_FIELD_CHARS - 3), text, field)
-    attrs = {f"{i:03d}" + WIDE * 100: WIDE * 100 for i in range(PROFILE_MAX_ATTRS + 8)}
+    attrs = {f"{i:03d}" + WIDE * 100: WIDE * 100 for i in range(MAX_PROFILE_ATTRIBUTES + 8)}
     histories, invalid, longest = fold_users(events, [{"user_id": "u1", "attributes": attrs}], limits)
     assert invalid == 0
     size = history_bytes(histories["u1"])
@@ -91,13 +81,9 @@ def test_contract_maximum_input_stays_under_the_design_bound_which_it_nearly_rea
     assert bound / 2 <= size <= bound
 
 
-def test_profile_is_capped_as_the_stream_tier_caps_it():
-    from stream.processor import MappingStore, StreamProcessor, load_history
+def test_it_measures_the_bytes_the_stream_tier_writes():
+    from adcast.history_codec import encode_history
 
-    attrs = {f"k{i:02d}" + "x" * 80: "v" * (i * 5) for i in range(PROFILE_MAX_ATTRS + 5)}
-    store = MappingStore()
-    record = {"user_id": "u1", "attributes": attrs, "updated_at": T0}
-    StreamProcessor(HistoryLimits(), TriggerPolicy()).on_profile(store, serde.encode(serde.PROFILE, record), 0)
-    kept = load_history(store, "u1").profile
-    assert kept == normalize_profile(attrs)
-    assert len(kept) == PROFILE_MAX_ATTRS and max(len(v) for v in kept.values()) == PROFILE_MAX_CHARS
+    world = generate(WorldSpec(users=15, advertisers=20, seed=5))
+    histories, _, _ = fold_users(world["events"], world["profiles"], HistoryLimits())
+    assert histories and all(len(encode_history(h)) == history_bytes(h) for h in histories.values())

@@ -11,9 +11,9 @@ pipeline has drained, and reports:
                        that Redis took (the affinities topic carries each scored prediction with its
                        computed_at, stamped just before the Redis write, and the newest event time
                        of the scored history; a prediction that lost the version check is left out)
-  predictions/event    LLM predictions (requests scored: the inference worker's adcast_batch_size
-                       sum) / events replayed; also requests emitted (by trigger reason), requests
-                       superseded inside a micro-batch, and Redis writes
+  predictions/event    LLM predictions (requests scored: the inference worker's Redis writes, stale
+                       ones included) / events replayed; also requests emitted (by trigger reason),
+                       requests superseded inside a micro-batch, and those dead-lettered
   micro-batch sizes    from the inference worker's adcast_batch_size histogram: the mean is exact,
                        p50 and max are bucket bounds (1, 2, 4, ... 512); beside them the engine
                        time per batch (adcast_inference_seconds) and the cores each tier kept busy
@@ -278,13 +278,17 @@ def _wait_drained(
             caught_up = sum(1 for u, a in found.items() if a is not None and a.version >= expected[u])
             s, i = scrape(ports["stream"]), scrape(ports["infer"])
             emitted = s.total("adcast_requests_emitted_total")
+            batched = i.total("adcast_batch_size_sum")
             handled = (
-                i.total("adcast_batch_size_sum")
+                batched
                 + i.total("adcast_requests_superseded_total")
-                + i.total("adcast_dead_letters_total")
+                + i.total("adcast_dead_letters_total", stage="decode")
             )
-            # adcast_batch_size is observed before scoring: the writes counter says the batch finished.
-            finished = i.total("adcast_store_writes_total") >= i.total("adcast_batch_size_sum")
+            # adcast_batch_size is observed before scoring: a batch is done once each of its
+            # requests is written (or found stale) or dead-lettered by the engine.
+            finished = (
+                i.total("adcast_store_writes_total") + i.total("adcast_dead_letters_total", stage="infer") >= batched
+            )
             if caught_up == len(users) and handled >= emitted and finished:
                 return caught_up
             if time.monotonic() > deadline:
@@ -392,8 +396,8 @@ def bench_e2e(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
             "stream_committed": consumer_lag(settings, settings.stream.app_id, t.name("events"), summary.events),
             "inference_committed": consumer_lag(settings, settings.infer.group_id, t.name("requests"), emitted),
         }
-        # Every scored prediction is published, the stale ones too.
-        published = round(infer_m.total("adcast_batch_size_sum"))
+        # Every scored prediction is written to Redis (or found stale there) and published.
+        published = round(infer_m.total("adcast_store_writes_total"))
         fresh = freshness(read_topic(settings, t.name("affinities"), published))
     finally:
         for tier, w in workers.items():
@@ -405,7 +409,8 @@ def bench_e2e(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
             delete_run_topics(settings)
         shutil.rmtree(settings.stream.data_dir, ignore_errors=True)
 
-    predictions = infer_m.total("adcast_batch_size_sum")
+    predictions = infer_m.total("adcast_store_writes_total")
+    batched = infer_m.total("adcast_batch_size_sum")
     batches = infer_m.total("adcast_batch_size_count")
     sizes = infer_m.buckets("adcast_batch_size")
     s = settings.stream
@@ -446,10 +451,11 @@ def bench_e2e(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
         "predictions": round(predictions),
         "redis_writes": round(infer_m.total("adcast_store_writes_total", outcome="written")),
         "stale_writes": round(infer_m.total("adcast_store_writes_total", outcome="stale")),
+        "inference_dead_letters": round(infer_m.total("adcast_dead_letters_total")),
         "predictions_per_event": round(predictions / summary.events, 4) if summary.events else float("nan"),
         "batch_size": {
             "batches": round(batches),
-            "mean": round(predictions / batches, 2) if batches else float("nan"),
+            "mean": round(batched / batches, 2) if batches else float("nan"),
             "p50_at_most": bucket_quantile(sizes, 0.5),
             "max_at_most": bucket_quantile(sizes, 1.0),
         },

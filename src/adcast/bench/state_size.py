@@ -5,7 +5,8 @@ in memory) with the stream tier's own code: `adcast.core.history.fold_event` und
 limits (stream.history_events, stream.dedupe_window), events in event-time order with their
 order as offsets, the profile capped as the stream tier caps it, and the user left as after its
 last prediction. Each history is then encoded as the table stores it (`serde.encode(serde.HISTORY,
-...)`: the bytes of the RocksDB value and of each changelog record) and measured.
+...)`, byte for byte what the stream tier's own encoder, adcast.history_codec, writes: the RocksDB
+value and each changelog record) and measured.
 
 Two bounds come from the limits, each the size of a worst-case history (2N events, every counter,
 a full dedupe window, every long at its widest): `bound_by_design` fills every field to the
@@ -24,15 +25,20 @@ from typing import Any
 from adcast import serde
 from adcast.config import Settings
 from adcast.core.events import EVENT_TYPES, MAX_FIELD_CHARS, MAX_ID_CHARS, MAX_TEXT_CHARS, Event, validate_event
-from adcast.core.history import Counter, HistoryEvent, HistoryLimits, UserHistory, fold_event
+from adcast.core.history import (
+    MAX_PROFILE_ATTRIBUTES,
+    MAX_PROFILE_TEXT,
+    Counter,
+    HistoryEvent,
+    HistoryLimits,
+    UserHistory,
+    bounded_profile,
+    fold_event,
+)
 from adcast.core.metrics import percentile
 from adcast.core.triggers import mark_emitted
 from adcast.errors import ConfigError, InvalidEvent
 
-# The stream tier keeps at most this many profile attributes, each key and value cut to this many
-# characters (stream/processor.py, on_profile; a unit test checks the two agree).
-PROFILE_MAX_ATTRS = 32
-PROFILE_MAX_CHARS = 64
 UTF8_MAX_BYTES = 4  # the contract limits characters; a character takes up to 4 bytes in UTF-8
 _WIDEST_LONG = 2**63 - 1  # a 10-byte varint
 _WIDEST_INT = 2**31 - 1
@@ -50,15 +56,9 @@ class FieldBytes:
     user_id: int = MAX_ID_CHARS * UTF8_MAX_BYTES
     field: int = MAX_FIELD_CHARS * UTF8_MAX_BYTES  # advertiser_id, category, brand
     text: int = MAX_TEXT_CHARS * UTF8_MAX_BYTES  # text as the history keeps it (lower-cased words)
-    profile_attrs: int = PROFILE_MAX_ATTRS
-    profile_key: int = PROFILE_MAX_CHARS * UTF8_MAX_BYTES
-    profile_value: int = PROFILE_MAX_CHARS * UTF8_MAX_BYTES
-
-
-def normalize_profile(attributes: dict[str, Any]) -> dict[str, str]:
-    """A profile's attributes as the stream tier keeps them."""
-    kept = sorted(attributes.items())[:PROFILE_MAX_ATTRS]
-    return {str(k)[:PROFILE_MAX_CHARS]: str(v)[:PROFILE_MAX_CHARS] for k, v in kept}
+    profile_attrs: int = MAX_PROFILE_ATTRIBUTES
+    profile_key: int = MAX_PROFILE_TEXT * UTF8_MAX_BYTES
+    profile_value: int = MAX_PROFILE_TEXT * UTF8_MAX_BYTES
 
 
 def history_bytes(history: UserHistory) -> int:
@@ -132,7 +132,7 @@ def fold_users(
     histories: dict[str, UserHistory] = {}
     for p in profiles:
         h = histories.setdefault(p["user_id"], UserHistory(user_id=p["user_id"]))
-        h.profile = normalize_profile(p.get("attributes") or {})
+        h.profile = bounded_profile(p.get("attributes") or {})
         longest.see_profile(h.user_id, h.profile)
     invalid = 0
     ordered = sorted(events, key=lambda e: e["event_time"])
@@ -178,7 +178,7 @@ def bench_state_size(args: argparse.Namespace, settings: Settings) -> dict[str, 
             "max_events": limits.max_events,
             "dedupe_window": limits.dedupe_window,
             "max_counters": limits.max_counters,
-            "profile_attrs": PROFILE_MAX_ATTRS,
+            "profile_attrs": MAX_PROFILE_ATTRIBUTES,
         },
         "bytes_per_user": {
             "mean": round(sum(sizes) / len(sizes), 1),
