@@ -141,7 +141,9 @@ class InferenceWorker:
         try:
             while not self.stop.is_set():
                 timeout = self.batcher.wait_ms(_now_ms()) if len(self.batcher) else s.infer.max_wait_ms
-                records = await consumer.getmany(timeout_ms=max(1, timeout), max_records=s.infer.max_batch)
+                # Fetch no more than the batch has room for, so a micro-batch never exceeds max_batch.
+                room = max(1, s.infer.max_batch - len(self.batcher))
+                records = await consumer.getmany(timeout_ms=max(1, timeout), max_records=room)
                 for tp, messages in records.items():
                     for m in messages:
                         await self._add(m, producer)

@@ -286,7 +286,10 @@ def test_sigterm_mid_batch_finishes_writes_commits_and_exits_zero(
 
     first = infer.current
     first.proc.terminate()
-    infer.start()  # the replacement joins once the first has left
+    # The replacement, with the usual batching, joins the group once the first has left.
+    infer = Slot("infer", env, tmp_path, "infer-after")
+    slots.append(infer)
+    infer.start()
     assert first.proc.wait(30) == 0, first.tail(40)
     print("DBG first exited", time.monotonic() - t0)
     assert "inference worker stopped batches=1 " in first.log_text(), first.tail(40)

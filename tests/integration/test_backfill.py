@@ -68,7 +68,7 @@ def test_backfill_writes_one_record_per_user_and_a_rerun_writes_nothing(settings
         for user, t in salient.items():
             a = found[user]
             assert a is not None and a.version == backfill_version(t) < 0, user
-            assert a.model_version == engine.model_version and a.newest_event_time == newest[user]
+            assert a.model_version == engine.model_version and a.newest_event_time == t  # newest salient event
             probs = [p for _, p in a.top]
             assert len(a.top) == settings.infer.top_k and {x for x, _ in a.top} <= known
             assert probs == sorted(probs, reverse=True) and sum(probs) <= 1 + 1e-6

@@ -240,9 +240,10 @@ def fold_event(
         return FoldResult(applied=False, salient=False)
     _remember(history, digest, limits)
     _count(history, event, limits)
-    history.newest_event_time = max(history.newest_event_time, event.event_time)
     if event.event_type == IMPRESSION:
         return FoldResult(applied=True, salient=False)
+    # Only events that change the prompt: freshness is measured from the newest of those.
+    history.newest_event_time = max(history.newest_event_time, event.event_time)
     _insert_event(history, HistoryEvent.from_event(event), limits)
     history.version = max(history.version, offset)
     if history.pending_since == 0:
