@@ -12,8 +12,9 @@ the same KafkaSettings as every other client, and the consumer-lag metric.
 
 from __future__ import annotations
 
-from collections.abc import Collection
-from typing import Any
+import time
+from collections.abc import Callable, Collection, Mapping
+from typing import Any, cast
 
 import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
@@ -32,6 +33,35 @@ class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         # aiokafka reads this attribute when it builds its fetcher in start(), after this.
         consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS
         return consumer
+
+    async def _highwaters(self, partitions: list[Any]) -> Mapping[Any, int]:
+        """End offsets for table recovery, as a fetch reports them. The local Tansu answers
+        ListOffsets with the base offset of a partition's last record batch plus one: recovery
+        would stop short of that batch's other records, and Faust's consistency check would take a
+        worker's own state (which holds them) for corrupt and crash it on every restart or
+        rebalance (ConsistencyError). On Kafka both answers agree; this costs one fetch."""
+        ends = dict(await super()._highwaters(partitions))
+        return await _fetched_ends(lambda: self._create_client_consumer(cast(Any, self.transport)), ends)
+
+
+async def _fetched_ends(new_consumer: Callable[[], Any], ends: dict[Any, int]) -> dict[Any, int]:
+    from aiokafka import TopicPartition
+
+    tps = {tp: TopicPartition(tp.topic, tp.partition) for tp, end in ends.items() if end}
+    if not tps:
+        return ends
+    consumer = new_consumer()
+    await consumer.start()
+    try:
+        consumer.assign(list(tps.values()))
+        for tp, ktp in tps.items():
+            consumer.seek(ktp, ends[tp] - 1)  # the last record ListOffsets knows, in the last batch
+        deadline = time.monotonic() + 10
+        while any(consumer.highwater(k) is None for k in tps.values()) and time.monotonic() < deadline:
+            await consumer.getmany(timeout_ms=100)
+        return {tp: max(end, consumer.highwater(tps[tp]) or 0) if tp in tps else end for tp, end in ends.items()}
+    finally:
+        await consumer.stop()
 
 
 class Consumer(faust_aiokafka.Consumer):

@@ -93,6 +93,8 @@ class StreamSettings(BaseModel):
     cache_users: int = Field(
         50_000, description="Decoded histories kept in memory between batches (spares the state decode)."
     )
+    producer_linger_ms: int = Field(20, description="How long the stream tier's producer gathers a batch.")
+    producer_batch_bytes: int = Field(524_288, description="Largest batch of the stream tier's producer, in bytes.")
     history_events: int = Field(12, description="N: the history keeps between N and 2N salient events.")
     dedupe_window: int = Field(32, description="Recent event ids remembered per user for dedupe.")
 

@@ -74,6 +74,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--data", default=None, help="replay this data directory instead of the synthetic world")
     p.add_argument("--model", default=None, help="model directory (default: the demo model, trained when missing)")
+    p.add_argument(
+        "--engine", choices=["torch", "vllm"], default=None, help="scoring engine (default: the infer.engine setting)"
+    )
     p.add_argument("--quiet-ms", type=int, default=None, help="trigger: emit once a user is quiet this long")
     p.add_argument("--max-delay-ms", type=int, default=None, help="trigger: emit at the latest after this long")
     p.add_argument("--min-interval-ms", type=int, default=None, help="trigger: least time between two emissions")
@@ -341,6 +344,8 @@ def bench_e2e(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     for name in ("quiet_ms", "max_delay_ms", "min_interval_ms"):
         if getattr(args, name) is not None:
             setattr(settings.stream, name, getattr(args, name))
+    if args.engine is not None:
+        settings.infer.engine = args.engine
     wanted = round(args.rate * args.seconds)
 
     started: list[Any] = []
