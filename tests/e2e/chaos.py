@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import subprocess
 import time
 import urllib.request
 from collections import defaultdict
@@ -341,3 +342,18 @@ class Slot:
 
     def stop_all(self) -> list[int]:
         return [w.stop() for w in self.processes]
+
+
+def stop_together(*slots: Slot, timeout_s: float = 30.0) -> list[int]:
+    """SIGTERM to each slot's current worker at once, then their exit codes (in order)."""
+    procs = [slot.current.proc for slot in slots]
+    for p in procs:
+        if p.poll() is None:
+            p.terminate()
+    codes = []
+    for slot, p in zip(slots, procs, strict=True):
+        try:
+            codes.append(p.wait(timeout_s))
+        except subprocess.TimeoutExpired:
+            codes.append(slot.current.stop(kill=True))
+    return codes
