@@ -203,96 +203,43 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     return run_demo(settings, users=args.users, replay_events=args.events, rate=args.rate, keep_running=args.keep)
 
 
-def cmd_bench_predict(args: argparse.Namespace, settings: Settings) -> int:
-    _require("torch", "infer-cpu")
-    from adcast.bench.predict import bench_predict, format_report
-
-    report = bench_predict(args)
-    print(json.dumps(report) if args.json else format_report(report))
-    return 0
-
-
-def cmd_bench_prefix_cache(args: argparse.Namespace, settings: Settings) -> int:
-    _require("vllm", "infer-cpu")
-    from adcast.bench.prefix_cache import bench_prefix_cache, format_report
-
-    report = bench_prefix_cache(args)
-    print(json.dumps(report) if args.json else format_report(report))
-    return 0
+# name -> (help, module the benchmark needs beyond the base install, or None)
+BENCHMARKS: dict[str, tuple[str, str | None]] = {
+    "predict": ("engine throughput: predictions/s, prefill tokens/s, batch latency", "torch"),
+    "prefix-cache": ("vLLM with and without prefix caching on users' successive prompts", "vllm"),
+    "ingest": ("stream-tier events/s beside Faust's and aiokafka's ceilings, same topic", None),
+    "e2e": ("the whole pipeline under a live load: freshness, predictions/event, batches, lag", "torch"),
+    "lookup": ("read latency p50/p99: raw redis-py, sync and async clients, HTTP service", None),
+    "state-size": ("serialized bytes of the stream tier's per-user history vs its bound", None),
+}
 
 
-def cmd_bench_lookup(args: argparse.Namespace, settings: Settings) -> int:
-    from adcast.bench.lookup import bench_lookup, format_report
+def _bench_module(name: str) -> Any:
+    import importlib
 
-    report = bench_lookup(args, settings)
-    print(json.dumps(report) if args.json else format_report(report))
-    return 0
+    return importlib.import_module(f"adcast.bench.{name.replace('-', '_')}")
 
 
-def cmd_bench_e2e(args: argparse.Namespace, settings: Settings) -> int:
-    _require("torch", "infer-cpu")
-    from adcast.bench.e2e import bench_e2e, format_report
-
-    report = bench_e2e(args, settings)
-    print(json.dumps(report) if args.json else format_report(report))
-    return 0 if report["users_caught_up"] == report["users"] else 1
-
-
-def cmd_bench_state_size(args: argparse.Namespace, settings: Settings) -> int:
-    from adcast.bench.state_size import bench_state_size, format_report
-
-    report = bench_state_size(args, settings)
-    print(json.dumps(report) if args.json else format_report(report))
-    return 0
-
-
-def cmd_bench_ingest(args: argparse.Namespace, settings: Settings) -> int:
-    from adcast.bench.ingest import bench_ingest, format_report
-
-    report = bench_ingest(args, settings)
-    print(json.dumps(report) if args.json else format_report(report))
-    return 0
+def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
+    """Each benchmark module has add_arguments, bench_<name>(args, settings) and format_report."""
+    needs = BENCHMARKS[args.benchmark][1]
+    if needs:
+        _require(needs, "infer-cpu")
+    module = _bench_module(args.benchmark)
+    report = getattr(module, f"bench_{args.benchmark.replace('-', '_')}")(args, settings)
+    print(json.dumps(report) if args.json else module.format_report(report))
+    return int(getattr(module, "exit_code", lambda r: 0)(report))
 
 
 def add_bench_commands(sub: Any) -> None:
     """`adcast bench …`: one subcommand per benchmark; each prints figures, and JSON with --json."""
-    from adcast.bench import e2e, ingest, lookup, predict, prefix_cache, state_size
-
-    bp = sub.add_parser("predict", help="engine throughput: predictions/s, prefill tokens/s, batch latency")
-    bp.description = predict.__doc__
-    bp.formatter_class = argparse.RawDescriptionHelpFormatter
-    predict.add_arguments(bp)
-    bp.set_defaults(fn=cmd_bench_predict)
-
-    bi = sub.add_parser("ingest", help="stream-tier events/s beside Faust's and aiokafka's ceilings, same topic")
-    bi.description = ingest.__doc__
-    bi.formatter_class = argparse.RawDescriptionHelpFormatter
-    ingest.add_arguments(bi)
-    bi.set_defaults(fn=cmd_bench_ingest)
-
-    bc = sub.add_parser("prefix-cache", help="vLLM with and without prefix caching on users' successive prompts")
-    bc.description = prefix_cache.__doc__
-    bc.formatter_class = argparse.RawDescriptionHelpFormatter
-    prefix_cache.add_arguments(bc)
-    bc.set_defaults(fn=cmd_bench_prefix_cache)
-
-    bl = sub.add_parser("lookup", help="read latency p50/p99: raw redis-py, sync and async clients, HTTP service")
-    bl.description = lookup.__doc__
-    bl.formatter_class = argparse.RawDescriptionHelpFormatter
-    lookup.add_arguments(bl)
-    bl.set_defaults(fn=cmd_bench_lookup)
-
-    be = sub.add_parser("e2e", help="the whole pipeline under a live load: freshness, predictions/event, batches, lag")
-    be.description = e2e.__doc__
-    be.formatter_class = argparse.RawDescriptionHelpFormatter
-    e2e.add_arguments(be)
-    be.set_defaults(fn=cmd_bench_e2e)
-
-    bs = sub.add_parser("state-size", help="serialized bytes of the stream tier's per-user history vs its bound")
-    bs.description = state_size.__doc__
-    bs.formatter_class = argparse.RawDescriptionHelpFormatter
-    state_size.add_arguments(bs)
-    bs.set_defaults(fn=cmd_bench_state_size)
+    for name, (help, _) in BENCHMARKS.items():
+        module = _bench_module(name)
+        p = sub.add_parser(
+            name, help=help, description=module.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        )
+        module.add_arguments(p)
+        p.set_defaults(fn=cmd_bench)
 
 
 def _time(text: str) -> int:

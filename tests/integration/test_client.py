@@ -5,28 +5,18 @@ import asyncio
 import time
 
 import pytest
+from store_helpers import write
 
 from adcast.core.affinities import Affinities
 from adcast.errors import ConfigError, StoreUnavailable
 from adcast.services import free_port
-from adcast.store import AffinityClient, AsyncAffinityClient, AsyncAffinityStore, StoredAffinities
+from adcast.store import AffinityClient, AsyncAffinityClient, StoredAffinities
 
 pytestmark = pytest.mark.integration
 
 
 def aff(user: str, version: int, computed_at: int = 1_700_000_000_000) -> Affinities:
     return Affinities(user, version, "m7", computed_at, computed_at - 500, (("a0017", 0.412304), ("a0102", 0.081221)))
-
-
-def write(settings, items):
-    async def go():
-        store = AsyncAffinityStore(settings.redis)
-        try:
-            return await store.write_many(items)
-        finally:
-            await store.close()
-
-    return asyncio.run(go())
 
 
 def test_sync_get_and_get_many_return_typed_records_and_none_for_missing(settings, redis_url):

@@ -7,11 +7,12 @@ import subprocess
 import time
 
 import pytest
+from store_helpers import write
 
 from adcast.core.affinities import Affinities
 from adcast.errors import ConfigError
 from adcast.services import free_port
-from adcast.store import AffinityClient, AsyncAffinityClient, AsyncAffinityStore
+from adcast.store import AffinityClient, AsyncAffinityClient
 
 pytestmark = pytest.mark.integration
 
@@ -79,17 +80,6 @@ def cluster_settings(settings, cluster):
 
 def aff(user: str, version: int, top=(("a0017", 0.41), ("a0102", 0.08))) -> Affinities:
     return Affinities(user, version, "m1", 1_700_000_000_000 + version, 1_699_999_999_000, top)
-
-
-def write(settings, items):
-    async def go():
-        store = AsyncAffinityStore(settings.redis)
-        try:
-            return await store.write_many(items)
-        finally:
-            await store.close()
-
-    return asyncio.run(go())
 
 
 def keys_per_node(ports: list[int], prefix: str) -> list[int]:

@@ -11,13 +11,14 @@ import urllib.request
 
 import pytest
 from aiohttp import ClientSession, web
+from store_helpers import write
 
 from adcast.config import to_env
 from adcast.core.affinities import Affinities
 from adcast.core.events import MAX_ID_CHARS
 from adcast.serve import create_app, handler_args
 from adcast.services import free_port
-from adcast.store import AffinityClient, AsyncAffinityStore
+from adcast.store import AffinityClient
 
 pytestmark = pytest.mark.integration
 
@@ -25,17 +26,6 @@ pytestmark = pytest.mark.integration
 def aff(user: str, version: int) -> Affinities:
     now = int(time.time() * 1000)
     return Affinities(user, version, "m3", now - 1500, now - 2000, (("a0017", 0.412304), ("a0102", 0.081221)))
-
-
-def write(settings, items):
-    async def go():
-        store = AsyncAffinityStore(settings.redis)
-        try:
-            return await store.write_many(items)
-        finally:
-            await store.close()
-
-    return asyncio.run(go())
 
 
 @contextlib.asynccontextmanager

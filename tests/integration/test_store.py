@@ -1,29 +1,18 @@
 """Versioned writes and pipelined reads against a real redis-server."""
 
-import asyncio
 from dataclasses import astuple
 
 import pytest
+from store_helpers import write
 
 from adcast.core.affinities import Affinities
-from adcast.store import AffinityClient, AsyncAffinityStore, StoredAffinities
+from adcast.store import AffinityClient, StoredAffinities
 
 pytestmark = pytest.mark.integration
 
 
 def aff(user: str, version: int, top: tuple[tuple[str, float], ...] = (("a1", 0.6), ("a2", 0.3))) -> Affinities:
     return Affinities(user, version, "m1", 1000 + version, 900 + version, top)
-
-
-def write(settings, items):
-    async def go():
-        store = AsyncAffinityStore(settings.redis)
-        try:
-            return await store.write_many(items)
-        finally:
-            await store.close()
-
-    return asyncio.run(go())
 
 
 def test_only_newer_versions_are_written(settings, redis_url):

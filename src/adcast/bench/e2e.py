@@ -478,6 +478,11 @@ def bench_e2e(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     }
 
 
+def exit_code(r: dict[str, Any]) -> int:
+    """Non-zero when some user never caught up: the figures then describe an unfinished run."""
+    return 0 if r["users_caught_up"] == r["users"] else 1
+
+
 def format_report(r: dict[str, Any]) -> str:
     f, b, tr = r["freshness_s"], r["batch_size"], r["trigger"]
     lr, ld = r["lag_at_replay_end"], r["lag_after_drain"]

@@ -74,7 +74,7 @@ def _engine(args: argparse.Namespace, model_dir: str) -> Any:
     return create_engine("vllm", model_dir, args.device)
 
 
-def bench_predict(args: argparse.Namespace) -> dict[str, Any]:
+def bench_predict(args: argparse.Namespace, settings: Any = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="adcast-bench-") as tmp:
         model_dir = args.model
         if args.random_model:

@@ -83,7 +83,7 @@ def _run(model_dir: str, rounds: list[list[list[int]]], prefix_caching: bool, de
     }
 
 
-def bench_prefix_cache(args: argparse.Namespace) -> dict[str, Any]:
+def bench_prefix_cache(args: argparse.Namespace, settings: Any = None) -> dict[str, Any]:
     from transformers import AutoTokenizer
 
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
