@@ -12,13 +12,13 @@ import urllib.request
 
 import fastavro
 import pytest
+from produce import produce
 from prometheus_client.parser import text_string_to_metric_families
 
 from adcast import serde
 from adcast.config import to_env
 from adcast.core.text import MAX_TEXT_WORDS
 from adcast.kafka import create_topics
-from adcast.replay import event_producer
 from adcast.services import free_port
 from adcast.workers import start_worker
 
@@ -74,21 +74,6 @@ def bad_inputs() -> list[tuple[str, bytes | None, tuple[str, str]]]:
         ("junk", encoded("bad-empty", ""), ("validate", "empty_user_id")),
         ("junk", encoded("bad-long", "u" * 129), ("validate", "oversized_user_id")),
     ]
-
-
-def produce(settings, values: list[tuple[str, bytes | None]]) -> list[tuple[int, int]]:
-    """Produce (key, value) pairs; returns each one's (partition, offset), in production order."""
-    producer = event_producer(settings)
-    delivered: dict[int, tuple[int, int]] = {}
-    for i, (key, value) in enumerate(values):
-
-        def done(err, msg, i=i):
-            assert err is None, err
-            delivered[i] = (msg.partition(), msg.offset())
-
-        producer.produce(settings.topics.name("events"), key=key.encode(), value=value, on_delivery=done)
-    assert producer.flush(10) == 0
-    return [delivered[i] for i in range(len(values))]
 
 
 def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import time
 
 import pytest
+from produce import produce
 
 from adcast import serde
 from adcast.kafka import create_topics
-from adcast.replay import event_producer
 from adcast.workers import start_worker
 
 pytestmark = pytest.mark.integration
@@ -28,21 +28,6 @@ def event(n: int, user: str, kind: str = "click", **extra) -> dict:
         "text": None,
         **extra,
     }
-
-
-def produce(settings, values: list[tuple[str, bytes]]) -> list[tuple[int, int]]:
-    """Produce (key, value) pairs; returns each one's (partition, offset), in production order."""
-    producer = event_producer(settings)
-    delivered: dict[int, tuple[int, int]] = {}
-    for i, (key, value) in enumerate(values):
-
-        def done(err, msg, i=i):
-            assert err is None, err
-            delivered[i] = (msg.partition(), msg.offset())
-
-        producer.produce(settings.topics.name("events"), key=key.encode(), value=value, on_delivery=done)
-    producer.flush(10)
-    return [delivered[i] for i in range(len(values))]
 
 
 def test_stream_worker_dedupes_folds_triggers_and_dead_letters(settings, broker, tmp_path, topic_reader):
