@@ -15,11 +15,13 @@ lookup); the metrics count requests by endpoint and status.
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import msgspec
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 
@@ -98,7 +100,8 @@ async def affinities(request: web.Request) -> web.Response:
     USERS.labels("found").inc(hits)
     USERS.labels("missing").inc(len(found) - hits)
     body = {"users": {u: None if a is None else record(a, now_ms) for u, a in found.items()}}
-    response = web.json_response(body)
+    # msgspec encodes a 100-user answer about 10x faster than json.dumps (aiohttp's default).
+    response = web.Response(body=_JSON.encode(body), content_type="application/json")
     LOOKUP_SECONDS.observe(time.perf_counter() - started)
     return response
 
@@ -274,10 +277,20 @@ async def _client(app: web.Application) -> AsyncIterator[None]:
     await app[CLIENT].close()
 
 
+_JSON = msgspec.json.Encoder()
+
+
+async def _freeze_startup_heap(app: web.Application) -> None:
+    # Everything loaded so far lives as long as the process: keep garbage collections (which
+    # otherwise walk it all now and then, a latency spike) to the objects requests create.
+    gc.freeze()
+
+
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(middlewares=[errors_and_metrics])
     app[SETTINGS] = settings
     app.cleanup_ctx.append(_client)
+    app.on_startup.append(_freeze_startup_heap)
     app.router.add_get("/v1/affinities", affinities)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)

@@ -1,9 +1,10 @@
 """The Redis online store: versioned writes through one Lua script, pipelined reads.
 
 One hash per user (see adcast.core.affinities for the fields). No operation touches two keys, so
-everything here works on a single Redis and on Redis Cluster (`redis.cluster = true`): a batch is
-one pipeline, which redis-py's cluster pipeline splits by node and sends to all nodes at once, and
-the write script names its only key in KEYS, so it runs on the node that owns the user's slot.
+everything here works on a single Redis and on Redis Cluster (`redis.cluster = true`): a batch read
+is one round trip of HMGETs (pack_hmgets) on a single Redis and one pipeline on a cluster, which
+redis-py splits by node and sends to all nodes at once; the write script names its only key in
+KEYS, so it runs on the node that owns the user's slot.
 
   AffinityClient        sync reader: get(user) / get_many(users) -> StoredAffinities or None
   AsyncAffinityClient   the same on asyncio (redis.asyncio)
@@ -20,20 +21,18 @@ import hashlib
 import logging
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from importlib import resources
-from typing import Any, cast
+from typing import Any
 
 from adcast.config import RedisSettings, redact_url, redis_connection_kwargs
-from adcast.core.affinities import Affinities
+from adcast.core.affinities import Affinities, decode_top
 from adcast.errors import ConfigError, StoreUnavailable
 
 log = logging.getLogger(__name__)
 FIELDS = ("v", "mv", "ct", "et", "top")
 
 
-@dataclass(frozen=True, slots=True)
-class StoredAffinities(Affinities):
+class StoredAffinities(Affinities, frozen=True, gc=False):
     """A user's affinities as read back from Redis: `top` is ((advertiser_id, probability), ...),
     most likely first; `computed_at` and `newest_event_time` are epoch ms."""
 
@@ -110,18 +109,36 @@ def async_redis_client(settings: RedisSettings) -> Any:
 
 
 def _decode(user_id: str, values: Sequence[str | None]) -> StoredAffinities | None:
-    if values[0] is None:
+    version, model_version, computed_at, event_time, top = values
+    if version is None:
         return None
-    h = {f: v for f, v in zip(FIELDS, values, strict=True) if v is not None}
     try:
-        if len(h) < len(FIELDS):
-            raise ValueError(f"fields {sorted(set(FIELDS) - h.keys())} are missing")
-        # from_hash builds `cls`, so this is a StoredAffinities (its annotation says the base class).
-        return cast(StoredAffinities, StoredAffinities.from_hash(user_id, h))
+        if model_version is None or computed_at is None or event_time is None or top is None:
+            missing = [f for f, v in zip(FIELDS, values, strict=True) if v is None]
+            raise ValueError(f"fields {missing} are missing")
+        return StoredAffinities(
+            user_id, int(version), model_version, int(computed_at), int(event_time), decode_top(top)
+        )
     except (TypeError, ValueError) as exc:
         # A hash not written by store.lua: one bad record must not fail a whole batch.
         log.warning("unreadable affinities user=%s, treated as missing: %s", user_id, exc)
         return None
+
+
+# A batch read on a single Redis is HMGET per user, packed into one buffer here and its replies
+# read straight off one pooled connection (parsed by hiredis): redis-py's pipeline spends ~20 us
+# of Python per command, more than Redis and the network together for a 100-user batch.
+_HMGET_HEAD = b"*%d\r\n$5\r\nHMGET\r\n" % (2 + len(FIELDS))
+_HMGET_FIELDS = b"".join(b"$%d\r\n%s\r\n" % (len(f), f.encode()) for f in FIELDS)
+
+
+def pack_hmgets(keys: Sequence[str]) -> bytes:
+    """`HMGET <key> v mv ct et top` for every key, in the Redis protocol (RESP), back to back."""
+    parts = []
+    for key in keys:
+        k = key.encode()
+        parts.append(b"%s$%d\r\n%s\r\n%s" % (_HMGET_HEAD, len(k), k, _HMGET_FIELDS))
+    return b"".join(parts)
 
 
 class AffinityClient:
@@ -144,11 +161,38 @@ class AffinityClient:
         users = list(dict.fromkeys(user_ids))
         if not users:
             return {}
-        with _mapped_errors(self.settings), self.redis.pipeline(transaction=False) as pipe:
-            for u in users:
-                pipe.hmget(self.key(u), FIELDS)
-            rows = pipe.execute()
+        keys = [self.key(u) for u in users]
+        with _mapped_errors(self.settings):
+            if self.settings.cluster:
+                with self.redis.pipeline(transaction=False) as pipe:
+                    for k in keys:
+                        pipe.hmget(k, FIELDS)
+                    rows = pipe.execute()
+            else:
+                rows = self._hmget_many(keys)
         return {u: _decode(u, values) for u, values in zip(users, rows, strict=True)}
+
+    def _hmget_many(self, keys: list[str]) -> list[Any]:
+        import redis.exceptions as rex
+
+        packed = pack_hmgets(keys)
+        pool = self.redis.connection_pool
+        for attempt in range(2):
+            conn = pool.get_connection()
+            try:
+                conn.send_packed_command([packed])
+                return [conn.read_response() for _ in keys]
+            except (rex.ConnectionError, rex.TimeoutError):
+                conn.disconnect()
+                if attempt:
+                    raise
+                # A pooled connection that a restarted Redis or an idle timeout closed: once more.
+            except BaseException:
+                conn.disconnect()  # replies may be left unread on it
+                raise
+            finally:
+                pool.release(conn)
+        raise AssertionError("unreachable")
 
     def ping(self) -> bool:
         with _mapped_errors(self.settings):
@@ -184,12 +228,37 @@ class AsyncAffinityClient:
         users = list(dict.fromkeys(user_ids))
         if not users:
             return {}
+        keys = [self.key(u) for u in users]
         with _mapped_errors(self.settings):
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for u in users:
-                    pipe.hmget(self.key(u), FIELDS)
-                rows = await pipe.execute()
+            if self.settings.cluster:
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    for k in keys:
+                        pipe.hmget(k, FIELDS)
+                    rows = await pipe.execute()
+            else:
+                rows = await self._hmget_many(keys)
         return {u: _decode(u, values) for u, values in zip(users, rows, strict=True)}
+
+    async def _hmget_many(self, keys: list[str]) -> list[Any]:
+        import redis.exceptions as rex
+
+        packed = pack_hmgets(keys)
+        pool = self.redis.connection_pool
+        for attempt in range(2):
+            conn = await pool.get_connection()
+            try:
+                await conn.send_packed_command([packed])
+                return [await conn.read_response() for _ in keys]
+            except (rex.ConnectionError, rex.TimeoutError):
+                await conn.disconnect()
+                if attempt:
+                    raise
+            except BaseException:
+                await conn.disconnect()
+                raise
+            finally:
+                await pool.release(conn)
+        raise AssertionError("unreachable")
 
     async def ping(self) -> bool:
         with _mapped_errors(self.settings):

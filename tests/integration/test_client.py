@@ -5,6 +5,7 @@ import asyncio
 import time
 
 import pytest
+from pydantic import SecretStr
 from store_helpers import write
 
 from adcast.core.affinities import Affinities
@@ -101,3 +102,57 @@ def test_cluster_mode_against_a_single_redis_says_what_to_set(settings, redis_ur
     settings.redis.cluster = True
     with pytest.raises(ConfigError, match="ADCAST_REDIS__CLUSTER=false"):
         AffinityClient(settings.redis)
+
+
+def test_a_large_batch_reads_like_single_gets(settings, redis_url):
+    users = [f"c{i}" for i in range(1237)]
+    write(settings, [aff(u, i + 1) for i, u in enumerate(users) if i % 3])  # every third one missing
+    with AffinityClient(settings.redis) as client:
+        many = client.get_many(users)
+        singles = {u: client.get(u) for u in users}
+    assert many == singles
+    assert sum(a is None for a in many.values()) == len(users[::3])
+    assert all(many[u].version == i + 1 for i, u in enumerate(users) if i % 3)
+
+
+def test_batch_reads_survive_connections_killed_by_the_server(settings, redis_url):
+    # What a Redis restart or an idle timeout does to pooled connections.
+    write(settings, [aff("u1", 3), aff("u2", 5)])
+
+    async def read_async(client):
+        first = await client.get_many(["u1", "u2"])
+        await client.redis.client_kill_filter(_type="normal", skipme=False)
+        return first, await client.get_many(["u1", "u2"])
+
+    async def go():
+        async with AsyncAffinityClient(settings.redis) as client:
+            return await read_async(client)
+
+    with AffinityClient(settings.redis) as client:
+        before = client.get_many(["u1", "u2"])
+        client.redis.client_kill_filter(_type="normal", skipme=False)
+        after = client.get_many(["u1", "u2"])
+    assert before == after and after["u2"].version == 5
+    first, second = asyncio.run(go())
+    assert first == second == before
+
+
+def test_a_reader_allowed_only_hmget_reads_batches(settings, redis_url):
+    # Ranking servers often get an ACL user that may only read hashes.
+    write(settings, [aff("u1", 3), aff("u2", 5)])
+    with AffinityClient(settings.redis) as admin:
+        admin.redis.acl_setuser("hash-reader", enabled=True, passwords=["+pw"], keys=["*"], commands=["+hmget"])
+        try:
+            expected = admin.get_many(["u1", "u2", "nobody"])
+            reader = settings.redis.model_copy(update={"username": "hash-reader", "password": SecretStr("pw")})
+
+            async def read_async():
+                async with AsyncAffinityClient(reader) as client:
+                    return await client.get_many(["u1", "u2", "nobody"])
+
+            with AffinityClient(reader) as client:
+                sync_read = client.get_many(["u1", "u2", "nobody"])
+            async_read = asyncio.run(read_async())
+        finally:
+            admin.redis.acl_deluser("hash-reader")
+    assert sync_read == async_read == expected and expected["u2"].version == 5

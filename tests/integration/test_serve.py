@@ -166,7 +166,7 @@ def test_adcast_serve_command_answers(settings, redis_url):
                 if proc.poll() is not None or time.monotonic() > deadline:
                     raise
                 time.sleep(0.2)
-        assert b'"version": 2' in body
+        assert json.loads(body)["users"]["u1"]["version"] == 2
     finally:
         proc.terminate()
         out, _ = proc.communicate(timeout=30)

@@ -1,7 +1,6 @@
 """Versioned writes and pipelined reads against a real redis-server."""
 
-from dataclasses import astuple
-
+import msgspec
 import pytest
 from store_helpers import write
 
@@ -38,5 +37,8 @@ def test_ttl_is_set_and_missing_users_are_none(settings, redis_url):
     client = AffinityClient(settings.redis)
     ttl = client.redis.ttl(settings.redis.key_prefix + "u3")
     assert 0 < ttl <= settings.redis.ttl_seconds
-    assert client.get_many(["u3", "nobody"]) == {"u3": StoredAffinities(*astuple(aff("u3", 1))), "nobody": None}
+    assert client.get_many(["u3", "nobody"]) == {
+        "u3": StoredAffinities(*msgspec.structs.astuple(aff("u3", 1))),
+        "nobody": None,
+    }
     client.close()

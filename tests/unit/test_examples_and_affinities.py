@@ -1,4 +1,6 @@
-from adcast.core.affinities import Affinities
+import pytest
+
+from adcast.core.affinities import Affinities, decode_top
 from adcast.core.examples import cutoff_time, iter_examples
 from adcast.core.history import HistoryLimits
 from adcast.data.synthetic import WorldSpec, generate
@@ -40,3 +42,18 @@ def test_redis_hash_encoding_round_trips():
     a = Affinities("u1", 17, "m-1", 1000, 900, (("a:1", 0.5), ("a,2", 0.25)))
     assert Affinities.from_hash("u1", a.to_hash()) == a
     assert a.to_hash()["top"] == '[["a:1",0.5],["a,2",0.25]]'
+
+
+@pytest.mark.parametrize(
+    "top",
+    ['{"a": 1}', '[["a"]]', '[["a", 0.5, 1]]', "[[1, 0.5]]", '[["a", "0.5"]]', '[["a", 0.5]', "", "null"],
+)
+def test_a_malformed_top_is_a_value_error_not_garbage(top):
+    with pytest.raises(ValueError, match="top is not"):
+        decode_top(top)
+
+
+def test_top_decodes_integer_probabilities_as_floats():
+    assert decode_top('[["a",1],["b",0]]') == (("a", 1.0), ("b", 0.0))
+    assert all(type(p) is float for _, p in decode_top('[["a",1],["b",0]]'))
+    assert decode_top("[]") == ()
