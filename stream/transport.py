@@ -34,6 +34,21 @@ class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS
         return consumer
 
+    async def seek_to_committed(self) -> Mapping[Any, int]:
+        """Rewind every partition to its committed offset, and those without one to the start.
+
+        Faust calls this after each rebalance to re-read what its fetcher had taken from the client
+        but not yet processed (it discards such records while a rebalance runs). aiokafka leaves a
+        partition without a committed offset where it is, past the discarded records: a worker
+        killed before its first commit handed over partitions whose events its successor skipped,
+        all of them. Rewinding those to the start is what `auto_offset_reset=earliest` promises;
+        the re-read events are dropped as duplicates by the state's event ids and versions."""
+        committed = dict(await super().seek_to_committed())
+        uncommitted = [tp for tp, offset in committed.items() if not offset]  # None, or 0 (also not sought)
+        if uncommitted:
+            await self.seek_to_beginning(*uncommitted)
+        return committed
+
     async def _highwaters(self, partitions: list[Any]) -> Mapping[Any, int]:
         """End offsets for table recovery, as a fetch reports them. The local Tansu answers
         ListOffsets with the base offset of a partition's last record batch plus one: recovery

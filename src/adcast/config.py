@@ -93,6 +93,9 @@ class StreamSettings(BaseModel):
     cache_users: int = Field(
         50_000, description="Decoded histories kept in memory between batches (spares the state decode)."
     )
+    commit_interval_ms: int = Field(
+        2800, description="How often consumed offsets are committed; longer means more re-reading after a crash."
+    )
     producer_linger_ms: int = Field(20, description="How long the stream tier's producer gathers a batch.")
     producer_batch_bytes: int = Field(524_288, description="Largest batch of the stream tier's producer, in bytes.")
     history_events: int = Field(12, description="N: the history keeps between N and 2N salient events.")
