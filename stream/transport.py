@@ -44,7 +44,9 @@ class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         all of them. Rewinding those to the start is what `auto_offset_reset=earliest` promises;
         the re-read events are dropped as duplicates by the state's event ids and versions."""
         committed = dict(await super().seek_to_committed())
-        uncommitted = [tp for tp, offset in committed.items() if not offset]  # None, or 0 (also not sought)
+        changelogs = self.app.tables.changelog_topics  # never committed: recovery seeks them itself
+        # None, or 0: aiokafka seeks neither
+        uncommitted = [tp for tp, offset in committed.items() if not offset and tp.topic not in changelogs]
         if uncommitted:
             await self.seek_to_beginning(*uncommitted)
         return committed
