@@ -4,6 +4,7 @@ live replay, then a report whose figures agree with each other."""
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -43,6 +44,8 @@ def test_bench_e2e_reports_consistent_figures_and_cleans_up(settings, broker, re
     assert 1 <= b["mean"] <= b["max_at_most"] and b["p50_at_most"] <= b["max_at_most"]
 
     assert r["lag_after_drain"]["inference_committed"] == 0
+    cores = os.cpu_count() or 1
+    assert 0 < r["cores_busy"]["stream"] <= cores and 0 < r["cores_busy"]["infer"] <= cores
     assert r["lag_at_replay_end"]["stream_unprocessed"] >= 0
     assert all(code in (0, -15) for code in r["worker_exit_codes"].values()), r["worker_exit_codes"]
 

@@ -17,7 +17,8 @@ pipeline has drained, and reports:
   micro-batch sizes    from the inference worker's adcast_batch_size histogram: the mean is exact,
                        p50 and max are bucket bounds (1, 2, 4, ... 512); beside them the engine
                        time per batch (adcast_inference_seconds) and the cores each tier kept busy
-                       (process_cpu_seconds_total over the replay and drain)
+                       (CPU time of each worker process and its subprocesses, read from /proc, over
+                       the replay and drain: vLLM on the CPU scores in two subprocesses of its own)
   consumer lag         end offset minus committed offset, summed over partitions, of the stream
                        tier on the events topic and the inference tier on the requests topic, read
                        with a consumer that never joins the groups; at the end of the replay and
@@ -59,6 +60,23 @@ from adcast.workers import WorkerProcess, start_worker
 log = logging.getLogger(__name__)
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 POLL_S = 0.5
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system) of a process and its live descendants, from /proc (Linux)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total, stack = 0.0, [pid]
+    while stack:
+        p = stack.pop()
+        try:
+            stat = Path(f"/proc/{p}/stat").read_text()
+            fields = stat[stat.rindex(")") + 2 :].split()  # the name may hold spaces and parentheses
+            total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+            for task in Path(f"/proc/{p}/task").iterdir():
+                stack += [int(c) for c in (task / "children").read_text().split()]
+        except (FileNotFoundError, ProcessLookupError, ValueError):
+            continue  # exited meanwhile
+    return total
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -374,7 +392,7 @@ def bench_e2e(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
             w.wait_ready()
 
         load_before = os.getloadavg()
-        cpu_before = {tier: scrape(port).total("process_cpu_seconds_total") for tier, port in ports.items()}
+        cpu_before = {tier: tree_cpu_seconds(w.proc.pid) for tier, w in workers.items()}
         wall_before = time.monotonic()
         summary = replay(settings, data, rate=args.rate, live=True, limit=wanted, collect=True, progress=progress)
         replay_end = time.monotonic()
@@ -392,10 +410,7 @@ def bench_e2e(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
         load_after = os.getloadavg()
         stream_m, infer_m = scrape(ports["stream"]), scrape(ports["infer"])
         wall_s = time.monotonic() - wall_before
-        cpu = {
-            "stream": stream_m.total("process_cpu_seconds_total") - cpu_before["stream"],
-            "infer": infer_m.total("process_cpu_seconds_total") - cpu_before["infer"],
-        }
+        cpu = {tier: tree_cpu_seconds(w.proc.pid) - cpu_before[tier] for tier, w in workers.items()}
         emitted = round(stream_m.total("adcast_requests_emitted_total"))
         lag_drained = {
             "stream_committed": consumer_lag(settings, settings.stream.app_id, t.name("events"), summary.events),
