@@ -43,6 +43,7 @@ USERS = Counter("adcast_lookup_users_total", "Users looked up, by whether a pred
 SETTINGS = web.AppKey("settings", Settings)
 CLIENT = web.AppKey("client", AsyncAffinityClient)
 ENDPOINTS = ("/v1/affinities", "/healthz", "/metrics", "/openapi.json")
+_JSON = msgspec.json.Encoder()  # the lookup answers: ~10x faster than json.dumps, aiohttp's default
 # Worst case: every character 4 bytes of UTF-8, each percent-encoded as 3.
 _QUERY_BYTES_PER_USER = len("user_id=&") + 12 * MAX_ID_CHARS
 
@@ -100,7 +101,6 @@ async def affinities(request: web.Request) -> web.Response:
     USERS.labels("found").inc(hits)
     USERS.labels("missing").inc(len(found) - hits)
     body = {"users": {u: None if a is None else record(a, now_ms) for u, a in found.items()}}
-    # msgspec encodes a 100-user answer about 10x faster than json.dumps (aiohttp's default).
     response = web.Response(body=_JSON.encode(body), content_type="application/json")
     LOOKUP_SECONDS.observe(time.perf_counter() - started)
     return response
@@ -275,9 +275,6 @@ async def _client(app: web.Application) -> AsyncIterator[None]:
     app[CLIENT] = AsyncAffinityClient(app[SETTINGS].redis)
     yield
     await app[CLIENT].close()
-
-
-_JSON = msgspec.json.Encoder()
 
 
 async def _freeze_startup_heap(app: web.Application) -> None:

@@ -25,11 +25,10 @@ from importlib import resources
 from typing import Any
 
 from adcast.config import RedisSettings, redact_url, redis_connection_kwargs
-from adcast.core.affinities import Affinities, decode_top
+from adcast.core.affinities import FIELDS, Affinities
 from adcast.errors import ConfigError, StoreUnavailable
 
 log = logging.getLogger(__name__)
-FIELDS = ("v", "mv", "ct", "et", "top")
 
 
 class StoredAffinities(Affinities, frozen=True, gc=False):
@@ -109,16 +108,10 @@ def async_redis_client(settings: RedisSettings) -> Any:
 
 
 def _decode(user_id: str, values: Sequence[str | None]) -> StoredAffinities | None:
-    version, model_version, computed_at, event_time, top = values
-    if version is None:
+    if values[0] is None:
         return None
     try:
-        if model_version is None or computed_at is None or event_time is None or top is None:
-            missing = [f for f, v in zip(FIELDS, values, strict=True) if v is None]
-            raise ValueError(f"fields {missing} are missing")
-        return StoredAffinities(
-            user_id, int(version), model_version, int(computed_at), int(event_time), decode_top(top)
-        )
+        return StoredAffinities.from_values(user_id, values)
     except (TypeError, ValueError) as exc:
         # A hash not written by store.lua: one bad record must not fail a whole batch.
         log.warning("unreadable affinities user=%s, treated as missing: %s", user_id, exc)
