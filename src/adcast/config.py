@@ -114,6 +114,11 @@ class InferSettings(BaseModel):
         description="Torch threads on the CPU; 0 lets torch use every core. Keep it low "
         "when the stream tier and the broker share the machine.",
     )
+    vllm_compile: bool = Field(
+        True,
+        description="vLLM engine: compile the model with torch.compile at start (vLLM's default; faster on a "
+        "GPU). Off starts the engine in about half the time, which suits CPUs and tests.",
+    )
     top_k: int = Field(20, description="Advertisers kept per user.")
     max_batch: int = Field(64, description="Largest micro-batch of requests.")
     max_wait_ms: int = Field(50, description="Longest a request waits for its micro-batch to fill.")

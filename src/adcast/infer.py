@@ -395,9 +395,8 @@ class InferenceWorker:
 def run(settings: Settings) -> None:
     from adcast.engines import create_engine
 
-    engine = create_engine(
-        settings.infer.engine, settings.infer.model_dir, settings.infer.device, settings.infer.cpu_threads
-    )
+    i = settings.infer
+    engine = create_engine(i.engine, i.model_dir, i.device, i.cpu_threads, i.vllm_compile)
     metrics.serve(settings.metrics_port)
     worker = InferenceWorker(settings, engine)
 

@@ -40,6 +40,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--k", type=int, default=10, help="advertisers returned per prompt (default: 10)")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="cpu or cuda (default: cpu)")
     p.add_argument("--compile", action="store_true", help="torch engine: torch.compile the decoder")
+    p.add_argument("--eager", action="store_true", help="vllm engine: skip its torch.compile at start (starts faster)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
@@ -71,7 +72,7 @@ def _engine(args: argparse.Namespace, model_dir: str) -> Any:
         return TorchEngine(model_dir, device=args.device, compile=args.compile)
     from adcast.engines import create_engine
 
-    return create_engine("vllm", model_dir, args.device)
+    return create_engine("vllm", model_dir, args.device, vllm_compile=not args.eager)
 
 
 def bench_predict(args: argparse.Namespace, settings: Any = None) -> dict[str, Any]:
@@ -114,7 +115,7 @@ def _measure(args: argparse.Namespace, engine: Any, model_dir: str) -> dict[str,
         "device": args.device,
         "device_name": _device_name(args.device),
         "torch": torch.__version__,
-        "compile": bool(args.compile),
+        "compile": bool(args.compile) if args.engine == "torch" else not args.eager,
         "prompt_tokens": args.prompt_tokens,
         "batch": args.batch,
         "batches": args.batches,

@@ -39,6 +39,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--shape", choices=list(SHAPES), default=None, help="score with random weights of this shape instead"
     )
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--eager", action="store_true", help="skip vLLM's torch.compile at start (starts faster)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
@@ -57,10 +58,12 @@ def user_prompt_sequences(data_dir: str, users: int, rounds: int, seed: int) -> 
     return [by_user[u][-rounds:] for u in chosen]
 
 
-def _run(model_dir: str, rounds: list[list[list[int]]], prefix_caching: bool, device: str) -> dict[str, Any]:
+def _run(
+    model_dir: str, rounds: list[list[list[int]]], prefix_caching: bool, device: str, compile: bool
+) -> dict[str, Any]:
     from adcast.engines.vllm import VllmEngine
 
-    engine = VllmEngine(model_dir, device=device, prefix_caching=prefix_caching)
+    engine = VllmEngine(model_dir, device=device, prefix_caching=prefix_caching, compile=compile)
     try:
         engine.score_tokens(rounds[0], 10)  # warm-up, untimed; fills the cache with each user's first prompt
         cached_before = engine.cached_prompt_tokens
@@ -101,8 +104,8 @@ def bench_prefix_cache(args: argparse.Namespace, settings: Any = None) -> dict[s
             )
             # Keep the checkpoint's own advertiser map so `own <adv_…>` prompt tokens stay in range.
             ModelMeta(random_meta.model_version, meta.advertiser_ids, meta.tokens, meta.token_ids).save(tmp)
-        on = _run(model_dir, rounds, True, args.device)
-        off = _run(model_dir, rounds, False, args.device)
+        on = _run(model_dir, rounds, True, args.device, not args.eager)
+        off = _run(model_dir, rounds, False, args.device, not args.eager)
     timed = rounds[1:]
     return {
         "engine": "vllm",

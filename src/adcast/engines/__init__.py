@@ -6,7 +6,9 @@ from adcast.engines.base import ScoringEngine
 from adcast.errors import ConfigError, DependencyMissing
 
 
-def create_engine(kind: str, model_dir: str, device: str = "cpu", cpu_threads: int = 0) -> ScoringEngine:
+def create_engine(
+    kind: str, model_dir: str, device: str = "cpu", cpu_threads: int = 0, vllm_compile: bool = True
+) -> ScoringEngine:
     if kind == "torch":
         try:
             import torch
@@ -26,7 +28,7 @@ def create_engine(kind: str, model_dir: str, device: str = "cpu", cpu_threads: i
             raise DependencyMissing("vllm", "infer-gpu" if device == "cuda" else "infer-cpu") from exc
         from adcast.engines.vllm import VllmEngine
 
-        return VllmEngine(model_dir, device=device)
+        return VllmEngine(model_dir, device=device, compile=vllm_compile)
     raise ConfigError(f"unknown engine {kind!r}; choose one of: torch, vllm")
 
 
