@@ -50,6 +50,7 @@ class _HeldWrites:
         self.held.append((key, value, ref))
 
     def release(self) -> None:
+        metrics.HISTORIES_WRITTEN.inc(len(self.held))
         for key, value, ref in self.held:
             self.store.put(key, value, ref)
         self.held.clear()
@@ -98,6 +99,7 @@ def create_count_app(settings: Settings) -> faust.App:
     async def count(stream: faust.StreamT) -> None:
         async for batch in cast(faust.Stream, stream).take_events(s.batch_max_events, within=s.batch_wait_ms / 1000):
             metrics.EVENTS_IN.inc(len(batch))
+            metrics.INGEST_BATCH_SIZE.observe(len(batch))
 
     return app
 

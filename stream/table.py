@@ -10,8 +10,6 @@ is the one place that touches it, and it fails at import, not mid-stream, if it 
 from __future__ import annotations
 
 import weakref
-from collections.abc import Iterator
-from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
 
@@ -26,24 +24,23 @@ if not isinstance(_found, ContextVar):
 _CURRENT_EVENT: ContextVar[Any] = _found
 
 
-@contextmanager
-def current_event(event: Any) -> Iterator[None]:
-    token = _CURRENT_EVENT.set(weakref.ref(event))
-    try:
-        yield
-    finally:
-        _CURRENT_EVENT.reset(token)
-
-
 class FaustTableStore:
+    # Set and reset by hand, not through a context manager: this runs once per changed history
+    # per batch, and a generator-based context manager would cost more than the table access.
     def __init__(self, table: Any) -> None:
         self.table = table
 
     def get(self, key: bytes, ref: Any) -> bytes | None:
-        with current_event(ref):
+        token = _CURRENT_EVENT.set(weakref.ref(ref))
+        try:
             value: bytes | None = self.table.get(key)
             return value
+        finally:
+            _CURRENT_EVENT.reset(token)
 
     def put(self, key: bytes, value: bytes, ref: Any) -> None:
-        with current_event(ref):
+        token = _CURRENT_EVENT.set(weakref.ref(ref))
+        try:
             self.table[key] = value
+        finally:
+            _CURRENT_EVENT.reset(token)

@@ -18,20 +18,31 @@ from adcast.core.history import HistoryEvent, UserHistory
 _DOUBLE = struct.Struct("<d")
 _NULL = b"\x00"  # union branch 0 of ["null", "string"]; also the end of an array or map
 _EVENT_CACHE_MAX = 1_000_000
-_event_bytes: dict[HistoryEvent, bytes] = {}
+# id(event) -> (event, its bytes). Keyed by identity, not by value: a HistoryEvent's own hash is
+# a Python-level call over six fields, several times the cost of the lookup. Holding the event
+# in the entry keeps its id from being reused while the entry lives.
+_event_bytes: dict[int, tuple[HistoryEvent, bytes]] = {}
+# Zig-zag varints already written. The small numbers (lengths, counts, flags) are most fields;
+# the rest are mostly timestamps, written again on every write of the same history.
+_varints: dict[int, bytes] = {}
+_VARINTS_MAX = 200_000
 
 
 def _long(n: int) -> bytes:
     """Avro int/long: zig-zag, then base-128 varint."""
-    n = (n << 1) ^ (n >> 63)
-    if n < 0x80:
-        return bytes((n,))
+    done = _varints.get(n)
+    if done is not None:
+        return done
+    if len(_varints) >= _VARINTS_MAX:
+        _varints.clear()
+    z = (n << 1) ^ (n >> 63)
     out = bytearray()
-    while n >= 0x80:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
+    while z >= 0x80:
+        out.append((z & 0x7F) | 0x80)
+        z >>= 7
+    out.append(z)
+    done = _varints[n] = bytes(out)
+    return done
 
 
 def _string(s: str) -> bytes:
@@ -44,21 +55,23 @@ def _optional(s: str | None) -> bytes:
 
 
 def _event(e: HistoryEvent) -> bytes:
-    cached = _event_bytes.get(e)
-    if cached is None:
-        if len(_event_bytes) >= _EVENT_CACHE_MAX:
-            _event_bytes.clear()
-        cached = _event_bytes[e] = b"".join(
-            (
-                _long(e.event_time),
-                _string(e.event_type),
-                _optional(e.advertiser_id),
-                _optional(e.category),
-                _optional(e.brand),
-                _optional(e.text),
-            )
+    cached = _event_bytes.get(id(e))
+    if cached is not None and cached[0] is e:
+        return cached[1]
+    if len(_event_bytes) >= _EVENT_CACHE_MAX:
+        _event_bytes.clear()
+    encoded = b"".join(
+        (
+            _long(e.event_time),
+            _string(e.event_type),
+            _optional(e.advertiser_id),
+            _optional(e.category),
+            _optional(e.brand),
+            _optional(e.text),
         )
-    return cached
+    )
+    _event_bytes[id(e)] = (e, encoded)
+    return encoded
 
 
 def encode_history(h: UserHistory) -> bytes:

@@ -14,6 +14,9 @@ REQUESTS_EMITTED = Counter("adcast_requests_emitted_total", "Prediction requests
 INGEST_BATCH_SIZE = Histogram(
     "adcast_ingest_batch_size", "Messages per stream-tier batch.", buckets=(1, 10, 50, 100, 250, 500, 1000, 2000, 5000)
 )
+HISTORIES_WRITTEN = Counter(
+    "adcast_histories_written_total", "User histories written to the state table (one changelog record each)."
+)
 PENDING_USERS = Gauge("adcast_pending_users", "Users waiting for a trigger on this worker.")
 
 BATCH_SIZE = Histogram(

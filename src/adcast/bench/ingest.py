@@ -152,12 +152,20 @@ def _faust_rate(
                 raise ServiceError(f"{label}: {sum(counts):.0f} of {n} events in {timeout_s:.0f}s; see {run_dir}")
             time.sleep(0.25)  # each scrape costs the worker CPU: poll gently
         seconds = now - started
+        metrics = [scrape(port) for port in ports]
+        batches = sum(m.total("adcast_ingest_batch_size_count") for m in metrics)
         return {
             "workers": workers,
             "events_measured": int(sum(counts) - at_start),
             "seconds": round(seconds, 3),
             "events_per_s": round((sum(counts) - at_start) / seconds, 1) if seconds > 0 else float("nan"),
             "per_worker_events": [int(c) for c in counts],
+            # How much work each event caused: batches the agent took, histories written (each one a
+            # changelog record and a RocksDB put; 0 for the no-op agent).
+            "mean_batch_events": round(sum(counts) / batches, 1) if batches else None,
+            "histories_written_per_event": round(
+                sum(m.total("adcast_histories_written_total") for m in metrics) / sum(counts), 3
+            ),
         }
     finally:
         for w in procs:
