@@ -33,9 +33,7 @@ def test_bench_ingest_reads_every_event_with_each_contender(settings, broker, re
     assert noop["histories_written_per_event"] == 0
     assert 0 < tier["histories_written_per_event"] < 1
     assert r["ratio_to_faust_noop"] == pytest.approx(tier["events_per_s"] / noop["events_per_s"], abs=1e-3)
-    assert r["cpu_ratio_to_faust_noop"] == pytest.approx(
-        tier["events_per_cpu_s"] / noop["events_per_cpu_s"], abs=1e-3
-    )
+    assert r["cpu_ratio_to_faust_noop"] == pytest.approx(tier["events_per_cpu_s"] / noop["events_per_cpu_s"], abs=1e-3)
 
     topics = AdminClient({"bootstrap.servers": broker}).list_topics(timeout=10).topics
     assert not [t for t in topics if "bench-ingest" in t]
