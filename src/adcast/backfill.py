@@ -137,7 +137,7 @@ def backfill(
         from adcast.engines import create_engine
 
         i = settings.infer
-        engine = create_engine(i.engine, i.model_dir, i.device, i.cpu_threads, i.vllm_compile)
+        engine = create_engine(i.engine, i.model_dir, i.device, i.cpu_threads, i.vllm_compile, i.vllm_kv_cache_gib)
     try:
         summary.load_seconds = time.monotonic() - started
         asyncio.run(_score_and_write(settings, engine, requests, batch, summary, progress))

@@ -119,6 +119,13 @@ class InferSettings(BaseModel):
         description="vLLM engine: compile the model with torch.compile at start (vLLM's default; faster on a "
         "GPU). Off starts the engine in about half the time, which suits CPUs and tests.",
     )
+    vllm_kv_cache_gib: float = Field(
+        0.0,
+        ge=0,
+        description="vLLM engine: GiB reserved for the KV (prefix) cache. 0: 2 GiB on the CPU (vLLM's own CPU "
+        "default takes 92% of the machine and will not start beside other processes), vLLM's share of "
+        "GPU memory on a GPU.",
+    )
     top_k: int = Field(20, description="Advertisers kept per user.")
     max_batch: int = Field(64, description="Largest micro-batch of requests.")
     max_wait_ms: int = Field(50, description="Longest a request waits for its micro-batch to fill.")

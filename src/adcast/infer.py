@@ -396,7 +396,7 @@ def run(settings: Settings) -> None:
     from adcast.engines import create_engine
 
     i = settings.infer
-    engine = create_engine(i.engine, i.model_dir, i.device, i.cpu_threads, i.vllm_compile)
+    engine = create_engine(i.engine, i.model_dir, i.device, i.cpu_threads, i.vllm_compile, i.vllm_kv_cache_gib)
     metrics.serve(settings.metrics_port)
     worker = InferenceWorker(settings, engine)
 

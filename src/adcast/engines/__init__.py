@@ -7,7 +7,12 @@ from adcast.errors import ConfigError, DependencyMissing
 
 
 def create_engine(
-    kind: str, model_dir: str, device: str = "cpu", cpu_threads: int = 0, vllm_compile: bool = True
+    kind: str,
+    model_dir: str,
+    device: str = "cpu",
+    cpu_threads: int = 0,
+    vllm_compile: bool = True,
+    vllm_kv_cache_gib: float = 0.0,
 ) -> ScoringEngine:
     if kind == "torch":
         try:
@@ -28,7 +33,7 @@ def create_engine(
             raise DependencyMissing("vllm", "infer-gpu" if device == "cuda" else "infer-cpu") from exc
         from adcast.engines.vllm import VllmEngine
 
-        return VllmEngine(model_dir, device=device, compile=vllm_compile)
+        return VllmEngine(model_dir, device=device, compile=vllm_compile, kv_cache_gib=vllm_kv_cache_gib)
     raise ConfigError(f"unknown engine {kind!r}; choose one of: torch, vllm")
 
 

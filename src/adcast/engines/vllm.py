@@ -23,6 +23,21 @@ from adcast.errors import ModelError
 os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
 
 
+CPU_KV_CACHE_GIB = 2.0
+
+
+def _kv_cache_bytes(device: str, gib: float) -> int | None:
+    """The KV cache to reserve. vLLM's CPU default reserves 92 % of the machine's memory and
+    refuses to start when other processes hold more than the rest (the stream tier, the broker):
+    on the CPU adcast asks for CPU_KV_CACHE_GIB unless told otherwise (here or by vLLM's own
+    VLLM_CPU_KVCACHE_SPACE). On a GPU, None leaves vLLM's share of GPU memory."""
+    if gib > 0:
+        return int(gib * 2**30)
+    if device == "cpu" and not os.environ.get("VLLM_CPU_KVCACHE_SPACE"):
+        return int(CPU_KV_CACHE_GIB * 2**30)
+    return None
+
+
 class VllmEngine:
     def __init__(
         self,
@@ -34,6 +49,7 @@ class VllmEngine:
         max_model_len: int | None = None,
         block_size: int | None = None,
         compile: bool = True,
+        kv_cache_gib: float = 0.0,
     ) -> None:
         from transformers import AutoTokenizer
         from vllm import LLM
@@ -59,6 +75,7 @@ class VllmEngine:
                 # vLLM compiles the model with torch.compile at start: faster scoring on a GPU, but on the
                 # CPU it doubles start-up (about 30 s more here) for little gain on small models.
                 enforce_eager=not compile,
+                kv_cache_memory_bytes=_kv_cache_bytes(device, kv_cache_gib),
                 skip_tokenizer_init=True,  # prompts arrive as token ids and answers are read as token ids
                 seed=0,
             )
