@@ -134,10 +134,9 @@ def backfill(
 
     owned = engine is None
     if engine is None:
-        from adcast.engines import create_engine
+        from adcast.engines import engine_from_settings
 
-        i = settings.infer
-        engine = create_engine(i.engine, i.model_dir, i.device, i.cpu_threads, i.vllm_compile, i.vllm_kv_cache_gib)
+        engine = engine_from_settings(settings.infer)
     try:
         summary.load_seconds = time.monotonic() - started
         asyncio.run(_score_and_write(settings, engine, requests, batch, summary, progress))

@@ -393,10 +393,9 @@ class InferenceWorker:
 
 
 def run(settings: Settings) -> None:
-    from adcast.engines import create_engine
+    from adcast.engines import engine_from_settings
 
-    i = settings.infer
-    engine = create_engine(i.engine, i.model_dir, i.device, i.cpu_threads, i.vllm_compile, i.vllm_kv_cache_gib)
+    engine = engine_from_settings(settings.infer)
     metrics.serve(settings.metrics_port)
     worker = InferenceWorker(settings, engine)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from adcast.config import InferSettings
 from adcast.engines.base import ScoringEngine
 from adcast.errors import ConfigError, DependencyMissing
 
@@ -37,4 +38,9 @@ def create_engine(
     raise ConfigError(f"unknown engine {kind!r}; choose one of: torch, vllm")
 
 
-__all__ = ["ScoringEngine", "create_engine"]
+def engine_from_settings(i: InferSettings) -> ScoringEngine:
+    """The engine the `infer` settings describe (the inference worker's and backfill's)."""
+    return create_engine(i.engine, i.model_dir, i.device, i.cpu_threads, i.vllm_compile, i.vllm_kv_cache_gib)
+
+
+__all__ = ["ScoringEngine", "create_engine", "engine_from_settings"]
