@@ -5,7 +5,8 @@ are the engagements (click, save, add_to_cart, checkout) with a known advertiser
 cutoff; each target's history is all of that user's events strictly before it, folded by the
 stream tier's code. Popularity and co-occurrence are fitted on events before the cutoff.
 `union` is the complementary view: recall of the best baseline's top-K/2 merged with the model's
-top-K/2 (deduplicated, filled to K), beside the best baseline's own top-K.
+top-K/2 (deduplicated, filled to K), beside the best baseline's own top-K. `by_kind` splits
+recall@10 by kind of target (repeat, return, new: `core.examples.target_kind`).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 
 from adcast.core.baselines import Cooccurrence, Popularity, engaged_sequence, recent
 from adcast.core.events import Event
-from adcast.core.examples import cutoff_time, iter_examples, to_event
+from adcast.core.examples import TARGET_KINDS, Example, cutoff_time, iter_examples, target_kind, to_event
 from adcast.core.history import HistoryLimits
 from adcast.core.metrics import merge_half_and_half, rank_of, recall_at, summarize
 from adcast.core.prompt import render
@@ -84,6 +85,7 @@ def evaluate(
         bar.close()
         scorer.close()
         report["model"] = summarize(_ranks(model_lists, targets), ks)
+        lists = {"model": model_lists, **lists}
         report["union"] = {}
         for k in ks:
             best = max(BASELINES, key=lambda name: report["baselines"][name][f"recall@{k}"])
@@ -91,8 +93,26 @@ def evaluate(
             report["union"][f"recall@{k}"] = recall_at(_ranks(merged, targets), k)
             report["union"][f"best_baseline@{k}"] = best
             report["union"][f"best_baseline_recall@{k}"] = report["baselines"][best][f"recall@{k}"]
+    report["by_kind"] = _by_kind(examples, lists, 10 if 10 in ks else k_max)
     report["seconds"] = round(time.monotonic() - started, 1)
     return report
+
+
+def _by_kind(examples: Sequence[Example], lists: dict[str, list[list[str]]], k: int) -> dict[str, dict[str, Any]]:
+    """Recall@k of each method on each kind of target (repeat, return, new): where the model
+    wins and where a baseline does."""
+    out: dict[str, dict[str, Any]] = {}
+    kinds = [target_kind(ex) for ex in examples]
+    for kind in TARGET_KINDS:
+        rows = [i for i, x in enumerate(kinds) if x == kind]
+        if not rows:
+            continue
+        targets = [examples[i].target for i in rows]
+        out[kind] = {"targets": len(rows)} | {
+            name: {f"recall@{k}": recall_at(_ranks([ranked[i] for i in rows], targets), k)}
+            for name, ranked in lists.items()
+        }
+    return out
 
 
 def _ranks(lists: Sequence[Sequence[str]], targets: Sequence[str]) -> list[int | None]:
@@ -117,6 +137,22 @@ def format_table(report: dict[str, Any]) -> str:
             + ")"
         )
     lines.append(f"targets: {report['targets']}")
+    if report.get("by_kind"):
+        lines += ["", _format_by_kind(report["by_kind"])]
+    return "\n".join(lines)
+
+
+def _format_by_kind(by_kind: dict[str, dict[str, Any]]) -> str:
+    first = next(iter(by_kind.values()))
+    methods = [m for m in first if m != "targets"]
+    metric = next(iter(first[methods[0]]))
+    lines = [
+        f"{metric} by kind of target (repeat: the advertiser of the last event; return: another of the "
+        "user's own advertisers; new: one they had not engaged with)",
+        f"{'kind':<14}{'targets':>11}" + "".join(f"{m:>14}" for m in methods),
+    ]
+    for kind, row in by_kind.items():
+        lines.append(f"{kind:<14}{row['targets']:>11}" + "".join(f"{row[m][metric]:>14.4f}" for m in methods))
     return "\n".join(lines)
 
 

@@ -38,4 +38,12 @@ def test_eval_json_has_the_documented_shape_and_the_model_beats_popularity(small
         assert values["recall@1"] <= values["recall@5"] <= values["recall@10"] <= 1
     assert report["model"]["recall@10"] > report["baselines"]["popularity"]["recall@10"]
     assert report["union"]["best_baseline@10"] in report["baselines"]
+    # The breakdown by kind of target partitions the targets: per-kind recalls, weighted by their
+    # counts, give back each method's overall recall@10.
+    by_kind = report["by_kind"]
+    assert set(by_kind) <= {"repeat", "return", "new"}
+    assert sum(row["targets"] for row in by_kind.values()) == report["targets"]
+    for method, overall in [("model", report["model"]), *report["baselines"].items()]:
+        weighted = sum(row["targets"] * row[method]["recall@10"] for row in by_kind.values()) / report["targets"]
+        assert weighted == pytest.approx(overall["recall@10"])
     assert plot.stat().st_size > 1000 and plot.read_bytes()[:4] == b"\x89PNG"

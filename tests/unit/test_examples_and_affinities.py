@@ -1,7 +1,8 @@
 import pytest
 
 from adcast.core.affinities import Affinities, decode_top
-from adcast.core.examples import cutoff_time, iter_examples
+from adcast.core.events import Event
+from adcast.core.examples import cutoff_time, iter_examples, target_kind
 from adcast.core.history import HistoryLimits
 from adcast.data.synthetic import WorldSpec, generate
 
@@ -31,6 +32,20 @@ def test_window_selects_targets_by_time():
     after = list(iter_examples(world["events"], {}, advs, HistoryLimits(), start=cut))
     assert before and after
     assert max(e.event_time for e in before) < cut <= min(e.event_time for e in after)
+
+
+def test_targets_are_repeats_returns_or_new_advertisers():
+    events = [
+        Event("e1", "u", 1, "click", "a"),
+        Event("e2", "u", 2, "view", "b"),
+        Event("e3", "u", 3, "save", "b"),  # repeat: b is the last event's advertiser
+        Event("e4", "u", 4, "click", "a"),  # return: a is known, but the last event was b's
+        Event("e5", "u", 5, "search", None, text="red shoes"),
+        Event("e6", "u", 6, "click", "c"),  # new
+    ]
+    records = [e.to_record() for e in events]
+    examples = list(iter_examples(records, {}, {"a", "b", "c"}, HistoryLimits()))
+    assert [(ex.target, target_kind(ex)) for ex in examples] == [("b", "repeat"), ("a", "return"), ("c", "new")]
 
 
 def test_generator_is_deterministic_for_a_seed():

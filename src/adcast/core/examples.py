@@ -28,6 +28,18 @@ class Example:
     prior: tuple[Event, ...] = ()  # all the user's earlier events, when asked for (baselines)
 
 
+TARGET_KINDS = ("repeat", "return", "new")
+
+
+def target_kind(example: Example) -> str:
+    """What the engagement is to the user: `repeat`, the advertiser of their last event (a save
+    after a click); `return`, another of their own advertisers; `new`, one they had not engaged
+    with (or whose counter was dropped)."""
+    if example.events and example.events[-1].advertiser_id == example.target:
+        return "repeat"
+    return "return" if example.target in example.own else "new"
+
+
 def cutoff_time(event_times: Iterable[int], fraction: float) -> int:
     """The event time at `fraction` of all events sorted by time (the evaluation protocol)."""
     times = sorted(event_times)
