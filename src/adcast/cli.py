@@ -141,6 +141,8 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
         hidden_size=args.hidden_size,
         layers=args.layers,
         lr=args.lr,
+        weight_decay=args.weight_decay,
+        return_smoothing=args.return_smoothing,
     )
     report = train(args.data, args.out, cfg, base=args.base, progress=not args.quiet, resume=args.resume)
     print(
@@ -361,6 +363,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--layers", type=int, default=2, help="decoder layers of the from-scratch model (ignored with --base)"
     )
     t.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (cosine schedule with warm-up)")
+    t.add_argument("--weight-decay", type=float, default=0.1, help="AdamW weight decay (default: 0.1)")
+    t.add_argument(
+        "--return-smoothing",
+        type=float,
+        default=0.3,
+        help="on a return to one of the user's own advertisers, the share of the target spread over all of "
+        "them (0: one-hot targets; default: 0.3)",
+    )
     t.add_argument("--checkpoint-every", type=int, default=200, help="steps between resumable checkpoints (0: none)")
     t.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
     t.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -36,6 +36,10 @@ class TrainConfig:
     epochs: int = 5
     batch_size: int = 64
     lr: float = 1e-3
+    weight_decay: float = 0.1
+    # On a return to one of the user's own advertisers, this share of the target mass is spread
+    # over all of them (see soft_targets).
+    return_smoothing: float = 0.3
     seed: int = 0
     cutoff_fraction: float = 0.8
     hidden_size: int = 128
@@ -161,6 +165,23 @@ def _batches(lengths: list[int], batch_size: int, rng: random.Random) -> list[li
     return batches
 
 
+def soft_targets(targets: list[int], owns: list[list[int] | None], n: int, smoothing: float) -> torch.Tensor:
+    """Target distributions over the `n` advertisers, one row per example. An engagement with one
+    of the user's own advertisers (`owns[i]`: the prompt's `own` list; None for a new advertiser)
+    spreads `smoothing` of its mass evenly over all of them: which known advertiser a user goes
+    back to is close to a coin toss, and one-hot targets teach a small model to bet on one of them
+    and rank the rest low. New advertisers stay one-hot. (Keeping repeats of the last event's
+    advertiser one-hot too was worse: recall@10 0.887 vs 0.910 on the default world.)"""
+    q = torch.zeros((len(targets), n))
+    for row, (t, own) in enumerate(zip(targets, owns, strict=True)):
+        if smoothing > 0 and own:
+            q[row, own] += smoothing / len(own)
+            q[row, t] += 1.0 - smoothing
+        else:
+            q[row, t] = 1.0
+    return q
+
+
 def train(
     data_dir: str | Path,
     out_dir: str | Path,
@@ -173,6 +194,8 @@ def train(
     """Train and save a checkpoint directory at `out_dir`. With `resume`, continue from the last
     periodic checkpoint in `out_dir` (same data and config), ending where an uninterrupted run
     would."""
+    if not 0.0 <= cfg.return_smoothing <= 1.0:
+        raise ConfigError(f"return_smoothing is a share of the target, between 0 and 1; got {cfg.return_smoothing}")
     limits = limits or HistoryLimits()
     started = time.monotonic()
     torch.manual_seed(cfg.seed)
@@ -208,11 +231,13 @@ def train(
     target_index = {a: i for i, a in enumerate(adv_ids)}
     encoded = [x[-cfg.max_positions :] for x in tokenizer(prompts, add_special_tokens=False)["input_ids"]]
     targets = [target_index[ex.target] for ex in examples]
+    # The own list where the target is on it (see soft_targets); None for new advertisers.
+    owns = [[target_index[a] for a in ex.own if a in target_index] if ex.target in ex.own else None for ex in examples]
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
 
     steps_per_epoch = math.ceil(len(encoded) / cfg.batch_size)
     total = steps_per_epoch * cfg.epochs
-    optim = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
+    optim = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     warmup = max(1, total // 20)
     sched = torch.optim.lr_scheduler.LambdaLR(
         optim, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, total) / total))
@@ -243,9 +268,10 @@ def train(
                 hidden = body(input_ids=ids.to(device), attention_mask=mask.to(device)).last_hidden_state
                 h = hidden[torch.arange(len(batch), device=device), last.to(device)]
                 logits = h @ model.get_output_embeddings().weight.index_select(0, adv_rows).T
-            loss = torch.nn.functional.cross_entropy(
-                logits.float(), torch.tensor([targets[i] for i in batch], device=device)
+            target = soft_targets(
+                [targets[i] for i in batch], [owns[i] for i in batch], len(token_ids), cfg.return_smoothing
             )
+            loss = torch.nn.functional.cross_entropy(logits.float(), target.to(device))
             optim.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
