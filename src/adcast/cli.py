@@ -143,6 +143,7 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
         lr=args.lr,
         weight_decay=args.weight_decay,
         return_smoothing=args.return_smoothing,
+        new_smoothing=args.new_smoothing,
     )
     report = train(args.data, args.out, cfg, base=args.base, progress=not args.quiet, resume=args.resume)
     print(
@@ -370,6 +371,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.3,
         help="on a return to one of the user's own advertisers, the share of the target spread over all of "
         "them (0: one-hot targets; default: 0.3)",
+    )
+    t.add_argument(
+        "--new-smoothing",
+        type=float,
+        default=0.3,
+        help="on an engagement with an advertiser new to the user, the share of the target spread over all "
+        "advertisers of its category (0: one-hot targets; default: 0.3)",
     )
     t.add_argument("--checkpoint-every", type=int, default=200, help="steps between resumable checkpoints (0: none)")
     t.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")

@@ -20,7 +20,7 @@ from tqdm import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedModel
 
 from adcast.checkpoint import ModelMeta
-from adcast.core.examples import cutoff_time, iter_examples
+from adcast.core.examples import Example, cutoff_time, iter_examples
 from adcast.core.history import HistoryLimits
 from adcast.core.prompt import advertiser_token, render
 from adcast.core.text import text_words
@@ -37,9 +37,10 @@ class TrainConfig:
     batch_size: int = 64
     lr: float = 1e-3
     weight_decay: float = 0.1
-    # On a return to one of the user's own advertisers, this share of the target mass is spread
-    # over all of them (see soft_targets).
+    # Shares of the target mass spread over the plausible alternatives (see soft_targets): on a
+    # return, the user's own advertisers; on a new advertiser, the advertisers of its category.
     return_smoothing: float = 0.3
+    new_smoothing: float = 0.3
     seed: int = 0
     cutoff_fraction: float = 0.8
     hidden_size: int = 128
@@ -165,21 +166,48 @@ def _batches(lengths: list[int], batch_size: int, rng: random.Random) -> list[li
     return batches
 
 
-def soft_targets(targets: list[int], owns: list[list[int] | None], n: int, smoothing: float) -> torch.Tensor:
-    """Target distributions over the `n` advertisers, one row per example. An engagement with one
-    of the user's own advertisers (`owns[i]`: the prompt's `own` list; None for a new advertiser)
-    spreads `smoothing` of its mass evenly over all of them: which known advertiser a user goes
-    back to is close to a coin toss, and one-hot targets teach a small model to bet on one of them
-    and rank the rest low. New advertisers stay one-hot. (Keeping repeats of the last event's
-    advertiser one-hot too was worse: recall@10 0.887 vs 0.910 on the default world.)"""
+Spread = tuple[list[int], float]  # (advertiser indices to share the target with, share)
+
+
+def soft_targets(targets: list[int], spreads: list[Spread | None], n: int) -> torch.Tensor:
+    """Target distributions over the `n` advertisers, one row per example: one-hot, except that
+    where `spreads[i]` is given, its share of the mass is spread evenly over its advertisers.
+    Which known advertiser a user goes back to, and which new one of a category they discover, are
+    close to draws from a set; one-hot targets teach a small model to bet on one member of the set
+    and rank the rest low."""
     q = torch.zeros((len(targets), n))
-    for row, (t, own) in enumerate(zip(targets, owns, strict=True)):
-        if smoothing > 0 and own:
-            q[row, own] += smoothing / len(own)
-            q[row, t] += 1.0 - smoothing
+    for row, (t, spread) in enumerate(zip(targets, spreads, strict=True)):
+        if spread and spread[0] and spread[1] > 0:
+            among, share = spread
+            q[row, among] += share / len(among)
+            q[row, t] += 1.0 - share
         else:
             q[row, t] = 1.0
     return q
+
+
+def _spreads(
+    examples: list[Example], advertisers: list[dict[str, Any]], index: dict[str, int], cfg: TrainConfig
+) -> list[Spread | None]:
+    """Per example, what its target is shared with: a return, the user's own advertisers (keeping
+    repeats of the last event's advertiser one-hot too was worse: recall@10 0.887 vs 0.910 on the
+    default world); a new advertiser, the advertisers of its category (those without a category:
+    none)."""
+    category = {a["advertiser_id"]: a.get("category") for a in advertisers}
+    by_category: dict[str, list[int]] = {}
+    for a in advertisers:
+        if a.get("category"):
+            by_category.setdefault(a["category"], []).append(index[a["advertiser_id"]])
+    spreads: list[Spread | None] = []
+    for ex in examples:
+        target_category = category.get(ex.target)
+        if ex.target in ex.own:
+            spreads.append(([index[a] for a in ex.own if a in index], cfg.return_smoothing))
+        elif target_category:
+            spreads.append((by_category[target_category], cfg.new_smoothing))
+        else:
+            spreads.append(None)
+    return spreads
 
 
 def train(
@@ -194,8 +222,9 @@ def train(
     """Train and save a checkpoint directory at `out_dir`. With `resume`, continue from the last
     periodic checkpoint in `out_dir` (same data and config), ending where an uninterrupted run
     would."""
-    if not 0.0 <= cfg.return_smoothing <= 1.0:
-        raise ConfigError(f"return_smoothing is a share of the target, between 0 and 1; got {cfg.return_smoothing}")
+    for name in ("return_smoothing", "new_smoothing"):
+        if not 0.0 <= getattr(cfg, name) <= 1.0:
+            raise ConfigError(f"{name} is a share of the target, between 0 and 1; got {getattr(cfg, name)}")
     limits = limits or HistoryLimits()
     started = time.monotonic()
     torch.manual_seed(cfg.seed)
@@ -231,8 +260,7 @@ def train(
     target_index = {a: i for i, a in enumerate(adv_ids)}
     encoded = [x[-cfg.max_positions :] for x in tokenizer(prompts, add_special_tokens=False)["input_ids"]]
     targets = [target_index[ex.target] for ex in examples]
-    # The own list where the target is on it (see soft_targets); None for new advertisers.
-    owns = [[target_index[a] for a in ex.own if a in target_index] if ex.target in ex.own else None for ex in examples]
+    spreads = _spreads(examples, advertisers, target_index, cfg)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
 
     steps_per_epoch = math.ceil(len(encoded) / cfg.batch_size)
@@ -268,9 +296,7 @@ def train(
                 hidden = body(input_ids=ids.to(device), attention_mask=mask.to(device)).last_hidden_state
                 h = hidden[torch.arange(len(batch), device=device), last.to(device)]
                 logits = h @ model.get_output_embeddings().weight.index_select(0, adv_rows).T
-            target = soft_targets(
-                [targets[i] for i in batch], [owns[i] for i in batch], len(token_ids), cfg.return_smoothing
-            )
+            target = soft_targets([targets[i] for i in batch], [spreads[i] for i in batch], len(token_ids))
             loss = torch.nn.functional.cross_entropy(logits.float(), target.to(device))
             optim.zero_grad(set_to_none=True)
             loss.backward()
@@ -312,6 +338,7 @@ def train(
             "lr": cfg.lr,
             "weight_decay": cfg.weight_decay,
             "return_smoothing": cfg.return_smoothing,
+            "new_smoothing": cfg.new_smoothing,
             "cutoff_time": cutoff,
             "cutoff_fraction": cfg.cutoff_fraction,
             "base": base,
