@@ -78,12 +78,13 @@ def small_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_model(small_world: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A real tiny Llama trained from scratch on the small world (a few seconds on the CPU)."""
+    """A real tiny Llama trained from scratch on the small world (a few seconds on the CPU), with
+    relabelled copies so that their path is trained, resumed and served too."""
     pytest.importorskip("torch", reason="the model needs the infer extra")
     from adcast.train.trainer import TrainConfig, train
 
     out = tmp_path_factory.mktemp("model") / "tiny"
-    train(small_world, out, TrainConfig(epochs=2, seed=0), progress=False)
+    train(small_world, out, TrainConfig(epochs=2, seed=0, relabel=0.5), progress=False)
     return out
 
 

@@ -24,18 +24,18 @@ def test_training_reduces_loss_and_writes_a_loadable_checkpoint(tiny_model, smal
 
 
 def test_training_is_deterministic_and_resume_equals_an_uninterrupted_run(small_world, tiny_model, tmp_path):
-    """tiny_model is an uninterrupted run (TrainConfig(epochs=2, seed=0)); this run stops in the
-    middle of the first epoch, then resumes from its checkpoint."""
+    """tiny_model is an uninterrupted run (TrainConfig(epochs=2, seed=0, relabel=0.5)); this run
+    stops in the middle of the first epoch, then resumes from its checkpoint."""
     from safetensors.torch import load_file
 
     from adcast.train.trainer import TrainConfig, TrainingInterrupted, train
 
     out = tmp_path / "resumed"
-    cfg = TrainConfig(epochs=2, seed=0, checkpoint_every=7, stop_after_steps=11)
+    cfg = TrainConfig(epochs=2, seed=0, relabel=0.5, checkpoint_every=7, stop_after_steps=11)
     with pytest.raises(TrainingInterrupted):
         train(small_world, out, cfg, progress=False)
     assert (out / "checkpoint" / "state.pt").is_file()
-    report = train(small_world, out, TrainConfig(epochs=2, seed=0), progress=False, resume=True)
+    report = train(small_world, out, TrainConfig(epochs=2, seed=0, relabel=0.5), progress=False, resume=True)
     assert not (out / "checkpoint").exists()
     a, b = load_file(tiny_model / "model.safetensors"), load_file(out / "model.safetensors")
     assert a.keys() == b.keys()
@@ -80,12 +80,18 @@ def test_fine_tunes_a_local_pretrained_checkpoint_with_advertiser_tokens_added(s
     assert min(meta.token_ids) >= len(base_tok)  # added after the base vocabulary
     assert report.last_loss < report.first_loss
 
-    # the initialisation: an advertiser row starts at the mean of its name's token rows
+    # the initialisation: an advertiser row starts near the mean of its name's token rows, and two
+    # advertisers of the same name start apart (or the model could not tell them apart in a history)
     model = LlamaForCausalLM.from_pretrained(base_dir)
     tok = AutoTokenizer.from_pretrained(base_dir)
-    tok.add_tokens(["<adv_x>"])
+    tok.add_tokens(["<adv_x>", "<adv_y>"])
     model.resize_token_embeddings(len(tok))
-    adv = tok.convert_tokens_to_ids("<adv_x>")
-    _init_advertiser_rows(model, tok, [adv], [names[0]])
-    emb = model.get_input_embeddings().weight
-    assert torch.allclose(emb[adv], emb[tok.convert_tokens_to_ids(names[0])])
+    pair = tok.convert_tokens_to_ids(["<adv_x>", "<adv_y>"])
+    torch.manual_seed(0)
+    _init_advertiser_rows(model, tok, pair, [names[0], names[0]])
+    emb = model.get_input_embeddings().weight.detach()
+    words = emb[: len(base_tok)]
+    for adv in pair:
+        nearest = torch.nn.functional.cosine_similarity(words, emb[adv].unsqueeze(0)).argmax().item()
+        assert nearest == tok.convert_tokens_to_ids(names[0])
+    assert not torch.allclose(emb[pair[0]], emb[pair[1]])

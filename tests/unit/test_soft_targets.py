@@ -1,13 +1,15 @@
 """The training targets: one-hot, except that a return shares some mass with the user's other own
 advertisers, and a new advertiser with the other advertisers of its category."""
 
+import random
+
 import pytest
 
 torch = pytest.importorskip("torch")
 
 from adcast.core.examples import Example  # noqa: E402
 from adcast.core.history import HistoryEvent  # noqa: E402
-from adcast.train.trainer import TrainConfig, _spreads, soft_targets  # noqa: E402
+from adcast.train.trainer import Relabeller, TrainConfig, _spreads, relabelled_copies, soft_targets  # noqa: E402
 
 
 def test_a_spread_shares_its_part_of_the_target_evenly() -> None:
@@ -51,3 +53,56 @@ def test_returns_share_with_own_advertisers_and_new_ones_with_their_category() -
     cfg = TrainConfig(return_smoothing=0.3, new_smoothing=0.2)
     examples = [_example("c", ("a", "c")), _example("b", ("c",)), _example("d", ("a",))]
     assert _spreads(examples, advertisers, index, cfg) == [([0, 2], 0.3), ([0, 1], 0.2), None]
+
+
+# Relabelling: vocabulary of 20 tokens, advertisers 0..4 are tokens 10..14.
+ADVERTISER_TOKENS = [10, 11, 12, 13, 14]
+
+
+def _batch() -> tuple[torch.Tensor, torch.Tensor]:
+    ids = torch.tensor([[1, 10, 2, 12, 3], [4, 13, 13, 5, 0], [6, 14, 7, 11, 0]])
+    target = soft_targets([2, 3, 1], [([0, 2], 0.3), None, None], n=5)
+    return ids, target
+
+
+def test_relabelling_moves_each_advertiser_token_and_its_target_mass_together() -> None:
+    ids, target = _batch()
+    relabel = Relabeller(ADVERTISER_TOKENS, vocab_size=20)
+    new_ids, new_target = relabel(ids, target, [0, 1, 2], random.Random(3))
+    assert not torch.equal(new_ids, ids)  # 1 in 120 permutations is the identity; not this seed's
+    is_advertiser = ids >= 10
+    assert torch.equal(new_ids[~is_advertiser], ids[~is_advertiser])  # words and padding stay
+    assert ((new_ids[is_advertiser] >= 10) & (new_ids[is_advertiser] < 15)).all()
+    # One permutation: equal tokens stay equal, different ones stay different.
+    pairs = {(int(a), int(b)) for a, b in zip(ids[is_advertiser], new_ids[is_advertiser], strict=True)}
+    assert len({a for a, _ in pairs}) == len(pairs) == len({b for _, b in pairs})
+    mapping = dict(pairs)
+    for row in range(3):
+        for old in range(5):
+            if old + 10 in mapping:
+                assert new_target[row, mapping[old + 10] - 10] == target[row, old]
+    assert torch.allclose(new_target.sum(dim=1), torch.ones(3))
+    assert torch.equal(new_target.sort(dim=1).values, target.sort(dim=1).values)
+
+
+def test_only_the_chosen_rows_are_relabelled_and_the_same_rng_relabels_alike() -> None:
+    ids, target = _batch()
+    before = ids.clone(), target.clone()
+    relabel = Relabeller(ADVERTISER_TOKENS, vocab_size=20)
+    new_ids, new_target = relabel(ids, target, [1], random.Random(5))
+    assert torch.equal(ids, before[0]) and torch.equal(target, before[1])  # the inputs stay
+    assert torch.equal(new_ids[[0, 2]], ids[[0, 2]]) and torch.equal(new_target[[0, 2]], target[[0, 2]])
+    again = relabel(ids, target, [1], random.Random(5))
+    assert torch.equal(again[0], new_ids) and torch.equal(again[1], new_target)
+    none = relabel(ids, target, [], random.Random(5))
+    assert torch.equal(none[0], ids) and torch.equal(none[1], target)
+
+
+@pytest.mark.parametrize("per_example", [0.0, 0.5, 1.0, 2.25])
+def test_relabelled_copies_take_each_example_the_asked_number_of_times(per_example: float) -> None:
+    copyable = list(range(3, 43))  # 40 examples
+    copies = relabelled_copies(copyable, per_example, random.Random(1))
+    assert len(copies) == round(per_example * 40)
+    assert set(copies) <= set(copyable)
+    counts = [copies.count(i) for i in copyable]
+    assert min(counts) >= int(per_example) and max(counts) <= int(per_example) + 1
