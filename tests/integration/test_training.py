@@ -80,16 +80,18 @@ def test_fine_tunes_a_local_pretrained_checkpoint_with_advertiser_tokens_added(s
     assert min(meta.token_ids) >= len(base_tok)  # added after the base vocabulary
     assert report.last_loss < report.first_loss
 
-    # the initialisation: an advertiser row starts near the mean of its name's token rows, and two
-    # advertisers of the same name start apart (or the model could not tell them apart in a history)
+    # the initialisation: an advertiser row starts at the mean of its name's token rows; two
+    # advertisers of the same name start near it but apart (or a history could not tell them apart)
     model = LlamaForCausalLM.from_pretrained(base_dir)
     tok = AutoTokenizer.from_pretrained(base_dir)
-    tok.add_tokens(["<adv_x>", "<adv_y>"])
+    tok.add_tokens(["<adv_x>", "<adv_y>", "<adv_z>"])
     model.resize_token_embeddings(len(tok))
-    pair = tok.convert_tokens_to_ids(["<adv_x>", "<adv_y>"])
+    *pair, alone = tok.convert_tokens_to_ids(["<adv_x>", "<adv_y>", "<adv_z>"])
+    assert names[1] != names[0]
     torch.manual_seed(0)
-    _init_advertiser_rows(model, tok, pair, [names[0], names[0]])
+    _init_advertiser_rows(model, tok, [*pair, alone], [names[0], names[0], names[1]])
     emb = model.get_input_embeddings().weight.detach()
+    assert torch.allclose(emb[alone], emb[tok.convert_tokens_to_ids(names[1])])
     words = emb[: len(base_tok)]
     for adv in pair:
         nearest = torch.nn.functional.cosine_similarity(words, emb[adv].unsqueeze(0)).argmax().item()
