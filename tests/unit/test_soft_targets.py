@@ -1,5 +1,6 @@
 """The training targets: one-hot, except that a return shares some mass with the user's other own
-advertisers, and a new advertiser with the other advertisers of its category."""
+advertisers, and a new advertiser with the other advertisers of its category; and the relabelled
+copies that move an example's advertiser tokens and its target mass together."""
 
 import random
 

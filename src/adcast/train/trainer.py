@@ -208,8 +208,9 @@ class Relabeller:
     handful of examples, a small model learns the ones it trained on by heart instead of copying
     from the prompt (taobao_test_data: recall@10 0.14 on repeats of the last event's advertiser,
     which `recent` always gets; 0.16 even when trained on repeats and returns alone). Under random
-    labels only the copy can lower the loss. Only examples whose target is in the history are relabelled (a relabelled
-    new advertiser would be noise), as extra copies: the example is also seen as it is."""
+    labels only the copy can lower the loss. Only examples whose target is in the history are
+    relabelled (a relabelled new advertiser would be noise), as extra copies: the example is also
+    seen as it is."""
 
     def __init__(self, token_ids: list[int], vocab_size: int) -> None:
         self.rows = torch.tensor(token_ids)
