@@ -1,6 +1,6 @@
 import pytest
 
-from adcast.core.affinities import Affinities, decode_top
+from adcast.core.affinities import FIELDS, Affinities, decode_top
 from adcast.core.events import Event
 from adcast.core.examples import cutoff_time, iter_examples, target_kind
 from adcast.core.history import HistoryLimits
@@ -57,6 +57,11 @@ def test_redis_hash_encoding_round_trips():
     a = Affinities("u1", 17, "m-1", 1000, 900, (("a:1", 0.5), ("a,2", 0.25)))
     assert Affinities.from_hash("u1", a.to_hash()) == a
     assert a.to_hash()["top"] == '[["a:1",0.5],["a,2",0.25]]'
+    # The sync client reads the values as UTF-8 bytes, the rest of adcast as str.
+    h = {**a.to_hash(), "mv": "m-ü"}
+    assert Affinities.from_values("u1", [h[f].encode() for f in FIELDS]) == Affinities.from_hash("u1", h)
+    with pytest.raises(ValueError):
+        Affinities.from_values("u1", [b"1", b"\xff", b"2", b"3", b"[]"])
 
 
 @pytest.mark.parametrize(

@@ -57,13 +57,15 @@ class Affinities(msgspec.Struct, frozen=True, gc=False):
         }
 
     @classmethod
-    def from_values(cls, user_id: str, values: Sequence[str | None]) -> Self:
-        """From the hash's values in FIELDS order (what HMGET returns); ValueError when one is
-        missing or malformed."""
+    def from_values(cls, user_id: str, values: Sequence[str | bytes | None]) -> Self:
+        """From the hash's values in FIELDS order (what HMGET returns, str or UTF-8 bytes);
+        ValueError when one is missing or malformed."""
         version, model_version, computed_at, event_time, top = values
         if version is None or model_version is None or computed_at is None or event_time is None or top is None:
             missing = [f for f, v in zip(FIELDS, values, strict=True) if v is None]
             raise ValueError(f"fields {missing} are missing")
+        if isinstance(model_version, bytes):
+            model_version = model_version.decode()  # UnicodeDecodeError is a ValueError
         return cls(user_id, int(version), model_version, int(computed_at), int(event_time), decode_top(top))
 
     @classmethod
