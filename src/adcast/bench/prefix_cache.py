@@ -4,8 +4,10 @@ A user's successive prompts share a byte-stable prefix (profile, then events old
 events are dropped in chunks, so most re-predictions only append). This replays that: it folds a
 data directory's events per user with the stream tier's code, renders the prompt at each of the
 user's engagements (when the pipeline would re-predict), and scores them round by round (round r
-holds every chosen user's r-th prompt), once with prefix caching and once without, with the same
-checkpoint. Round 0 warms both engines and is not timed. `--shape` scores the same real token ids
+holds every chosen user's r-th prompt) on one vLLM engine with prefix caching, each round twice, side
+by side: first with the cache as the previous round left it, then again after emptying it (what an
+engine without the cache computes; emptying it also keeps the two from sharing this round's blocks).
+Round 0 warms the engine and is not timed. `--shape` scores the same real token ids
 with a bigger random-weight model that shares the checkpoint's vocabulary, where prefill compute,
 which the cache saves, weighs more than on the tiny CPU model.
 """
@@ -13,7 +15,6 @@ which the cache saves, weighs more than on the tiny CPU model.
 from __future__ import annotations
 
 import argparse
-import gc
 import os
 import random
 import tempfile
@@ -58,31 +59,35 @@ def user_prompt_sequences(data_dir: str, users: int, rounds: int, seed: int) -> 
     return [by_user[u][-rounds:] for u in chosen]
 
 
-def _run(
-    model_dir: str, rounds: list[list[list[int]]], prefix_caching: bool, device: str, compile: bool
-) -> dict[str, Any]:
+def _run(model_dir: str, rounds: list[list[list[int]]], device: str, compile: bool) -> dict[str, dict[str, Any]]:
     from adcast.engines.vllm import VllmEngine
 
-    engine = VllmEngine(model_dir, device=device, prefix_caching=prefix_caching, compile=compile)
+    seconds = {True: 0.0, False: 0.0}
+    cached = {True: 0, False: 0}
+    engine = VllmEngine(model_dir, device=device, prefix_caching=True, compile=compile)
     try:
         engine.score_tokens(rounds[0], 10)  # warm-up, untimed; fills the cache with each user's first prompt
-        cached_before = engine.cached_prompt_tokens
-        started = time.perf_counter()
         for batch in rounds[1:]:
-            engine.score_tokens(batch, 10)
-        seconds = time.perf_counter() - started
-        cached = engine.cached_prompt_tokens - cached_before
+            for with_cache in (True, False):
+                if not with_cache:
+                    engine.reset_prefix_cache()
+                before = engine.cached_prompt_tokens
+                started = time.perf_counter()
+                engine.score_tokens(batch, 10)
+                seconds[with_cache] += time.perf_counter() - started
+                cached[with_cache] += engine.cached_prompt_tokens - before
     finally:
         engine.close()
-        del engine
-        gc.collect()  # the next engine needs the memory this one's KV cache held
     predictions = sum(len(b) for b in rounds[1:])
     tokens = sum(len(x) for b in rounds[1:] for x in b)
     return {
-        "prefix_caching": prefix_caching,
-        "seconds": round(seconds, 3),
-        "predictions_per_s": round(predictions / seconds, 1),
-        "cached_token_fraction": round(cached / tokens, 4),
+        "with_cache" if on else "without_cache": {
+            "prefix_caching": on,
+            "seconds": round(seconds[on], 3),
+            "predictions_per_s": round(predictions / seconds[on], 1),
+            "cached_token_fraction": round(cached[on] / tokens, 4),
+        }
+        for on in (True, False)
     }
 
 
@@ -104,8 +109,8 @@ def bench_prefix_cache(args: argparse.Namespace, settings: Any = None) -> dict[s
             )
             # Keep the checkpoint's own advertiser map so `own <adv_…>` prompt tokens stay in range.
             ModelMeta(random_meta.model_version, meta.advertiser_ids, meta.tokens, meta.token_ids).save(tmp)
-        on = _run(model_dir, rounds, True, args.device, not args.eager)
-        off = _run(model_dir, rounds, False, args.device, not args.eager)
+        measured = _run(model_dir, rounds, args.device, not args.eager)
+    on, off = measured["with_cache"], measured["without_cache"]
     timed = rounds[1:]
     return {
         "engine": "vllm",

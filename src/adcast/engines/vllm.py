@@ -112,5 +112,10 @@ class VllmEngine:
     def score(self, prompts: list[str], k: int) -> list[Scored]:
         return self.score_tokens(self.encode(prompts), k) if prompts else []
 
+    def reset_prefix_cache(self) -> None:
+        """Empty the prefix cache (benchmarks: what the next prompts cost without it)."""
+        if not self.llm.reset_prefix_cache():
+            raise ModelError("vLLM refused to empty its prefix cache (requests still running)")
+
     def close(self) -> None:
         del self.llm
