@@ -64,7 +64,7 @@ class VllmEngine:
         try:
             self.llm = LLM(
                 model=model_dir,
-                dtype=dtype or ("bfloat16" if device == "cuda" else "float32"),  # type: ignore[arg-type]
+                dtype=dtype or ("bfloat16" if device == "cuda" else "float32"),
                 enable_prefix_caching=prefix_caching,
                 max_logprobs=self.max_k,
                 logprobs_mode="processed_logprobs",
@@ -104,7 +104,7 @@ class VllmEngine:
         results: list[Scored] = []
         for out in outputs:
             self.cached_prompt_tokens += out.num_cached_tokens or 0
-            logprobs = out.outputs[0].logprobs[0]  # type: ignore[index]  # token -> Logprob, top-k (+ the sampled one)
+            logprobs = out.outputs[0].logprobs[0]  # token -> Logprob, top-k (+ the sampled one)
             ranked = sorted(logprobs.items(), key=lambda item: -item[1].logprob)[:k]
             results.append([(self._by_token[token], math.exp(lp.logprob)) for token, lp in ranked])
         return results

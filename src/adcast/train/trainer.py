@@ -158,7 +158,7 @@ def _init_advertiser_rows(model: PreTrainedModel, tokenizer: Any, token_ids: lis
     words): advertisers whose names give the same start also get a random part as large as a
     word's, or they would start as one point and the model could not copy one of them from a
     history without the others. Those with no known word keep their random initialisation."""
-    emb: torch.Tensor = model.get_input_embeddings().weight  # type: ignore[assignment]
+    emb: torch.Tensor = model.get_input_embeddings().weight
     skip = {tokenizer.unk_token_id, tokenizer.pad_token_id, *token_ids}
     words: list[tuple[int, ...]] = []
     for name in names:
@@ -308,7 +308,7 @@ def train(
     else:
         tokenizer = build_word_tokenizer(prompts, adv_tokens)
         model = _tiny_llama(len(tokenizer), cfg, tokenizer.pad_token_id)
-    token_ids: list[int] = tokenizer.convert_tokens_to_ids(adv_tokens)  # type: ignore[assignment]
+    token_ids: list[int] = tokenizer.convert_tokens_to_ids(adv_tokens)
     _init_advertiser_rows(model, tokenizer, token_ids, [a["name"] for a in advertisers])
     device = torch.device(cfg.device)
     model.to(device).train()
