@@ -135,6 +135,9 @@ def pack_hmgets(keys: Sequence[str]) -> bytes:
     return b"".join(parts)
 
 
+_RECV_BYTES = 1 << 18  # a 100-user batch of top-20 records is ~45 KB
+
+
 def _read_replies(conn: Any, count: int) -> list[Any]:
     """`count` replies off a redis-py Connection's socket (its private `_sock`: the tests of the
     client cover it), values as bytes, error replies mapped to exceptions as redis-py maps them."""
@@ -162,9 +165,6 @@ def _read_replies(conn: Any, count: int) -> list[Any]:
             raise reply
         replies.append(reply)
     return replies
-
-
-_RECV_BYTES = 1 << 18  # a 100-user batch of top-20 records is ~45 KB
 
 
 class AffinityClient:
