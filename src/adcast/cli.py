@@ -389,7 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="relabelled copies per epoch of each example whose target is in the user's history, its "
         "advertisers swapped for random ones, on top of the example itself: they teach the model to copy "
         "advertisers it has seen in few examples from the history (real catalogs; taobao_test_data: 3 with "
-        "--epochs 20). 0.5: half of them once (default: 0, none)",
+        "--epochs 15 --hidden-size 256). 0.5: half of them once (default: 0, none)",
     )
     t.add_argument("--checkpoint-every", type=int, default=200, help="steps between resumable checkpoints (0: none)")
     t.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
