@@ -5,8 +5,9 @@
 are a softmax over advertisers only (the default mode returns logprobs over the whole vocabulary).
 Prompts are tokenized here, by the checkpoint's tokenizer, exactly as the torch engine does, and
 passed as token ids. Automatic prefix caching is on: a user's successive prompts share a prefix.
-Building an `LLM` starts an engine process: construct this engine under `if __name__ == "__main__"`
-(the `adcast` entry point does).
+On a GPU, building an `LLM` starts an engine process: construct this engine under
+`if __name__ == "__main__"` (the `adcast` entry point does). On the CPU it runs in this process
+(see `_in_process`).
 """
 
 from __future__ import annotations
@@ -38,6 +39,21 @@ def _kv_cache_bytes(device: str, gib: float) -> int | None:
     return None
 
 
+def _in_process(device: str) -> bool:
+    """Whether vLLM runs its engine in this process, with the model in this process too.
+
+    In its own processes, vLLM's engine and model worker wait for work by spinning for a second
+    after every step (shared-memory queues that poll with sched_yield). A GPU server has cores to
+    spare for that; on the CPU those cores are the ones the model runs on, beside the stream tier
+    and the broker. Measured on the 2-core VM, one micro-batch every 250 ms: 1.24 cores busy in
+    vLLM's processes, 0.29 in-process, for the same scoring. On the CPU adcast therefore asks for
+    the in-process engine unless VLLM_ENABLE_V1_MULTIPROCESSING says otherwise."""
+    if device != "cpu":
+        return False
+    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    return os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0"
+
+
 class VllmEngine:
     def __init__(
         self,
@@ -61,6 +77,7 @@ class VllmEngine:
         # Random-weight benchmark models carry no tokenizer; they are scored through score_tokens.
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir) if has_tokenizer(model_dir) else None
         self.max_k = min(max_k, len(self.advertiser_ids))
+        in_process = _in_process(device)
         try:
             self.llm = LLM(
                 model=model_dir,
@@ -77,6 +94,7 @@ class VllmEngine:
                 enforce_eager=not compile,
                 kv_cache_memory_bytes=_kv_cache_bytes(device, kv_cache_gib),
                 skip_tokenizer_init=True,  # prompts arrive as token ids and answers are read as token ids
+                distributed_executor_backend="uni" if in_process else None,
                 seed=0,
             )
         except Exception as exc:  # vLLM raises many types at start-up; all mean "cannot serve this model"
