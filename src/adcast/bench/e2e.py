@@ -18,7 +18,8 @@ pipeline has drained, and reports:
                        p50 and max are bucket bounds (1, 2, 4, ... 512); beside them the engine
                        time per batch (adcast_inference_seconds) and the cores each tier kept busy
                        (CPU time of each worker process and its subprocesses, read from /proc, over
-                       the replay and drain: vLLM on the CPU scores in two subprocesses of its own)
+                       the replay and drain: with VLLM_ENABLE_V1_MULTIPROCESSING=1, vLLM on the
+                       CPU scores in subprocesses of its own)
   consumer lag         end offset minus committed offset, summed over partitions, of the stream
                        tier on the events topic and the inference tier on the requests topic, read
                        with a consumer that never joins the groups; at the end of the replay and
