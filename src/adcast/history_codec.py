@@ -11,6 +11,7 @@ rare, the stream tier keeps decoded histories in memory.
 from __future__ import annotations
 
 import struct
+from functools import cache
 
 from adcast import serde
 from adcast.core.history import HistoryEvent, UserHistory
@@ -26,6 +27,14 @@ _event_bytes: dict[int, tuple[HistoryEvent, bytes]] = {}
 # the rest are mostly timestamps, written again on every write of the same history.
 _varints: dict[int, bytes] = {}
 _VARINTS_MAX = 200_000
+# user id -> (its history's events when last encoded, the encoded array items). Many writes of a
+# history leave its events as they were (impressions, triggers): comparing the tuples (identity
+# first, then value: equal events encode equally) costs far less than joining the bytes again.
+_event_blocks: dict[str, tuple[tuple[HistoryEvent, ...], bytes]] = {}
+_BLOCKS_MAX = 100_000
+# Advertiser id -> its Avro string (the counters name the same few advertisers on every write).
+_strings: dict[str, bytes] = {}
+_STRINGS_MAX = 100_000
 
 
 def _long(n: int) -> bytes:
@@ -48,6 +57,15 @@ def _long(n: int) -> bytes:
 def _string(s: str) -> bytes:
     b = s.encode()
     return _long(len(b)) + b
+
+
+def _known_string(s: str) -> bytes:
+    done = _strings.get(s)
+    if done is None:
+        if len(_strings) >= _STRINGS_MAX:
+            _strings.clear()
+        done = _strings[s] = _string(s)
+    return done
 
 
 def _optional(s: str | None) -> bytes:
@@ -74,20 +92,38 @@ def _event(e: HistoryEvent) -> bytes:
     return encoded
 
 
+@cache
+def _history_header() -> bytes:
+    return serde.header(serde.HISTORY)
+
+
+def _events_block(user_id: str, events: tuple[HistoryEvent, ...]) -> bytes:
+    memo = _event_blocks.get(user_id)
+    if memo is not None and memo[0] == events:
+        return memo[1]
+    block = b"".join(map(_event, events))
+    if len(_event_blocks) >= _BLOCKS_MAX:
+        _event_blocks.clear()
+    _event_blocks[user_id] = (events, block)
+    return block
+
+
 def encode_history(h: UserHistory) -> bytes:
     """A UserHistory in the Confluent wire format, as serde.encode(serde.HISTORY, h.to_record())."""
-    parts = [serde.header(serde.HISTORY), _string(h.user_id), _long(h.version), _long(h.partition)]
+    parts = [_history_header(), _string(h.user_id), _long(h.version), _long(h.partition)]
     if h.profile:
         parts.append(_long(len(h.profile)))
         parts.extend(_string(k) + _string(v) for k, v in h.profile.items())
     parts.append(_NULL)
     if h.events:
         parts.append(_long(len(h.events)))
-        parts.extend(_event(e) for e in h.events)
+        parts.append(_events_block(h.user_id, tuple(h.events)))
     parts.append(_NULL)
     if h.counters:
         parts.append(_long(len(h.counters)))
-        parts.extend(_string(c.advertiser_id) + _DOUBLE.pack(c.weight) + _long(c.updated_at) for c in h.counters)
+        pack = _DOUBLE.pack
+        for c in h.counters:
+            parts += (_known_string(c.advertiser_id), pack(c.weight), _long(c.updated_at))
     parts.append(_NULL)
     parts += (
         _long(len(h.seen_ids)),
