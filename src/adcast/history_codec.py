@@ -31,7 +31,7 @@ _VARINTS_MAX = 200_000
 # history leave its events as they were (impressions, triggers): comparing the tuples (identity
 # first, then value: equal events encode equally) costs far less than joining the bytes again.
 _event_blocks: dict[str, tuple[tuple[HistoryEvent, ...], bytes]] = {}
-_BLOCKS_MAX = 100_000
+_BLOCKS_MAX = 50_000  # as many users as the processor keeps decoded, by default
 # Advertiser id -> its Avro string (the counters name the same few advertisers on every write).
 _strings: dict[str, bytes] = {}
 _STRINGS_MAX = 100_000
