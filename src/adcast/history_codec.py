@@ -11,7 +11,7 @@ rare, the stream tier keeps decoded histories in memory.
 from __future__ import annotations
 
 import struct
-from functools import cache
+from functools import cache, lru_cache
 
 from adcast import serde
 from adcast.core.history import HistoryEvent, UserHistory
@@ -32,9 +32,6 @@ _VARINTS_MAX = 200_000
 # first, then value: equal events encode equally) costs far less than joining the bytes again.
 _event_blocks: dict[str, tuple[tuple[HistoryEvent, ...], bytes]] = {}
 _BLOCKS_MAX = 50_000  # as many users as the processor keeps decoded, by default
-# Advertiser id -> its Avro string (the counters name the same few advertisers on every write).
-_strings: dict[str, bytes] = {}
-_STRINGS_MAX = 100_000
 
 
 def _long(n: int) -> bytes:
@@ -59,13 +56,8 @@ def _string(s: str) -> bytes:
     return _long(len(b)) + b
 
 
-def _known_string(s: str) -> bytes:
-    done = _strings.get(s)
-    if done is None:
-        if len(_strings) >= _STRINGS_MAX:
-            _strings.clear()
-        done = _strings[s] = _string(s)
-    return done
+# Advertiser ids as Avro strings: the counters name the same few advertisers on every write.
+_known_string = lru_cache(maxsize=100_000)(_string)
 
 
 def _optional(s: str | None) -> bytes:

@@ -73,8 +73,7 @@ class ReplaySummary:
 
     @property
     def events_per_second(self) -> float:
-        seconds = self.event_seconds or self.seconds
-        return self.events / seconds if seconds else 0.0
+        return self.events / self.event_seconds if self.event_seconds else 0.0
 
 
 @dataclass(frozen=True, slots=True)

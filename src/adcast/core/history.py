@@ -12,6 +12,7 @@ import hashlib
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Any, NamedTuple
 
 from adcast.core.events import (
@@ -210,17 +211,13 @@ def _count(history: UserHistory, event: Event, limits: HistoryLimits) -> None:
         del history.counters[limits.max_counters :]
 
 
-def _event_time(e: HistoryEvent) -> int:
-    return e.event_time
-
-
 def _insert_event(history: UserHistory, event: HistoryEvent, limits: HistoryLimits) -> None:
     # Events are kept in event-time order; a late event lands in its place (ties keep arrival order).
     events = history.events
     if not events or events[-1].event_time <= event.event_time:
         events.append(event)  # the usual case, in order
     else:
-        events.insert(bisect.bisect_right(events, event.event_time, key=_event_time), event)
+        events.insert(bisect.bisect_right(events, event.event_time, key=attrgetter("event_time")), event)
     if len(history.events) > limits.max_events:
         # Drop old events in a chunk so the prompt's prefix stays byte-identical between
         # predictions most of the time (the engine's prefix cache can then skip it).
