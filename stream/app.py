@@ -23,6 +23,7 @@ from adcast import metrics, serde
 from adcast.config import Settings
 from adcast.core.history import HistoryLimits
 from adcast.core.triggers import TriggerPolicy
+from adcast.history_codec import encode_request
 from stream import transport
 from stream.processor import EVENT, PROFILE, TICK, Input, Outcome, StreamProcessor
 from stream.table import FaustTableStore
@@ -127,7 +128,7 @@ def create_app(settings: Settings) -> faust.App:
     async def send(outcome: Outcome) -> None:
         sent = []
         for request in outcome.requests:
-            value = serde.encode(serde.REQUEST, request.to_record())
+            value = encode_request(request)
             sent.append(await requests.send(key=request.user_id.encode(), value=value))
             metrics.REQUESTS_EMITTED.labels(request.reason).inc()
         for item, d in outcome.dead_letters:

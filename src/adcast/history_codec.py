@@ -1,11 +1,14 @@
-"""The stream tier's state (adcast.UserHistory) in Avro, written by hand, byte for byte what
-fastavro writes for schemas/user_history.avsc (a test holds the two equal on random histories).
+"""What the stream tier writes in Avro, by hand: its state (adcast.UserHistory) and the prediction
+requests it emits, byte for byte what fastavro writes for schemas/user_history.avsc and
+schemas/prediction_request.avsc (tests hold them equal on random values).
 
 Why not fastavro: the stream tier writes a changed history once per batch, and fastavro spends
 about 5 us per history event on it, re-encoding events that never change. Here each history event
 is encoded once and its bytes reused (a history event is immutable), so a write costs little
-more than the few fields that do change. Reading stays with fastavro (adcast.serde): reads are
-rare, the stream tier keeps decoded histories in memory.
+more than the few fields that do change. A request carries the same events as the history it was
+taken from, encoded in the same batch: it reuses that history's encoded events whole. Reading
+stays with fastavro (adcast.serde): reads are rare, the stream tier keeps decoded histories in
+memory.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from functools import cache, lru_cache
 
 from adcast import serde
 from adcast.core.history import HistoryEvent, UserHistory
+from adcast.core.requests import PredictionRequest
 
 _DOUBLE = struct.Struct("<d")
 _NULL = b"\x00"  # union branch 0 of ["null", "string"]; also the end of an array or map
@@ -85,8 +89,8 @@ def _event(e: HistoryEvent) -> bytes:
 
 
 @cache
-def _history_header() -> bytes:
-    return serde.header(serde.HISTORY)
+def _header(name: str) -> bytes:
+    return serde.header(name)
 
 
 def _events_block(user_id: str, events: tuple[HistoryEvent, ...]) -> bytes:
@@ -100,17 +104,42 @@ def _events_block(user_id: str, events: tuple[HistoryEvent, ...]) -> bytes:
     return block
 
 
+def _add_profile_and_events(
+    parts: list[bytes], user_id: str, profile: dict[str, str], events: tuple[HistoryEvent, ...]
+) -> None:
+    """The map of profile attributes, then the array of events (both end with a zero count)."""
+    if profile:
+        parts.append(_long(len(profile)))
+        parts.extend(_string(k) + _string(v) for k, v in profile.items())
+    parts.append(_NULL)
+    if events:
+        parts.append(_long(len(events)))
+        parts.append(_events_block(user_id, events))
+    parts.append(_NULL)
+
+
+def encode_request(r: PredictionRequest) -> bytes:
+    """A PredictionRequest in the Confluent wire format, as serde.encode(serde.REQUEST, r.to_record())."""
+    parts = [
+        _header(serde.REQUEST),
+        _string(r.user_id),
+        _long(r.version),
+        _string(r.reason),
+        _long(r.newest_event_time),
+        _long(r.enqueued_at),
+    ]
+    _add_profile_and_events(parts, r.user_id, r.profile, r.events)
+    if r.own:
+        parts.append(_long(len(r.own)))
+        parts.extend(map(_known_string, r.own))
+    parts.append(_NULL)
+    return b"".join(parts)
+
+
 def encode_history(h: UserHistory) -> bytes:
     """A UserHistory in the Confluent wire format, as serde.encode(serde.HISTORY, h.to_record())."""
-    parts = [_history_header(), _string(h.user_id), _long(h.version), _long(h.partition)]
-    if h.profile:
-        parts.append(_long(len(h.profile)))
-        parts.extend(_string(k) + _string(v) for k, v in h.profile.items())
-    parts.append(_NULL)
-    if h.events:
-        parts.append(_long(len(h.events)))
-        parts.append(_events_block(h.user_id, tuple(h.events)))
-    parts.append(_NULL)
+    parts = [_header(serde.HISTORY), _string(h.user_id), _long(h.version), _long(h.partition)]
+    _add_profile_and_events(parts, h.user_id, h.profile, tuple(h.events))
     if h.counters:
         parts.append(_long(len(h.counters)))
         pack = _DOUBLE.pack

@@ -19,11 +19,8 @@ from chaos import (
     RedisServer,
     Slot,
     affinity_versions,
-    committed_offsets,
     compare_with_reference,
-    end_offsets,
     prometheus_value,
-    read_to_end,
     reference_requests,
     requests_in,
     stop_together,
@@ -32,6 +29,7 @@ from chaos import (
     write_slice,
     written_before_commit,
 )
+from kafka_reading import committed_offsets, end_offsets, read_to_end
 
 from adcast.config import Settings, to_env
 from adcast.core.prompt import render

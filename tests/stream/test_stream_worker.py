@@ -114,3 +114,38 @@ def test_batched_table_writes_land_in_each_users_partition(settings, broker, tmp
         assert worker.proc.poll() is None and "Crashed" not in worker.log_text(), worker.tail()
     finally:
         assert worker.stop() in (0, -15), worker.tail()
+
+
+def test_histories_reach_the_changelog_before_the_offsets_that_fold_them_are_committed(settings, broker, tmp_path):
+    """Once Faust has committed the offsets of a user's events, the changelog must already hold
+    the history folded from them: a crash right after the commit would otherwise lose them (the
+    re-read starts past them), whatever the worker holds in memory."""
+    from kafka_reading import committed_offsets, read_to_end
+
+    from adcast.config import to_env
+
+    settings.stream.commit_interval_ms = 1000
+    create_topics(settings)
+    worker = start_worker("stream", to_env(settings), tmp_path / "stream.log")
+    try:
+        worker.wait_ready()
+        users = [f"user-{i}" for i in range(30)]
+        ends: dict[int, int] = {}
+        for wave in range(3):  # separate produce calls: the worker folds them in separate batches
+            values = [(u, serde.encode(serde.EVENT, event(wave * 100 + i, u))) for i, u in enumerate(users)]
+            for partition, offset in produce(settings, values):
+                ends[partition] = max(ends.get(partition, 0), offset + 1)
+            time.sleep(0.3)
+
+        bootstrap, events = settings.kafka.bootstrap_servers, settings.topics.name("events")
+        deadline = time.monotonic() + 60
+        while committed_offsets(bootstrap, settings.stream.app_id, events, settings.topics.partitions) != ends:
+            assert time.monotonic() < deadline, f"the worker never committed every event\n{worker.tail()}"
+            time.sleep(0.2)
+        # Read at once, without waiting for more: the commit promises this much is there already.
+        changelog = read_to_end(bootstrap, f"{settings.stream.app_id}-history-changelog")
+        last = {m.key().decode(): serde.decode(serde.HISTORY, m.value()) for m in changelog}
+        assert {u: len(last[u]["events"]) if u in last else 0 for u in users} == dict.fromkeys(users, 3)
+        assert worker.proc.poll() is None, worker.tail()
+    finally:
+        assert worker.stop() in (0, -15), worker.tail()
