@@ -1,6 +1,6 @@
 """Helpers of the failure tests (test_failures.py): data slices, the clean reference result computed
-in-process, Kafka reads that join no group, a redis-server whose data directory the test chooses,
-and restartable worker slots for the chaos loop.
+in-process, a redis-server whose data directory the test chooses, and restartable worker slots for
+the chaos loop (Kafka reads that join no group are in tests/kafka_reading.py).
 
 The reference is what a run without failures must end at: each user's delivered events folded by
 the stream tier's own code (adcast.core.history) at the offsets they were delivered at, rendered by
