@@ -12,7 +12,6 @@ random and on mangled messages).
 
 from __future__ import annotations
 
-from functools import cache
 from typing import Any
 
 from adcast import serde
@@ -34,7 +33,7 @@ _FIELDS = (
 
 def decode_event(data: bytes | None) -> dict[str, Any]:
     """`serde.decode(serde.EVENT, data)`, faster: the same record or the same SerdeError."""
-    if not data or not data.startswith(_event_header()):
+    if not data or not data.startswith(serde.header(serde.EVENT)):
         return serde.decode(serde.EVENT, data)
     # One flat loop: on this path a helper call per field would cost as much as the decoding.
     record: dict[str, Any] = {}
@@ -73,8 +72,3 @@ def decode_event(data: bytes | None) -> dict[str, Any]:
     if pos != size:
         return serde.decode(serde.EVENT, data)
     return record
-
-
-@cache
-def _event_header() -> bytes:
-    return serde.header(serde.EVENT)

@@ -14,7 +14,7 @@ memory.
 from __future__ import annotations
 
 import struct
-from functools import cache, lru_cache
+from functools import lru_cache
 
 from adcast import serde
 from adcast.core.history import HistoryEvent, UserHistory
@@ -88,11 +88,6 @@ def _event(e: HistoryEvent) -> bytes:
     return encoded
 
 
-@cache
-def _header(name: str) -> bytes:
-    return serde.header(name)
-
-
 def _events_block(user_id: str, events: tuple[HistoryEvent, ...]) -> bytes:
     memo = _event_blocks.get(user_id)
     if memo is not None and memo[0] == events:
@@ -121,7 +116,7 @@ def _add_profile_and_events(
 def encode_request(r: PredictionRequest) -> bytes:
     """A PredictionRequest in the Confluent wire format, as serde.encode(serde.REQUEST, r.to_record())."""
     parts = [
-        _header(serde.REQUEST),
+        serde.header(serde.REQUEST),
         _string(r.user_id),
         _long(r.version),
         _string(r.reason),
@@ -138,7 +133,7 @@ def encode_request(r: PredictionRequest) -> bytes:
 
 def encode_history(h: UserHistory) -> bytes:
     """A UserHistory in the Confluent wire format, as serde.encode(serde.HISTORY, h.to_record())."""
-    parts = [_header(serde.HISTORY), _string(h.user_id), _long(h.version), _long(h.partition)]
+    parts = [serde.header(serde.HISTORY), _string(h.user_id), _long(h.version), _long(h.partition)]
     _add_profile_and_events(parts, h.user_id, h.profile, tuple(h.events))
     if h.counters:
         parts.append(_long(len(h.counters)))

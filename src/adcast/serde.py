@@ -68,6 +68,7 @@ def registry() -> Registry:
     return Registry(by_name, {s.id: s for s in by_name.values()})
 
 
+@cache  # the stream tier's hand-written codecs ask for it on every message
 def header(name: str) -> bytes:
     """The 5-byte wire-format header of schema `name`."""
     return _HEADER.pack(MAGIC, registry().by_name[name].id)
