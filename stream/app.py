@@ -15,6 +15,7 @@ import asyncio
 import logging
 import os
 import time
+from collections.abc import Awaitable
 from typing import Any, cast
 
 import faust
@@ -125,12 +126,17 @@ def create_app(settings: Settings) -> faust.App:
     store = FaustTableStore(table)
     kinds = {events_topic: EVENT, profiles_topic: PROFILE, ticks_topic: TICK}
 
+    def producer() -> transport.Producer:
+        return cast(transport.Producer, app.producer)  # the transport's; made when first asked for
+
     async def send(outcome: Outcome) -> None:
-        sent = []
-        for request in outcome.requests:
-            value = encode_request(request)
-            sent.append(await requests.send(key=request.user_id.encode(), value=value))
-            metrics.REQUESTS_EMITTED.labels(request.reason).inc()
+        sent: list[Awaitable[Any]] = []
+        if outcome.requests:
+            await requests.maybe_declare()  # once; as a Faust send would
+            records = [(None, r.user_id.encode(), encode_request(r)) for r in outcome.requests]
+            sent += await producer().send_now(requests.get_topic_name(), records)
+            for request in outcome.requests:
+                metrics.REQUESTS_EMITTED.labels(request.reason).inc()
         for item, d in outcome.dead_letters:
             message = item.ref.message
             sent.append(
@@ -180,8 +186,10 @@ def create_app(settings: Settings) -> faust.App:
     @app.timer(interval=s.tick_ms / 1000)
     async def tick() -> None:
         owned = {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == events_topic}
-        for partition in sorted(owned):
-            await ticks.send(key=b"tick", value=b"", partition=partition)
+        if owned:
+            await ticks.maybe_declare()  # once; as a Faust send would
+            # Unlingered too: the tick is what emits due requests, so its delay is the features'.
+            await producer().send_now(ticks_topic, [(p, b"tick", b"") for p in sorted(owned)])
         metrics.PENDING_USERS.set(sum(len(u) for u in processor.pending.values()))
 
     @table.on_recover

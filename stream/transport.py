@@ -1,4 +1,4 @@
-"""Faust's aiokafka transport with a configurable fetch wait (scheme `adcast://`).
+"""Faust's aiokafka transport with a configurable fetch wait and an unlingered send (scheme `adcast://`).
 
 Faust creates its consumer with `fetch_max_wait_ms=1500` hard-coded. Apache Kafka answers a
 fetch as soon as data arrives, so that is harmless there; brokers that hold a fetch for the whole
@@ -6,14 +6,17 @@ wait when it starts empty (the local Tansu broker does) add up to 1.5 s per hop,
 tier has two hops (event, then the tick that emits). Registered through Faust's own plugin point,
 the `faust.transports` entry point (see pyproject.toml).
 
+The producer adds `send_now`, for records a batch waits on (see Producer.send_now).
+
 Also here, the rest of the stream tier's Kafka plumbing: the broker credentials Faust gets from
 the same KafkaSettings as every other client, and the consumer-lag metric.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any, cast
 
 import faust
@@ -86,8 +89,42 @@ class Consumer(faust_aiokafka.Consumer):
         return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
 
+class Producer(faust_aiokafka.Producer):
+    async def send_now(
+        self, topic: str, records: Iterable[tuple[int | None, bytes, bytes]]
+    ) -> list[asyncio.Future[Any]]:
+        """Queue `records` (partition, key, value; partition None: by key, as a keyed send would
+        place it) for `topic`, one closed batch per partition; returns the batches' delivery futures.
+
+        A closed batch leaves at once: the producer's linger, which gathers the changelog's many
+        small writes into few produce requests, would hold each of these for its whole length, and
+        the stream tier waits for its requests' delivery before writing the batch's state. A batch
+        also costs one future per partition instead of Faust's per-message bookkeeping (FutureMessage,
+        buffer, callbacks)."""
+        producer = self._ensure_producer()  # the aiokafka producer, started and stopped with Faust's
+        await producer.partitions_for(topic)  # the partitioner needs the topic's metadata
+        open_batches: dict[int, Any] = {}
+        delivered = []
+        for partition, key, value in records:
+            if partition is None:
+                partition = self.key_partition(topic, key).partition
+            batch = open_batches.get(partition)
+            if batch is None:
+                batch = open_batches[partition] = producer.create_batch()
+            if batch.append(key=key, value=value, timestamp=None) is None:  # full: send it, start another
+                batch.close()
+                delivered.append(await producer.send_batch(batch, topic, partition=partition))
+                batch = open_batches[partition] = producer.create_batch()
+                batch.append(key=key, value=value, timestamp=None)  # an empty batch takes any one record
+        for partition, batch in open_batches.items():
+            batch.close()
+            delivered.append(await producer.send_batch(batch, topic, partition=partition))
+        return delivered
+
+
 class Transport(faust_aiokafka.Transport):
     Consumer = Consumer
+    Producer = Producer
 
 
 def broker_credentials(settings: Settings) -> faust.auth.Credentials | None:

@@ -27,10 +27,14 @@ _EVENT_CACHE_MAX = 1_000_000
 # a Python-level call over six fields, several times the cost of the lookup. Holding the event
 # in the entry keeps its id from being reused while the entry lives.
 _event_bytes: dict[int, tuple[HistoryEvent, bytes]] = {}
-# Zig-zag varints already written. The small numbers (lengths, counts, flags) are most fields;
-# the rest are mostly timestamps, written again on every write of the same history.
+# Zig-zag varints already written, of the small numbers (lengths, counts, flags): most fields.
 _varints: dict[int, bytes] = {}
 _VARINTS_MAX = 200_000
+# The rest are mostly epoch-millisecond timestamps, too many to keep: a large value's low 28 bits
+# are four continued base-128 digits, two per entry of this table, and the digits above them
+# change only every few days, so they are kept.
+_LOW14 = [bytes(((i & 0x7F) | 0x80, (i >> 7) | 0x80)) for i in range(1 << 14)]
+_high_digits: dict[int, bytes] = {}
 # user id -> (its history's events when last encoded, the encoded array items). Many writes of a
 # history leave its events as they were (impressions, triggers): comparing the tuples (identity
 # first, then value: equal events encode equally) costs far less than joining the bytes again.
@@ -38,20 +42,32 @@ _event_blocks: dict[str, tuple[tuple[HistoryEvent, ...], bytes]] = {}
 _BLOCKS_MAX = 50_000  # as many users as the processor keeps decoded, by default
 
 
-def _long(n: int) -> bytes:
-    """Avro int/long: zig-zag, then base-128 varint."""
-    done = _varints.get(n)
-    if done is not None:
-        return done
-    if len(_varints) >= _VARINTS_MAX:
-        _varints.clear()
-    z = (n << 1) ^ (n >> 63)
+def _varint(z: int) -> bytes:
+    """Base-128 varint of a non-negative number, low digits first."""
     out = bytearray()
     while z >= 0x80:
         out.append((z & 0x7F) | 0x80)
         z >>= 7
     out.append(z)
-    done = _varints[n] = bytes(out)
+    return bytes(out)
+
+
+def _long(n: int) -> bytes:
+    """Avro int/long: zig-zag, then base-128 varint."""
+    done = _varints.get(n)
+    if done is not None:
+        return done
+    z = (n << 1) ^ (n >> 63)
+    if z >> 28:
+        high = _high_digits.get(z >> 28)
+        if high is None:
+            if len(_high_digits) >= _VARINTS_MAX:
+                _high_digits.clear()
+            high = _high_digits[z >> 28] = _varint(z >> 28)
+        return _LOW14[z & 0x3FFF] + _LOW14[(z >> 14) & 0x3FFF] + high
+    if len(_varints) >= _VARINTS_MAX:
+        _varints.clear()
+    done = _varints[n] = _varint(z)
     return done
 
 
