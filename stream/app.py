@@ -16,7 +16,7 @@ import logging
 import os
 import time
 from collections.abc import Awaitable
-from typing import Any, cast
+from typing import Any, NoReturn, cast
 
 import faust
 
@@ -51,11 +51,27 @@ class _HeldWrites:
     def put(self, key: bytes, value: bytes, ref: Any) -> None:
         self.held.append((key, value, ref))
 
-    def release(self) -> None:
-        metrics.HISTORIES_WRITTEN.inc(len(self.held))
-        for key, value, ref in self.held:
+    def _take(self) -> list[tuple[bytes, bytes, Any]]:
+        # Whichever release runs first takes the writes: the other finds none left.
+        held, self.held = self.held, []
+        metrics.HISTORIES_WRITTEN.inc(len(held))
+        return held
+
+    async def release(self) -> None:
+        await self.store.put_all(self._take())
+
+    def release_now(self) -> None:
+        """Without waiting (Faust's own write per key): for a batch being cancelled."""
+        for key, value, ref in self._take():
             self.store.put(key, value, ref)
-        self.held.clear()
+
+
+def exit_to_reread(what: str, exc: BaseException) -> NoReturn:
+    """Exit at once, before Faust commits any more offsets: the restarted worker re-reads what
+    this one could not write."""
+    log.critical("%s; exiting so the batch is re-read after restart", what, exc_info=exc)
+    logging.shutdown()
+    os._exit(70)
 
 
 def faust_app(settings: Settings) -> faust.App:
@@ -123,7 +139,9 @@ def create_app(settings: Settings) -> faust.App:
     dead_letters = app.topic(t.name("dead_letters"), key_type=bytes, value_type=bytes)
     table = app.Table("history", partitions=t.partitions, key_type=bytes, value_type=bytes)
 
-    store = FaustTableStore(table)
+    # A changelog write that never arrived would let Faust commit offsets past state that only
+    # this worker's disk holds: exit before that commit (it flushes the producer first).
+    store = FaustTableStore(table, on_lost_write=lambda exc: exit_to_reread("a changelog write failed", exc))
     kinds = {events_topic: EVENT, profiles_topic: PROFILE, ticks_topic: TICK}
 
     def producer() -> transport.Producer:
@@ -134,7 +152,7 @@ def create_app(settings: Settings) -> faust.App:
         if outcome.requests:
             await requests.maybe_declare()  # once; as a Faust send would
             records = [(None, r.user_id.encode(), encode_request(r)) for r in outcome.requests]
-            sent += await producer().send_now(requests.get_topic_name(), records)
+            sent += [b.delivered for b in await producer().send_now(requests.get_topic_name(), records)]
             for request in outcome.requests:
                 metrics.REQUESTS_EMITTED.labels(request.reason).inc()
         for item, d in outcome.dead_letters:
@@ -171,17 +189,15 @@ def create_app(settings: Settings) -> faust.App:
                 metrics.INGEST_BATCH_SIZE.observe(len(items))
                 # Shielded: a shutdown arriving mid-send must not leave the acked batch's requests unsent.
                 await asyncio.shield(send(outcome))
-                held.release()
+                await asyncio.shield(held.release())
             except asyncio.CancelledError:
-                held.release()  # Faust acks the batch on the way out: its state must be written
+                held.release_now()  # Faust acks the batch on the way out: its state must be written
                 raise
-            except BaseException:
+            except BaseException as exc:
                 # Not one bad input (those are dead-lettered inside on_batch) but the state store or
                 # the producer failing. Faust would restart the agent and ack this batch on the way
                 # out, losing it; exiting now, before any ack, makes the restart re-read it instead.
-                log.critical("batch failed; exiting so the batch is re-read after restart", exc_info=True)
-                logging.shutdown()
-                os._exit(70)
+                exit_to_reread("batch failed", exc)
 
     @app.timer(interval=s.tick_ms / 1000)
     async def tick() -> None:

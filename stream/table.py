@@ -9,11 +9,17 @@ is the one place that touches it, and it fails at import, not mid-stream, if it 
 
 from __future__ import annotations
 
+import asyncio
 import weakref
+from collections.abc import Callable, Sequence
 from contextvars import ContextVar
-from typing import Any
+from functools import partial
+from typing import Any, cast
 
 from faust import streams as faust_streams
+from faust.types import TP
+
+from stream.transport import Producer
 
 _found = getattr(faust_streams, "_current_event", None)
 if not isinstance(_found, ContextVar):
@@ -27,8 +33,9 @@ _CURRENT_EVENT: ContextVar[Any] = _found
 class FaustTableStore:
     # Set and reset by hand, not through a context manager: this runs once per changed history
     # per batch, and a generator-based context manager would cost more than the table access.
-    def __init__(self, table: Any) -> None:
+    def __init__(self, table: Any, on_lost_write: Callable[[BaseException], None]) -> None:
         self.table = table
+        self.on_lost_write = on_lost_write
 
     def get(self, key: bytes, ref: Any) -> bytes | None:
         token = _CURRENT_EVENT.set(weakref.ref(ref))
@@ -44,3 +51,33 @@ class FaustTableStore:
             self.table[key] = value
         finally:
             _CURRENT_EVENT.reset(token)
+
+    async def put_all(self, writes: Sequence[tuple[bytes, bytes, Any]]) -> None:
+        """`put` each write, batched: what Table.__setitem__ does per key (the value into its
+        partition's RocksDB, a changelog message with its own future, buffer entry and delivery
+        callback), done for the lot, the changelog part as one closed batch per partition.
+
+        Not awaited, as Faust does not await its own changelog writes: Faust's offset commit
+        flushes the producer first. On a batch's delivery the partition's persisted offset (where
+        recovery resumes reading the changelog) moves to its last record, as Faust moves it per
+        message. A batch that fails is a write the changelog lost: `on_lost_write` decides."""
+        data = self.table.data
+        records = []
+        for key, value, ref in writes:
+            token = _CURRENT_EVENT.set(weakref.ref(ref))
+            try:
+                data[key] = value
+            finally:
+                _CURRENT_EVENT.reset(token)
+            records.append((ref.message.partition, key, value))
+        changelog = self.table.changelog_topic.get_topic_name()
+        for batch in await cast(Producer, self.table.app.producer).send_now(changelog, records):
+            tp = TP(changelog, batch.partition)
+            batch.delivered.add_done_callback(partial(self._persisted, tp, batch.records))
+
+    def _persisted(self, tp: TP, records: int, delivered: asyncio.Future[Any]) -> None:
+        error = delivered.exception() if not delivered.cancelled() else asyncio.CancelledError()
+        if error is not None:
+            self.on_lost_write(error)
+            return
+        self.table.data.set_persisted_offset(tp, delivered.result().offset + records - 1)

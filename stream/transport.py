@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
@@ -89,12 +89,16 @@ class Consumer(faust_aiokafka.Consumer):
         return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
 
+class SentBatch(NamedTuple):
+    partition: int
+    records: int
+    delivered: asyncio.Future[Any]  # aiokafka's RecordMetadata of the batch's first record
+
+
 class Producer(faust_aiokafka.Producer):
-    async def send_now(
-        self, topic: str, records: Iterable[tuple[int | None, bytes, bytes]]
-    ) -> list[asyncio.Future[Any]]:
+    async def send_now(self, topic: str, records: Iterable[tuple[int | None, bytes, bytes]]) -> list[SentBatch]:
         """Queue `records` (partition, key, value; partition None: by key, as a keyed send would
-        place it) for `topic`, one closed batch per partition; returns the batches' delivery futures.
+        place it) for `topic`, one closed batch per partition, in order; returns the batches.
 
         A closed batch leaves at once: the producer's linger, which gathers the changelog's many
         small writes into few produce requests, would hold each of these for its whole length, and
@@ -103,23 +107,25 @@ class Producer(faust_aiokafka.Producer):
         buffer, callbacks)."""
         producer = self._ensure_producer()  # the aiokafka producer, started and stopped with Faust's
         await producer.partitions_for(topic)  # the partitioner needs the topic's metadata
-        open_batches: dict[int, Any] = {}
-        delivered = []
+        open_batches: dict[int, tuple[Any, int]] = {}  # partition -> (batch, records in it)
+        sent = []
+
+        async def send(partition: int, batch: Any, count: int) -> None:
+            batch.close()
+            sent.append(SentBatch(partition, count, await producer.send_batch(batch, topic, partition=partition)))
+
         for partition, key, value in records:
             if partition is None:
                 partition = self.key_partition(topic, key).partition
-            batch = open_batches.get(partition)
-            if batch is None:
-                batch = open_batches[partition] = producer.create_batch()
+            batch, count = open_batches.get(partition) or (producer.create_batch(), 0)
             if batch.append(key=key, value=value, timestamp=None) is None:  # full: send it, start another
-                batch.close()
-                delivered.append(await producer.send_batch(batch, topic, partition=partition))
-                batch = open_batches[partition] = producer.create_batch()
+                await send(partition, batch, count)
+                batch, count = producer.create_batch(), 0
                 batch.append(key=key, value=value, timestamp=None)  # an empty batch takes any one record
-        for partition, batch in open_batches.items():
-            batch.close()
-            delivered.append(await producer.send_batch(batch, topic, partition=partition))
-        return delivered
+            open_batches[partition] = (batch, count + 1)
+        for partition, (batch, count) in open_batches.items():
+            await send(partition, batch, count)
+        return sent
 
 
 class Transport(faust_aiokafka.Transport):

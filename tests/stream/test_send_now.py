@@ -36,14 +36,14 @@ def test_send_now_places_records_as_a_keyed_send_would_in_order_in_batches_of_th
     ]
     records.insert(100, (3, b"tick", b""))  # an explicit partition wins over the key
 
-    async def send() -> int:
+    async def send() -> list:
         app = faust_app(settings)
         producer = app.producer
         await producer.start()
         try:
-            futures = await producer.send_now(topic, records)
-            await asyncio.gather(*futures)  # delivered: every future resolves without error
-            return len(futures)
+            batches = await producer.send_now(topic, records)
+            await asyncio.gather(*(b.delivered for b in batches))  # every batch delivered, no error
+            return batches
         finally:
             await producer.stop()
 
@@ -54,7 +54,12 @@ def test_send_now_places_records_as_a_keyed_send_would_in_order_in_batches_of_th
         settings, keyed_elsewhere, {k for p, k, _ in records if p is None}
     )
     assert len(got) == len(records)
-    assert batches > settings.topics.partitions  # full batches were sent and new ones started
+    assert len(batches) > settings.topics.partitions  # full batches were sent and new ones started
+    # Each batch's delivery names its partition and first offset: its records are the next ones there.
+    for partition in range(settings.topics.partitions):
+        sizes = [b.records for b in batches if b.partition == partition]
+        firsts = [b.delivered.result().offset for b in batches if b.partition == partition]
+        assert firsts == [sum(sizes[:i]) for i in range(len(sizes))]
     for partition in range(settings.topics.partitions):
         want = [(k, v) for p, k, v in records if (p if p is not None else expected[k]) == partition]
         assert [

@@ -10,6 +10,7 @@ from produce import produce
 from adcast import serde
 from adcast.kafka import create_topics
 from adcast.workers import start_worker
+from tests.kafka_reading import read_to_end
 
 pytestmark = pytest.mark.integration
 NOW = int(time.time() * 1000)
@@ -114,6 +115,30 @@ def test_batched_table_writes_land_in_each_users_partition(settings, broker, tmp
         assert worker.proc.poll() is None and "Crashed" not in worker.log_text(), worker.tail()
     finally:
         assert worker.stop() in (0, -15), worker.tail()
+
+    # The worker's disk agrees with the changelog: each partition's RocksDB holds the changelog's
+    # last value of each of its keys, and its persisted offset (where recovery resumes reading the
+    # changelog) is the partition's last changelog offset.
+    changelog_records = read_to_end(settings.kafka.bootstrap_servers, changelog)
+    for partition in set(partition_of.values()):
+        mine = sorted((m for m in changelog_records if m.partition() == partition), key=lambda m: m.offset())
+        on_disk = local_table(settings, "history", partition)
+        assert on_disk.pop(b"__faust\0offset__") == str(mine[-1].offset()).encode()
+        assert on_disk == {m.key(): m.value() for m in mine}
+
+
+def local_table(settings, table: str, partition: int) -> dict[bytes, bytes]:
+    """Every key and value in a stopped worker's RocksDB for one partition of `table`."""
+    from pathlib import Path
+
+    from rocksdict import AccessType, Options, Rdict
+
+    (path,) = Path(settings.stream.data_dir).glob(f"**/{table}-{partition}.db")
+    db = Rdict(str(path), Options(raw_mode=True), access_type=AccessType.read_only())
+    try:
+        return dict(db.items())
+    finally:
+        db.close()
 
 
 def test_histories_reach_the_changelog_before_the_offsets_that_fold_them_are_committed(settings, broker, tmp_path):
