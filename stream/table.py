@@ -61,15 +61,16 @@ class FaustTableStore:
         flushes the producer first. On a batch's delivery the partition's persisted offset (where
         recovery resumes reading the changelog) moves to its last record, as Faust moves it per
         message. A batch that fails is a write the changelog lost: `on_lost_write` decides."""
-        data = self.table.data
+        table, data = self.table, self.table.data
         records = []
         for key, value, ref in writes:
             token = _CURRENT_EVENT.set(weakref.ref(ref))
             try:
+                # Faust's routing (the input's partition), checked once against the changelog's count.
+                records.append((table.partition_for_key(key), key, value))
                 data[key] = value
             finally:
                 _CURRENT_EVENT.reset(token)
-            records.append((ref.message.partition, key, value))
         changelog = self.table.changelog_topic.get_topic_name()
         for batch in await cast(Producer, self.table.app.producer).send_now(changelog, records):
             tp = TP(changelog, batch.partition)

@@ -6,7 +6,8 @@ wait when it starts empty (the local Tansu broker does) add up to 1.5 s per hop,
 tier has two hops (event, then the tick that emits). Registered through Faust's own plugin point,
 the `faust.transports` entry point (see pyproject.toml).
 
-The producer adds `send_now`, for records a batch waits on (see Producer.send_now).
+The producer adds `send_now`: a batch's records (prediction requests, ticks, the state's changelog
+writes) as one closed batch per partition, sent without lingering.
 
 Also here, the rest of the stream tier's Kafka plumbing: the broker credentials Faust gets from
 the same KafkaSettings as every other client, and the consumer-lag metric.
