@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from kafka_reading import read_to_end
 
 from adcast.kafka import confluent_config, create_topics
-from tests.kafka_reading import read_to_end
 
 pytestmark = pytest.mark.integration
 

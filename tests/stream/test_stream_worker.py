@@ -5,12 +5,12 @@ from __future__ import annotations
 import time
 
 import pytest
+from kafka_reading import committed_offsets, read_to_end
 from produce import produce
 
 from adcast import serde
 from adcast.kafka import create_topics
 from adcast.workers import start_worker
-from tests.kafka_reading import read_to_end
 
 pytestmark = pytest.mark.integration
 NOW = int(time.time() * 1000)
@@ -145,8 +145,6 @@ def test_histories_reach_the_changelog_before_the_offsets_that_fold_them_are_com
     """Once Faust has committed the offsets of a user's events, the changelog must already hold
     the history folded from them: a crash right after the commit would otherwise lose them (the
     re-read starts past them), whatever the worker holds in memory."""
-    from kafka_reading import committed_offsets, read_to_end
-
     from adcast.config import to_env
 
     settings.stream.commit_interval_ms = 1000
