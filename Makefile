@@ -46,8 +46,12 @@ test: venvs  ## run every test: unit+stream in the stream venv, unit+infer+e2e i
 test-stream: $(STREAM_VENV)/.installed  ## tests that belong to the stream tier's environment
 	$(STREAM_PY) -m pytest -q tests/unit tests/stream
 
+# Tests that build a vLLM engine in-process run in a pytest process of their own: vLLM's CPU worker
+# changes process-wide torch threading, which would change what later tests train.
 test-infer: $(INFER_VENV)/.installed  ## tests that belong to the inference tier's environment (incl. end-to-end)
-	$(INFER_PY) -m pytest -q tests/unit tests/integration tests/e2e
+	@$(INFER_PY) -m pytest -q -m "not vllm" tests/unit tests/integration tests/e2e; a=$$?; \
+	 $(INFER_PY) -m pytest -q -m vllm tests/unit tests/integration tests/e2e; b=$$?; \
+	 if [ $$a -ne 0 -o $$b -ne 0 ]; then echo "make test-infer failed: torch run exit $$a, vllm run exit $$b"; exit 1; fi
 
 lint: venvs  ## ruff (lint and format check) and mypy
 	$(INFER_VENV)/bin/ruff check src stream tests

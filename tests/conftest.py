@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +18,32 @@ from adcast.services import Service, free_port
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 _counter = itertools.count()
+
+# Loaded only where a vLLM CPU worker runs in this process, which then changes process-wide
+# state: OpenMP thread binding, torch's thread count, a torch.set_num_threads that refuses.
+_VLLM_WORKER_MODULE = "vllm.v1.worker.cpu_worker"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked `vllm` run after every other test of the run (`make test` gives them a run of
+    their own): nothing that trains or scores with torch may run under vLLM's thread layout."""
+    items.sort(key=lambda item: item.get_closest_marker("vllm") is not None)
+
+
+def _guard_vllm_marker(item: pytest.Item):
+    before = _VLLM_WORKER_MODULE in sys.modules
+    result = yield
+    if not before and _VLLM_WORKER_MODULE in sys.modules and item.get_closest_marker("vllm") is None:
+        pytest.fail(
+            f"{item.nodeid} built a vLLM engine in the test process without the `vllm` marker; mark it "
+            "@pytest.mark.vllm so that no torch test runs after it in the same process"
+        )
+    return result
+
+
+# Setup too: a fixture may build the engine.
+pytest_runtest_setup = pytest.hookimpl(wrapper=True)(_guard_vllm_marker)
+pytest_runtest_call = pytest.hookimpl(wrapper=True)(_guard_vllm_marker)
 
 
 @pytest.fixture(scope="session")

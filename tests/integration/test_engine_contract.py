@@ -10,7 +10,8 @@ from adcast.core.history import HistoryLimits
 from adcast.core.prompt import render
 from adcast.data.files import read_records
 
-pytestmark = pytest.mark.integration
+# The engines fixture builds the vLLM engine in this process when vLLM is installed.
+pytestmark = [pytest.mark.integration, pytest.mark.vllm]
 pytest.importorskip("torch")
 KINDS = ["torch", "vllm"]
 

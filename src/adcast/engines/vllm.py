@@ -7,7 +7,10 @@ Prompts are tokenized here, by the checkpoint's tokenizer, exactly as the torch 
 passed as token ids. Automatic prefix caching is on: a user's successive prompts share a prefix.
 On a GPU, building an `LLM` starts an engine process: construct this engine under
 `if __name__ == "__main__"` (the `adcast` entry point does). On the CPU it runs in this process
-(see `_in_process`).
+(see `_in_process`), and then changes the whole process: vLLM's CPU worker binds OpenMP threads,
+cuts torch to one thread and makes `torch.set_num_threads` refuse. No adcast command trains or
+scores with torch in a process after building this engine; the tests that build it run in a
+pytest process of their own (marker `vllm`).
 """
 
 from __future__ import annotations
