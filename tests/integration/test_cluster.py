@@ -2,7 +2,6 @@
 over every node, the real writer path (store.lua through the cluster pipeline) and both readers."""
 
 import asyncio
-import shutil
 import subprocess
 import time
 
@@ -11,14 +10,15 @@ from store_helpers import write
 
 from adcast.core.affinities import Affinities
 from adcast.errors import ConfigError
-from adcast.services import free_port
+from adcast.services import free_port, redis_binary
 from adcast.store import AffinityClient, AsyncAffinityClient
 
 pytestmark = pytest.mark.integration
 
 
 def _redis_cli(*args: str) -> str:
-    return subprocess.run(["redis-cli", *args], capture_output=True, text=True, timeout=30, check=True).stdout
+    cli = redis_binary("redis-cli")
+    return subprocess.run([cli, *args], capture_output=True, text=True, timeout=30, check=True).stdout
 
 
 def _wait(condition, what: str, timeout_s: float = 20.0) -> None:
@@ -32,8 +32,6 @@ def _wait(condition, what: str, timeout_s: float = 20.0) -> None:
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory):
     """Three cluster-enabled redis-servers joined into one cluster; yields their ports."""
-    if shutil.which("redis-server") is None or shutil.which("redis-cli") is None:
-        pytest.fail("redis-server and redis-cli are needed: apt-get install -y redis-server")
     procs: list[subprocess.Popen[bytes]] = []
     ports: list[int] = []
     try:
@@ -42,7 +40,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory):
             folder = tmp_path_factory.mktemp(f"cluster-{port}")
             log = (folder / "redis.log").open("wb")
             flags = f"--bind 127.0.0.1 --port {port} --cluster-enabled yes --cluster-port {bus} --appendonly no"
-            command = ["redis-server", *flags.split(), "--daemonize", "no", "--save", ""]
+            command = [redis_binary(), *flags.split(), "--daemonize", "no", "--save", ""]
             command += ["--cluster-config-file", str(folder / "nodes.conf"), "--dir", str(folder)]
             procs.append(subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT))
             ports.append(port)
