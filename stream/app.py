@@ -130,6 +130,7 @@ def create_app(settings: Settings) -> faust.App:
         HistoryLimits(min_events=s.history_events, dedupe_window=s.dedupe_window),
         TriggerPolicy(quiet_ms=s.quiet_ms, max_delay_ms=s.max_delay_ms, min_interval_ms=s.min_interval_ms),
         cache_users=s.cache_users,
+        partitions=t.partitions,
     )
     events_topic, profiles_topic = t.name("events"), t.name("profiles")
     ticks_topic = t.name("ticks")
@@ -181,7 +182,7 @@ def create_app(settings: Settings) -> faust.App:
         # Faust acks a batch's offsets once the loop body returns, so effects precede commits.
         async for batch in cast(faust.Stream, stream).take_events(s.batch_max_events, within=s.batch_wait_ms / 1000):
             items = [
-                Input(kinds[e.message.topic], e.message.value, e.message.partition, e.message.offset, e) for e in batch
+                Input(kinds[m.topic], m.value, m.partition, m.offset, e, m.key) for e in batch for m in (e.message,)
             ]
             held = _HeldWrites(store)
             try:

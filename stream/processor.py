@@ -18,6 +18,7 @@ from typing import Any, NamedTuple, Protocol
 from adcast import serde
 from adcast.core.events import IMPRESSION, MAX_ID_CHARS, validate_event
 from adcast.core.history import HistoryLimits, UserHistory, bounded_profile, fold_event
+from adcast.core.partitioning import partition_for
 from adcast.core.requests import PredictionRequest
 from adcast.core.triggers import TriggerPolicy, mark_emitted
 from adcast.errors import InvalidEvent, SerdeError
@@ -52,14 +53,15 @@ class MappingStore:
 
 
 class Input(NamedTuple):
-    """One consumed message: which kind, its bytes, where it came from, and the adapter's handle.
-    A named tuple: one is built per message, and a frozen dataclass costs several times more."""
+    """One consumed message: which kind, its bytes, where it came from, its key, and the adapter's
+    handle. A named tuple: one is built per message, and a frozen dataclass costs several times more."""
 
     kind: str  # EVENT, PROFILE or TICK
     value: bytes | None
     partition: int
     offset: int
     ref: Any = None
+    key: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,9 +128,18 @@ class _Batch:
 
 
 class StreamProcessor:
-    def __init__(self, limits: HistoryLimits, policy: TriggerPolicy, cache_users: int = 50_000) -> None:
+    """`partitions`: the input topics' partition count. When given, every event and profile must
+    honour the partitioning contract (key = user id, on the partition murmur2 gives that key),
+    or it is dead-lettered (`key_mismatch`, `wrong_partition`) and no state is touched: a user's
+    versions are offsets of one partition, and a record on another would jump them. None (tools,
+    unit tests of the folding) checks neither."""
+
+    def __init__(
+        self, limits: HistoryLimits, policy: TriggerPolicy, cache_users: int = 50_000, partitions: int | None = None
+    ) -> None:
         self.limits = limits
         self.policy = policy
+        self.partitions = partitions
         # partition -> user -> earliest wall time a trigger may fire. In memory only: it is
         # rebuilt from the table (which holds the pending state) after every recovery.
         self.pending: dict[int, dict[str, int]] = {}
@@ -174,6 +185,10 @@ class StreamProcessor:
         except InvalidEvent as exc:
             out.dead_letters.append((item, DeadLetter("validate", exc.reason, exc.detail)))
             return
+        broken = self._contract_broken(item, event.user_id)
+        if broken is not None:
+            out.dead_letters.append((item, broken))
+            return
         history = batch.load(event.user_id, item.ref)
         if event.event_type != IMPRESSION and history.partition == item.partition and item.offset <= history.version:
             # Re-read after a crash: offsets are committed after the state is written, and the gap
@@ -201,10 +216,33 @@ class StreamProcessor:
             detail = f"profile user_id empty or over {MAX_ID_CHARS} characters"
             out.dead_letters.append((item, DeadLetter("validate", "bad_user_id", detail)))
             return
+        broken = self._contract_broken(item, user_id)
+        if broken is not None:
+            out.dead_letters.append((item, broken))
+            return
         history = batch.load(user_id, item.ref)
         history.partition = item.partition
         history.profile = bounded_profile(record["attributes"])
         batch.dirty.add(user_id)
+
+    def _contract_broken(self, item: Input, user_id: str) -> DeadLetter | None:
+        """Why this record breaks the partitioning contract, or None when it honours it."""
+        if self.partitions is None:
+            return None
+        expected_key = user_id.encode()
+        if item.key != expected_key:
+            shown = "none" if item.key is None else repr(item.key[:MAX_ID_CHARS])
+            return DeadLetter("validate", "key_mismatch", f"key {shown} is not the user_id {user_id!r}")
+        home = partition_for(expected_key, self.partitions)
+        if item.partition != home:
+            return DeadLetter(
+                "validate",
+                "wrong_partition",
+                f"user {user_id!r} belongs on partition {home} of {self.partitions} (murmur2 of the key), "
+                f"not {item.partition}: produce with the Java client's partitioner (librdkafka: "
+                "partitioner=murmur2_random)",
+            )
+        return None
 
     def _tick(self, batch: _Batch, item: Input, now_ms: int, out: Outcome) -> None:
         """Emit requests for the partition's pending users whose trigger is due."""
@@ -226,11 +264,15 @@ class StreamProcessor:
             del users[user_id]
 
     # Single-input forms of on_batch.
-    def on_event(self, store: HistoryStore, value: bytes | None, partition: int, offset: int, now_ms: int) -> Outcome:
-        return self.on_batch(store, [Input(EVENT, value, partition, offset)], now_ms)
+    def on_event(
+        self, store: HistoryStore, value: bytes | None, partition: int, offset: int, now_ms: int, key: bytes | None = None
+    ) -> Outcome:
+        return self.on_batch(store, [Input(EVENT, value, partition, offset, key=key)], now_ms)
 
-    def on_profile(self, store: HistoryStore, value: bytes | None, partition: int, now_ms: int = 0) -> Outcome:
-        return self.on_batch(store, [Input(PROFILE, value, partition, -1)], now_ms)
+    def on_profile(
+        self, store: HistoryStore, value: bytes | None, partition: int, now_ms: int = 0, key: bytes | None = None
+    ) -> Outcome:
+        return self.on_batch(store, [Input(PROFILE, value, partition, -1, key=key)], now_ms)
 
     def on_tick(self, store: HistoryStore, partition: int, now_ms: int) -> Outcome:
         return self.on_batch(store, [Input(TICK, None, partition, -1)], now_ms)

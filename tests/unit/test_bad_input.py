@@ -262,3 +262,61 @@ def test_any_arrival_order_keeps_the_history_sorted_bounded_and_versioned(events
     else:
         assert history.version == -1 and history.events == []
     assert history.newest_event_time == (NOW + max(t for _, t in salient) if salient else 0)
+
+
+def _home(user: str, partitions: int = 4) -> int:
+    from adcast.core.partitioning import partition_for
+
+    return partition_for(user.encode(), partitions)
+
+
+@pytest.mark.parametrize(
+    ("key", "partition_of", "reason"),
+    [
+        pytest.param(b"u2", _home, "key_mismatch", id="another_users_key"),
+        pytest.param(None, _home, "key_mismatch", id="no_key"),
+        pytest.param(b"u1", lambda user: (_home(user) + 1) % 4, "wrong_partition", id="crc32_producer"),
+    ],
+)
+def test_records_that_break_the_partitioning_contract_are_dead_lettered_and_freeze_nobody(key, partition_of, reason):
+    """The freeze this prevents: an event of u1 on another partition, at a higher offset, would
+    raise u1's version there past every later event of u1's own partition."""
+    p, table = StreamProcessor(HistoryLimits(), POLICY, partitions=4), MappingStore()
+    home = _home("u1")
+    assert p.on_event(table, encoded(event_id="e1"), home, 10, NOW, key=b"u1").dead_letters == []
+    before = (dict(table.data), {k: dict(v) for k, v in p.pending.items()})
+
+    raw = encoded(event_id="stray")
+    out = p.on_batch(table, [Input(EVENT, raw, partition_of("u1"), 981, key=key)], NOW)
+
+    assert [(d.stage, d.reason) for _, d in out.dead_letters] == [("validate", reason)]
+    assert (dict(table.data), p.pending) == before
+    # the user's next event on their own partition still folds
+    assert p.on_event(table, encoded(event_id="e2"), home, 11, NOW, key=b"u1").dead_letters == []
+    assert load_history(table, "u1").version == 11
+
+
+def test_profiles_follow_the_same_partitioning_contract():
+    p, table = StreamProcessor(HistoryLimits(), POLICY, partitions=4), MappingStore()
+    profile = serde.encode(serde.PROFILE, {"user_id": "u1", "attributes": {"age": "30"}, "updated_at": NOW})
+    wrong = (_home("u1") + 1) % 4
+    assert [d.reason for _, d in p.on_profile(table, profile, wrong, NOW, key=b"u1").dead_letters] == [
+        "wrong_partition"
+    ]
+    assert [d.reason for _, d in p.on_profile(table, profile, _home("u1"), NOW, key=b"x").dead_letters] == [
+        "key_mismatch"
+    ]
+    assert table.data == {}
+    assert p.on_profile(table, profile, _home("u1"), NOW, key=b"u1").dead_letters == []
+    assert load_history(table, "u1").profile
+
+
+@settings(max_examples=300, deadline=None)
+@given(key=st.binary(max_size=64), partitions=st.integers(1, 64))
+def test_partition_for_places_keys_where_the_java_client_and_aiokafka_do(key, partitions):
+    from aiokafka.partitioner import DefaultPartitioner
+
+    from adcast.core.partitioning import partition_for
+
+    every = list(range(partitions))
+    assert partition_for(key, partitions) == DefaultPartitioner()(key, every, every)
