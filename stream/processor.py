@@ -265,7 +265,13 @@ class StreamProcessor:
 
     # Single-input forms of on_batch.
     def on_event(
-        self, store: HistoryStore, value: bytes | None, partition: int, offset: int, now_ms: int, key: bytes | None = None
+        self,
+        store: HistoryStore,
+        value: bytes | None,
+        partition: int,
+        offset: int,
+        now_ms: int,
+        key: bytes | None = None,
     ) -> Outcome:
         return self.on_batch(store, [Input(EVENT, value, partition, offset, key=key)], now_ms)
 
