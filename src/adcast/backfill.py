@@ -38,7 +38,7 @@ from adcast.core.prompt import render
 from adcast.core.requests import PredictionRequest
 from adcast.data.files import read_records
 from adcast.engines.base import ScoringEngine
-from adcast.errors import ConfigError, InvalidEvent
+from adcast.errors import ConfigError, InvalidEvent, StoreKeyError
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +57,7 @@ class BackfillSummary:
     scored: int = 0
     written: int = 0
     stale: int = 0  # Redis already held the same or a newer version
+    failed: Counter[str] = field(default_factory=Counter)  # reason -> users whose key refused the write
     no_salient: int = 0  # only impressions: the live tier never scores them either
     invalid: Counter[str] = field(default_factory=Counter)  # reason -> events skipped
     load_seconds: float = 0.0  # reading, folding and loading the engine
@@ -170,10 +171,11 @@ async def _score_and_write(
                     for r, top in zip(chunk, scored, strict=True)
                 ]
                 # No retry: a failed run is safe to repeat, the versions make it idempotent.
-                written = await store.write_many(items)
+                results = await store.write_many(items)
                 summary.scored += len(items)
-                summary.written += sum(written)
-                summary.stale += len(written) - sum(written)
+                summary.written += results.count(True)
+                summary.stale += results.count(False)
+                summary.failed.update(r.reason for r in results if isinstance(r, StoreKeyError))
                 bar.update(len(items))
     finally:
         await store.close()
@@ -185,6 +187,9 @@ def format_summary(s: BackfillSummary) -> str:
         f"reading, folding and loading the engine {s.load_seconds:.1f}s)",
         f"  written {s.written}, skipped as stale {s.stale} (Redis held the same or a newer version)",
     ]
+    if s.failed:
+        reasons = ", ".join(f"{r} {n}" for r, n in sorted(s.failed.items()))
+        lines.append(f"  not written, the user's key refused the write: {s.failed.total()} ({reasons})")
     if s.no_salient:
         lines.append(f"  not scored: {s.no_salient} users with impressions only")
     if s.invalid:

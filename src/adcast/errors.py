@@ -6,6 +6,7 @@ AdcastError
 ├── ServiceError           a local service (broker, redis-server) could not be managed
 ├── SerdeError             bytes that are not a valid record of the expected schema
 ├── InvalidEvent           a decoded event that breaks the contract (has a DLQ reason code)
+├── StoreKeyError          one key's Redis command failed (wrong type, unreadable record): that key only
 ├── RecoverableError       transient: retry with backoff (store unavailable, engine timeout)
 │   └── StoreUnavailable
 └── FatalError             stop the worker loudly (engine dead, model missing)
@@ -49,6 +50,17 @@ class SerdeError(AdcastError):
 
 class InvalidEvent(AdcastError):
     """A decoded event that breaks the contract; `reason` is a short DLQ code."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+class StoreKeyError(AdcastError):
+    """One key's command failed while the others of its batch ran (a key of another type, a record
+    the write script cannot read): that user's write or read fails, nobody else's. `reason` is a
+    short DLQ code."""
 
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(f"{reason}: {detail}")

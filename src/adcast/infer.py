@@ -23,7 +23,7 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -35,9 +35,9 @@ from adcast.config import Settings
 from adcast.core.affinities import Affinities
 from adcast.core.batching import MicroBatcher
 from adcast.core.prompt import render
-from adcast.core.requests import PredictionRequest
+from adcast.core.requests import MAX_VERSION, MIN_VERSION, PredictionRequest
 from adcast.engines.base import Scored, ScoringEngine
-from adcast.errors import FatalError, RecoverableError, SerdeError, StoreUnavailable
+from adcast.errors import FatalError, RecoverableError, SerdeError, StoreKeyError, StoreUnavailable
 from adcast.kafka import aiokafka_config
 from adcast.store import AsyncAffinityStore
 
@@ -179,18 +179,31 @@ class InferenceWorker:
         try:
             request = PredictionRequest.from_record(serde.decode(serde.REQUEST, message.value))
         except SerdeError as exc:
-            letter = serde.encode_dead_letter(message, "decode", exc.reason, exc.detail, _now_ms())
-            await producer.send_and_wait(self.settings.topics.name("dead_letters"), letter, key=message.key)
-            metrics.DEAD_LETTERS.labels("decode", exc.reason).inc()
-            self.stats.dead_letters += 1
-            log.warning(
-                "dead-letter stage=decode reason=%s partition=%s offset=%s",
-                exc.reason,
-                message.partition,
-                message.offset,
-            )
+            await self._dead_letter_one(producer, message, "decode", exc.reason, exc.detail)
+            return
+        if not MIN_VERSION <= request.version <= MAX_VERSION:
+            # Redis compares versions as doubles: beyond 2^53 they compare wrongly, and one huge
+            # version would block every later write of the user.
+            detail = f"version {request.version} of user {request.user_id!r} is outside [{MIN_VERSION}, {MAX_VERSION}]"
+            await self._dead_letter_one(producer, message, "validate", "version_out_of_range", detail)
             return
         self.batcher.add(_Pending(request, message), _now_ms())
+
+    async def _dead_letter_one(
+        self, producer: AIOKafkaProducer, message: Any, stage: str, reason: str, detail: str
+    ) -> None:
+        letter = serde.encode_dead_letter(message, stage, reason, detail, _now_ms())
+        await producer.send_and_wait(self.settings.topics.name("dead_letters"), letter, key=message.key)
+        metrics.DEAD_LETTERS.labels(stage, reason).inc()
+        self.stats.dead_letters += 1
+        log.warning(
+            "dead-letter stage=%s reason=%s partition=%s offset=%s detail=%s",
+            stage,
+            reason,
+            message.partition,
+            message.offset,
+            detail,
+        )
 
     async def _report_lag(self, consumer: AIOKafkaConsumer) -> None:
         """adcast_consumer_lag per assigned partition: high watermark minus position."""
@@ -272,13 +285,17 @@ class InferenceWorker:
                 len(prompts),
                 failure,
             )
-            try:  # a stop request ends the wait at once
-                await asyncio.wait_for(self.stop.wait(), delay)
-            except TimeoutError:
-                pass
-            else:
-                raise _Interrupted
+            await self._backoff(delay)
         raise AssertionError("unreachable: attempts >= 1")
+
+    async def _backoff(self, delay: float) -> None:
+        """Wait `delay` seconds before a retry; a stop request ends the wait at once, and the batch
+        being retried is left uncommitted (_Interrupted)."""
+        try:
+            await asyncio.wait_for(self.stop.wait(), delay)
+        except TimeoutError:
+            return
+        raise _Interrupted
 
     async def _score(
         self, batch: list[_Pending], attempts: int
@@ -298,17 +315,20 @@ class InferenceWorker:
         right_ok, right_failed = await self._score(batch[mid:], 1)
         return left_ok + right_ok, left_failed + right_failed
 
-    async def _dead_letter(self, producer: AIOKafkaProducer, failed: list[tuple[_Pending, EngineFailure]]) -> None:
+    async def _dead_letter(
+        self, producer: AIOKafkaProducer, stage: str, failed: Sequence[tuple[_Pending, EngineFailure | StoreKeyError]]
+    ) -> None:
         topic = self.settings.topics.name("dead_letters")
         now = _now_ms()
         sends = []
         for p, exc in failed:
             m = p.message
-            letter = serde.encode_dead_letter(m, "infer", exc.reason, exc.detail, now)
+            letter = serde.encode_dead_letter(m, stage, exc.reason, exc.detail, now)
             sends.append(await producer.send(topic, letter, key=m.key))
-            metrics.DEAD_LETTERS.labels("infer", exc.reason).inc()
+            metrics.DEAD_LETTERS.labels(stage, exc.reason).inc()
             log.warning(
-                "dead-letter stage=infer reason=%s user=%s topic=%s partition=%s offset=%s detail=%s",
+                "dead-letter stage=%s reason=%s user=%s topic=%s partition=%s offset=%s detail=%s",
+                stage,
                 exc.reason,
                 p.user_id,
                 m.topic,
@@ -319,8 +339,9 @@ class InferenceWorker:
         await asyncio.gather(*sends)  # delivered before the offsets are committed
         self.stats.dead_letters += len(failed)
 
-    async def _write(self, store: AsyncAffinityStore, items: list[Affinities]) -> list[bool]:
-        """Write until Redis takes it: nothing is committed before its write succeeds."""
+    async def _write(self, store: AsyncAffinityStore, items: list[Affinities]) -> list[bool | StoreKeyError]:
+        """Write until Redis takes it: nothing is committed before its write succeeds. A stop
+        request during an outage leaves the batch uncommitted (_Interrupted)."""
         delay = 0.1
         while True:
             try:
@@ -328,7 +349,7 @@ class InferenceWorker:
             except StoreUnavailable as exc:
                 metrics.RETRIES.labels("store_write").inc()
                 log.warning("redis unavailable, retrying in %.1fs: %s", delay, exc)
-                await asyncio.sleep(delay)
+                await self._backoff(delay)
                 delay = min(delay * 2, 5.0)
 
     async def _flush(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer, store: AsyncAffinityStore) -> None:
@@ -354,7 +375,7 @@ class InferenceWorker:
                         "and the device, then restart (see ADCAST_INFER__ENGINE_MAX_FAILED_BATCHES)"
                     )
             if failed:
-                await self._dead_letter(producer, failed)
+                await self._dead_letter(producer, "infer", failed)
             computed_at = _now_ms()
             items = [
                 Affinities(
@@ -367,22 +388,28 @@ class InferenceWorker:
                 )
                 for p, top in scored
             ]
-            written = await self._write(store, items) if items else []
+            results = await self._write(store, items) if items else []
             written_at = _now_ms()
+            # A user whose key refused the write: its request goes to the dead-letter topic, the
+            # rest of the batch is written and published all the same.
+            refused = [(p, r) for (p, _), r in zip(scored, results, strict=True) if isinstance(r, StoreKeyError)]
+            if refused:
+                await self._dead_letter(producer, "store", refused)
             topic = self.settings.topics.name("affinities")
             sends = [
                 await producer.send(topic, serde.encode(serde.AFFINITY, a.to_record()), key=a.user_id.encode())
-                for a in items
+                for a, r in zip(items, results, strict=True)
+                if not isinstance(r, StoreKeyError)
             ]
             await asyncio.gather(*sends)
-            for a, ok in zip(items, written, strict=True):
-                metrics.WRITES.labels("written" if ok else "stale").inc()
-                if ok:
+            for a, r in zip(items, results, strict=True):
+                metrics.WRITES.labels("failed" if isinstance(r, StoreKeyError) else "written" if r else "stale").inc()
+                if r is True:
                     metrics.FRESHNESS_SECONDS.observe(max(0, written_at - a.newest_event_time) / 1000)
             self.stats.batches += 1
             self.stats.scored += len(items)
-            self.stats.written += sum(written)
-            self.stats.stale += len(written) - sum(written)
+            self.stats.written += results.count(True)
+            self.stats.stale += results.count(False)
         if offsets:
             try:
                 await consumer.commit(offsets)

@@ -28,6 +28,11 @@ FRESHNESS_SECONDS = Histogram(
     "adcast_freshness_seconds", "Newest event time to Redis write.", buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300)
 )
 WRITES = Counter("adcast_store_writes_total", "Redis writes by outcome.", ["outcome"])
+STORE_KEY_ERRORS = Counter(
+    "adcast_store_key_errors_total",
+    "Redis reads or writes of one key that failed while the rest of their batch went through.",
+    ["op", "reason"],
+)
 RETRIES = Counter("adcast_retries_total", "Retried operations.", ["operation"])
 ENGINE_FAILURES = Counter(
     "adcast_engine_failures_total", "Engine calls that raised or ran past infer.engine_timeout_s.", ["reason"]

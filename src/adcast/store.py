@@ -11,7 +11,11 @@ KEYS, so it runs on the node that owns the user's slot.
   AsyncAffinityStore    the inference tier's writer (write only newer versions, set the TTL)
 
 A user without a stored prediction is None, not an error. Redis errors are mapped here:
-unreachable or failing over -> StoreUnavailable (retry); wrong mode or credentials -> ConfigError.
+unreachable, failing over, loading or out of memory -> StoreUnavailable (retry); wrong mode or
+credentials -> ConfigError. An error of one key (a value of another type at a user's key, a
+record the script cannot read) fails that key only: a read returns the user as missing, a
+write returns StoreKeyError in that item's place, and both are counted in
+adcast_store_key_errors_total.
 """
 
 from __future__ import annotations
@@ -24,9 +28,10 @@ from collections.abc import Iterable, Iterator, Sequence
 from importlib import resources
 from typing import Any
 
+from adcast import metrics
 from adcast.config import RedisSettings, redact_url, redis_connection_kwargs
 from adcast.core.affinities import FIELDS, Affinities
-from adcast.errors import ConfigError, StoreUnavailable
+from adcast.errors import ConfigError, StoreKeyError, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +87,35 @@ def _mapped_errors(settings: RedisSettings) -> Iterator[None]:
         raise StoreUnavailable(f"Redis Cluster at {url} is unavailable: {text}") from exc
 
 
+# Error replies that describe the server, not the key: every key would fail alike, so the
+# operation is retried as a whole (after a failover, a load or a memory release it succeeds).
+_SERVER_WIDE = ("OOM", "READONLY", "LOADING", "BUSY", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "NOREPLICAS")
+
+
+def key_error(exc: Exception, settings: RedisSettings, op: str) -> StoreKeyError:
+    """The StoreKeyError for one key's error reply; raises StoreUnavailable for a server-wide one,
+    and re-raises what is no key's fault (for _mapped_errors, which every caller runs inside)."""
+    import redis.exceptions as rex
+
+    if not isinstance(exc, rex.ResponseError) or isinstance(
+        exc, (rex.AskError, rex.NoPermissionError, rex.ClusterError)
+    ):
+        raise exc
+    text = str(exc)
+    code = text.split(" ", 1)[0]
+    # redis-py strips the code from the replies it has a class for
+    if isinstance(exc, (rex.OutOfMemoryError, rex.ReadOnlyError, rex.TryAgainError)) or code in _SERVER_WIDE:
+        what = (
+            "out of memory (maxmemory reached, and its policy evicts nothing)"
+            if isinstance(exc, rex.OutOfMemoryError)
+            else text
+        )
+        raise StoreUnavailable(f"Redis at {redact_url(settings.url)} refuses {op}s: {what}") from exc
+    reason = "wrong_type" if code == "WRONGTYPE" else "store_error"
+    metrics.STORE_KEY_ERRORS.labels(op, reason).inc()
+    return StoreKeyError(reason, text)
+
+
 def redis_client(settings: RedisSettings) -> Any:
     """A sync redis-py client for the settings: redis.Redis, or RedisCluster when `cluster` is set."""
     with _mapped_errors(settings):
@@ -107,13 +141,19 @@ def async_redis_client(settings: RedisSettings) -> Any:
         return aioredis.Redis.from_url(settings.url, **_connection_kwargs(settings))
 
 
-def _decode(user_id: str, values: Sequence[str | bytes | None]) -> StoredAffinities | None:
+def _decode(user_id: str, values: Any, settings: RedisSettings) -> StoredAffinities | None:
+    """A user's HMGET reply as a record; None when there is none, or none readable (an error reply
+    for this key, a hash not written by store.lua): one bad key must not fail a whole batch."""
+    if isinstance(values, Exception):
+        error = key_error(values, settings, "read")
+        log.warning("unreadable affinities user=%s, treated as missing: %s", user_id, error)
+        return None
     if values[0] is None:
         return None
     try:
         return StoredAffinities.from_values(user_id, values)
     except (TypeError, ValueError) as exc:
-        # A hash not written by store.lua: one bad record must not fail a whole batch.
+        metrics.STORE_KEY_ERRORS.labels("read", "unreadable_record").inc()
         log.warning("unreadable affinities user=%s, treated as missing: %s", user_id, exc)
         return None
 
@@ -140,7 +180,8 @@ _RECV_BYTES = 1 << 18  # a 100-user batch of top-20 records is ~45 KB
 
 def _read_replies(conn: Any, count: int) -> list[Any]:
     """`count` replies off a redis-py Connection's socket (its private `_sock`: the tests of the
-    client cover it), values as bytes, error replies mapped to exceptions as redis-py maps them."""
+    client cover it), values as bytes, error replies as the exceptions redis-py maps them to, in
+    their reply's place."""
     import hiredis
     import redis.exceptions as rex
     from redis._parsers import BaseParser
@@ -161,8 +202,6 @@ def _read_replies(conn: Any, count: int) -> list[Any]:
                 raise rex.ConnectionError("Connection closed by server.")
             reader.feed(data)
             continue
-        if isinstance(reply, rex.RedisError):
-            raise reply
         replies.append(reply)
     return replies
 
@@ -178,9 +217,7 @@ class AffinityClient:
         return self.settings.key_prefix + user_id
 
     def get(self, user_id: str) -> StoredAffinities | None:
-        with _mapped_errors(self.settings):
-            values = self.redis.hmget(self.key(user_id), FIELDS)
-        return _decode(user_id, values)
+        return self.get_many([user_id])[user_id]
 
     def get_many(self, user_ids: Iterable[str]) -> dict[str, StoredAffinities | None]:
         """Every requested user (duplicates once), in one round trip per Redis node."""
@@ -193,10 +230,10 @@ class AffinityClient:
                 with self.redis.pipeline(transaction=False) as pipe:
                     for k in keys:
                         pipe.hmget(k, FIELDS)
-                    rows = pipe.execute()
+                    rows = pipe.execute(raise_on_error=False)
             else:
                 rows = self._hmget_many(keys)
-        return {u: _decode(u, values) for u, values in zip(users, rows, strict=True)}
+            return {u: _decode(u, values, self.settings) for u, values in zip(users, rows, strict=True)}
 
     def _hmget_many(self, keys: list[str]) -> list[Any]:
         import redis.exceptions as rex
@@ -234,6 +271,16 @@ class AffinityClient:
         self.close()
 
 
+async def _reply_or_error(conn: Any) -> Any:
+    """The next reply; an error reply in its place, as the sync reader returns it."""
+    import redis.exceptions as rex
+
+    try:
+        return await conn.read_response()
+    except rex.ResponseError as exc:
+        return exc
+
+
 class AsyncAffinityClient:
     """The asyncio reader (the HTTP lookup service uses it). Create and use it on one event loop."""
 
@@ -245,9 +292,7 @@ class AsyncAffinityClient:
         return self.settings.key_prefix + user_id
 
     async def get(self, user_id: str) -> StoredAffinities | None:
-        with _mapped_errors(self.settings):
-            values = await self.redis.hmget(self.key(user_id), FIELDS)
-        return _decode(user_id, values)
+        return (await self.get_many([user_id]))[user_id]
 
     async def get_many(self, user_ids: Iterable[str]) -> dict[str, StoredAffinities | None]:
         """Every requested user (duplicates once), in one round trip per Redis node."""
@@ -260,10 +305,10 @@ class AsyncAffinityClient:
                 async with self.redis.pipeline(transaction=False) as pipe:
                     for k in keys:
                         pipe.hmget(k, FIELDS)
-                    rows = await pipe.execute()
+                    rows = await pipe.execute(raise_on_error=False)
             else:
                 rows = await self._hmget_many(keys)
-        return {u: _decode(u, values) for u, values in zip(users, rows, strict=True)}
+            return {u: _decode(u, values, self.settings) for u, values in zip(users, rows, strict=True)}
 
     async def _hmget_many(self, keys: list[str]) -> list[Any]:
         import redis.exceptions as rex
@@ -274,7 +319,7 @@ class AsyncAffinityClient:
             conn = await pool.get_connection()
             try:
                 await conn.send_packed_command([packed])
-                return [await conn.read_response() for _ in keys]
+                return [await _reply_or_error(conn) for _ in keys]
             except (rex.ConnectionError, rex.TimeoutError):
                 await conn.disconnect()
                 if attempt:
@@ -312,8 +357,9 @@ class AsyncAffinityStore:
     def key(self, user_id: str) -> str:
         return self.settings.key_prefix + user_id
 
-    async def write_many(self, items: list[Affinities]) -> list[bool]:
-        """Write each item if newer; returns per item whether it was written."""
+    async def write_many(self, items: list[Affinities]) -> list[bool | StoreKeyError]:
+        """Write each item if newer; returns per item whether it was written, or the StoreKeyError
+        of an item whose key failed (the others are written all the same)."""
         import redis.exceptions
 
         if not items:
@@ -327,10 +373,12 @@ class AsyncAffinityStore:
                 await self.redis.script_load(self._script)
                 for i, r in zip(missing, await self._evalsha([items[i] for i in missing]), strict=True):
                     results[i] = r
-            for r in results:
-                if isinstance(r, Exception):
-                    raise r
-        return [bool(r) for r in results]
+            for i, r in enumerate(results):
+                if isinstance(r, redis.exceptions.ResponseError):
+                    results[i] = key_error(r, self.settings, "write")
+                elif isinstance(r, Exception):
+                    raise r  # not a reply: the connection failed (mapped to StoreUnavailable)
+        return [r if isinstance(r, StoreKeyError) else bool(r) for r in results]
 
     async def _evalsha(self, items: list[Affinities]) -> list[Any]:
         ttl_ms = self.settings.ttl_seconds * 1000

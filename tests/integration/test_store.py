@@ -42,3 +42,59 @@ def test_ttl_is_set_and_missing_users_are_none(settings, redis_url):
         "nobody": None,
     }
     client.close()
+
+
+def _string_at(settings, user: str) -> None:
+    client = AffinityClient(settings.redis)
+    try:
+        client.redis.set(settings.redis.key_prefix + user, "not a hash")
+    finally:
+        client.close()
+
+
+def test_a_key_of_another_type_fails_its_own_write_only(settings, redis_url):
+    from adcast.errors import StoreKeyError
+
+    _string_at(settings, "bad")
+    results = write(settings, [aff("u1", 5), aff("bad", 5), aff("u2", 5)])
+    assert results[0] is True and results[2] is True
+    assert isinstance(results[1], StoreKeyError) and results[1].reason == "wrong_type"
+    with AffinityClient(settings.redis) as client:
+        assert client.get("u1").version == 5 and client.get("u2").version == 5
+        assert client.redis.get(settings.redis.key_prefix + "bad") == "not a hash"  # left as it was
+
+
+def test_a_key_of_another_type_reads_as_missing_in_every_reader(settings, redis_url):
+    import asyncio
+
+    from adcast.store import AsyncAffinityClient
+
+    write(settings, [aff("u1", 5), aff("u2", 6)])
+    _string_at(settings, "bad")
+    with AffinityClient(settings.redis) as client:
+        got = client.get_many(["u1", "bad", "u2"])
+        assert got["bad"] is None and got["u1"].version == 5 and got["u2"].version == 6
+        assert client.get("bad") is None
+
+    async def read():
+        async with AsyncAffinityClient(settings.redis) as client:
+            return await client.get_many(["u1", "bad", "u2"]), await client.get("bad")
+
+    many, one = asyncio.run(read())
+    assert many["bad"] is None and one is None and many["u2"].version == 6
+
+
+def test_a_redis_out_of_memory_is_unavailable_not_a_key_error(settings, redis_url):
+    from adcast.errors import StoreUnavailable
+
+    with AffinityClient(settings.redis) as client:
+        before = client.redis.config_get("maxmemory*")
+        client.redis.config_set("maxmemory-policy", "noeviction")
+        client.redis.config_set("maxmemory", "1")
+        try:
+            with pytest.raises(StoreUnavailable, match="out of memory"):
+                write(settings, [aff("u1", 5)])
+        finally:
+            client.redis.config_set("maxmemory", before["maxmemory"])
+            client.redis.config_set("maxmemory-policy", before["maxmemory-policy"])
+    assert write(settings, [aff("u1", 5)]) == [True]

@@ -125,11 +125,11 @@ def _fill(s: Settings, args: argparse.Namespace, top_k: int) -> dict[str, Any]:
                     chunk.append(a)
                     value_bytes += sum(len(v.encode()) for v in a.to_hash().values())
                     if len(chunk) == FILL_CHUNK:
-                        written += sum(await store.write_many(chunk))
+                        written += (await store.write_many(chunk)).count(True)
                         bar.update(len(chunk))
                         chunk = []
                 if chunk:
-                    written += sum(await store.write_many(chunk))
+                    written += (await store.write_many(chunk)).count(True)
                     bar.update(len(chunk))
         finally:
             await store.close()

@@ -7,6 +7,11 @@ from typing import Any
 
 from adcast.core.history import HistoryEvent, HistoryLimits, UserHistory, ranked_advertisers
 
+# The versions the store orders exactly: Redis's Lua compares numbers as doubles, which hold
+# every integer of this range (live versions are offsets >= 0, backfilled ones are negative).
+MIN_VERSION = -(2**53)
+MAX_VERSION = 2**53 - 1
+
 
 @dataclass(frozen=True, slots=True)
 class PredictionRequest:
