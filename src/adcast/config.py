@@ -30,6 +30,12 @@ class KafkaSettings(BaseModel):
     ssl_certfile: str | None = Field(None, description="Client certificate (PEM), for brokers that require mTLS.")
     ssl_keyfile: str | None = Field(None, description="Private key (PEM) of ssl_certfile.")
     ssl_key_password: SecretStr | None = Field(None, description="Password of ssl_keyfile, when it is encrypted.")
+    max_request_bytes: int = Field(
+        1_048_576,
+        ge=65_536,
+        description="Largest produce request of every adcast producer (the brokers' message.max.bytes must allow "
+        "it); a dead letter's raw value is cut to half of it.",
+    )
 
 
 class TopicSettings(BaseModel):

@@ -122,7 +122,7 @@ class InferenceWorker:
         )
         # Not idempotent: aiokafka's InitProducerId fails on the local broker, and duplicates of
         # the affinities topic are harmless (audit log, versioned records).
-        producer = AIOKafkaProducer(acks="all", linger_ms=5, **kafka)
+        producer = AIOKafkaProducer(acks="all", linger_ms=5, max_request_size=s.kafka.max_request_bytes, **kafka)
         store = AsyncAffinityStore(s.redis)
         try:
             await producer.start()
@@ -192,8 +192,10 @@ class InferenceWorker:
     async def _dead_letter_one(
         self, producer: AIOKafkaProducer, message: Any, stage: str, reason: str, detail: str
     ) -> None:
-        letter = serde.encode_dead_letter(message, stage, reason, detail, _now_ms())
-        await producer.send_and_wait(self.settings.topics.name("dead_letters"), letter, key=message.key)
+        key, letter = serde.dead_letter(
+            message, stage, reason, detail, _now_ms(), self.settings.kafka.max_request_bytes
+        )
+        await producer.send_and_wait(self.settings.topics.name("dead_letters"), letter, key=key)
         metrics.DEAD_LETTERS.labels(stage, reason).inc()
         self.stats.dead_letters += 1
         log.warning(
@@ -323,8 +325,10 @@ class InferenceWorker:
         sends = []
         for p, exc in failed:
             m = p.message
-            letter = serde.encode_dead_letter(m, stage, exc.reason, exc.detail, now)
-            sends.append(await producer.send(topic, letter, key=m.key))
+            key, letter = serde.dead_letter(
+                m, stage, exc.reason, exc.detail, now, self.settings.kafka.max_request_bytes
+            )
+            sends.append(await producer.send(topic, letter, key=key))
             metrics.DEAD_LETTERS.labels(stage, exc.reason).inc()
             log.warning(
                 "dead-letter stage=%s reason=%s user=%s topic=%s partition=%s offset=%s detail=%s",

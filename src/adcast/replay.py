@@ -126,6 +126,7 @@ def event_producer(settings: Settings) -> Any:
             "enable.idempotence": True,
             "linger.ms": 5,
             "queue.buffering.max.messages": 200_000,
+            "message.max.bytes": settings.kafka.max_request_bytes,
         }
     )
     return Producer(conf)
@@ -250,11 +251,16 @@ class _Sink:
         assert out.failure is not None and out.source is not None
         stage, reason, detail = out.failure
         topic, partition, offset = out.source
-        letter = serde.encode_dead_letter(
-            _Consumed(out.raw, out.key, topic, partition, offset), stage, reason, detail, int(time.time() * 1000)
+        key, letter = serde.dead_letter(
+            _Consumed(out.raw, out.key, topic, partition, offset),
+            stage,
+            reason,
+            detail,
+            int(time.time() * 1000),
+            self.settings.kafka.max_request_bytes,
         )
         dlq = self.settings.topics.name("dead_letters")
-        _produce(self.producer, dlq, out.key, letter, self._done(None))
+        _produce(self.producer, dlq, key, letter, self._done(None))
         self.summary.invalid[f"{stage}:{reason}"] += 1
         self.summary.dead_lettered += 1
         self.summary.topics[dlq] += 1
@@ -269,7 +275,7 @@ class _Sink:
 
 @dataclass(frozen=True, slots=True)
 class _Consumed:
-    """The fields serde.encode_dead_letter reads from a consumed message."""
+    """The fields serde.dead_letter reads from a consumed message."""
 
     value: bytes | None
     key: bytes | None

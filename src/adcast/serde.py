@@ -1,8 +1,10 @@
 """Avro serde in the Confluent wire format: magic byte 0, 4-byte big-endian schema id, body.
 
 Schema ids are fixed in schemas/registry.json so any Schema Registry client can read the topics
-once the same ids are registered. Every decoding failure raises SerdeError with a short reason
-code (the DLQ reason), never a bare fastavro exception.
+once the same ids are registered. A record may have several versions, each with its own id: adcast
+writes the newest (the highest id of its name) and reads an older one into the newest by Avro
+schema resolution. Every decoding failure raises SerdeError with a short reason code (the DLQ
+reason), never a bare fastavro exception.
 """
 
 from __future__ import annotations
@@ -50,22 +52,25 @@ class Schema:
 
 @dataclass(frozen=True, slots=True)
 class Registry:
-    by_name: dict[str, Schema]
-    by_id: dict[int, Schema]
+    by_name: dict[str, Schema]  # the newest version of each record: what adcast writes and reads into
+    by_id: dict[int, Schema]  # every version
 
 
 @cache
 def registry() -> Registry:
     folder = schema_dir()
-    entries = json.loads((folder / "registry.json").read_text())["schemas"]
+    entries = sorted(json.loads((folder / "registry.json").read_text())["schemas"], key=lambda e: e["id"])
+    newest = {e["name"]: e["id"] for e in entries}
     named: dict[str, Any] = {}
-    by_name: dict[str, Schema] = {}
-    # Parse in id order: later schemas may reference named types defined by earlier ones.
-    for entry in sorted(entries, key=lambda e: e["id"]):
+    by_id: dict[int, Schema] = {}
+    # Parse in id order: later schemas may reference named types defined by earlier ones. An
+    # older version parses beside them without defining its name for the rest.
+    for entry in entries:
         raw = json.loads((folder / entry["file"]).read_text())
-        parsed = fastavro.parse_schema(raw, named_schemas=named)
-        by_name[entry["name"]] = Schema(entry["id"], entry["name"], parsed)
-    return Registry(by_name, {s.id: s for s in by_name.values()})
+        scope = named if newest[entry["name"]] == entry["id"] else dict(named)
+        parsed = fastavro.parse_schema(raw, named_schemas=scope)
+        by_id[entry["id"]] = Schema(entry["id"], entry["name"], parsed)
+    return Registry({name: by_id[i] for name, i in newest.items()}, by_id)
 
 
 @cache  # the stream tier's hand-written codecs ask for it on every message
@@ -100,10 +105,11 @@ def decode(name: str, data: bytes | None) -> dict[str, Any]:
         raise SerdeError("unknown_schema_id", f"schema id {schema_id} is not in schemas/registry.json")
     if schema.name != name:
         raise SerdeError("wrong_schema", f"schema id {schema_id} is {schema.name}, expected {name}")
+    newest = reg.by_name[name]
     buf = io.BytesIO(data)
     buf.seek(_HEADER.size)
     try:
-        record = fastavro.schemaless_reader(buf, schema.parsed, None)
+        record = fastavro.schemaless_reader(buf, schema.parsed, None if newest is schema else newest.parsed)
     except EOFError as exc:
         raise SerdeError("truncated", f"{name} body ends early") from exc
     except Exception as exc:  # fastavro raises many types on garbage; map them all here
@@ -117,17 +123,37 @@ def decode(name: str, data: bytes | None) -> dict[str, Any]:
     return record
 
 
-def encode_dead_letter(message: Any, stage: str, reason: str, detail: str, now_ms: int) -> bytes:
-    """A DeadLetter for a consumed message: anything with value, key, topic, partition and offset
-    (an aiokafka record or a Faust message). The raw bytes travel unchanged."""
+DEAD_LETTER_MAX_KEY_BYTES = 1024  # keys are user ids (at most 128 characters): more is garbage
+DEAD_LETTER_MAX_DETAIL_CHARS = 2048
+
+
+def dead_letter(
+    message: Any, stage: str, reason: str, detail: str, now_ms: int, max_bytes: int
+) -> tuple[bytes | None, bytes]:
+    """(key, value) of the DeadLetter for a consumed message: anything with value, key, topic,
+    partition and offset (an aiokafka record or a Faust message). The raw bytes travel unchanged
+    unless the letter would not fit a produce request of `max_bytes`: then raw keeps its first
+    bytes, the key its first DEAD_LETTER_MAX_KEY_BYTES, and `truncated` says so (a letter that
+    cannot be sent would stop the worker on the same input after every restart)."""
+    raw, key = message.value or b"", message.key
+    text = f"{reason}: {detail}" if detail else reason
+    if len(text) > DEAD_LETTER_MAX_DETAIL_CHARS:
+        text = text[:DEAD_LETTER_MAX_DETAIL_CHARS] + "..."
+    # The key travels twice (record and message key); half the request for raw leaves room for
+    # both, the other fields and Kafka's record overhead.
+    cut_key = key[:DEAD_LETTER_MAX_KEY_BYTES] if key is not None else None
+    cut_raw = raw[: max(0, max_bytes // 2)]
     record = {
-        "raw": message.value or b"",
-        "key": message.key,
+        "raw": cut_raw,
+        "key": cut_key,
         "source_topic": message.topic,
         "partition": message.partition,
         "offset": message.offset,
         "stage": stage,
-        "reason": f"{reason}: {detail}" if detail else reason,
+        "reason": text,
         "failed_at": now_ms,
+        "truncated": len(cut_raw) < len(raw) or cut_key != key,
+        "raw_size": len(raw),
+        "key_size": -1 if key is None else len(key),
     }
-    return encode(DEAD_LETTER, record)
+    return cut_key, encode(DEAD_LETTER, record)
