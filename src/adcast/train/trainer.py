@@ -98,7 +98,7 @@ class Checkpoints:
         if not self.path.is_file():
             log.warning("no checkpoint in %s: starting from the beginning", self.folder)
             return None
-        state = torch.load(self.path, weights_only=False)
+        state = torch.load(self.path, weights_only=True)  # tensors and plain values only: no code runs on load
         if state["identity"] != self.identity:
             raise ConfigError(
                 f"the checkpoint in {self.folder} was made with other data or settings; "
