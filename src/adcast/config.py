@@ -76,6 +76,11 @@ class ServeSettings(BaseModel):
     host: str = Field("127.0.0.1", description="Address `adcast serve` listens on.")
     port: int = Field(8080, description="Port of `adcast serve`.")
     max_users: int = Field(1000, description="Most user ids one lookup request may ask for.")
+    token: SecretStr | None = Field(
+        None,
+        description="Bearer token that /v1/affinities and /metrics require (`Authorization: Bearer TOKEN`). "
+        "Unset: no authentication, so keep the service on a private network.",
+    )
 
 
 class StreamSettings(BaseModel):

@@ -7,15 +7,18 @@
   GET /openapi.json                          the OpenAPI 3 description of these endpoints
 
 Errors are JSON, `{"error": {"code": "...", "message": "..."}}`: 400 for a bad request (codes
-missing_user_id, empty_user_id, oversized_user_id, too_many_users), 404/405 for a wrong path or
-method, 503 while Redis is unreachable. Works on Redis Cluster like the client it uses
-(adcast.store.AsyncAffinityClient). No access log (one line per lookup costs more than the
+missing_user_id, empty_user_id, oversized_user_id, too_many_users), 401 without the bearer token
+`serve.token` asks for (lookups and metrics; /healthz and /openapi.json stay open for probes),
+404/405 for a wrong path or method, 503 while Redis is unreachable. 5xx bodies are generic: the
+detail (Redis's address, the exception) goes to the service log only. Works on Redis Cluster like
+the client it uses (adcast.store.AsyncAffinityClient). No access log (one line per lookup costs more than the
 lookup); the metrics count requests by endpoint and status.
 """
 
 from __future__ import annotations
 
 import gc
+import hmac
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -43,6 +46,7 @@ USERS = Counter("adcast_lookup_users_total", "Users looked up, by whether a pred
 SETTINGS = web.AppKey("settings", Settings)
 CLIENT = web.AppKey("client", AsyncAffinityClient)
 ENDPOINTS = ("/v1/affinities", "/healthz", "/metrics", "/openapi.json")
+PROTECTED = frozenset({"/v1/affinities", "/metrics"})  # with serve.token set
 _JSON = msgspec.json.Encoder()  # the lookup answers: ~10x faster than json.dumps, aiohttp's default
 # Worst case: every character 4 bytes of UTF-8, each percent-encoded as 3.
 _QUERY_BYTES_PER_USER = len("user_id=&") + 12 * MAX_ID_CHARS
@@ -110,7 +114,10 @@ async def healthz(request: web.Request) -> web.Response:
     try:
         await request.app[CLIENT].ping()
     except AdcastError as exc:
-        return web.json_response({"status": "unavailable", "error": str(exc)}, status=503)
+        log.warning("health check failed: %s", exc)
+        return web.json_response(
+            {"status": "unavailable", "error": "Redis does not answer; see the service log"}, status=503
+        )
     return web.json_response({"status": "ok"})
 
 
@@ -128,8 +135,14 @@ async def errors_and_metrics(
 ) -> web.StreamResponse:
     """JSON for every error, and a request count by endpoint and status."""
     endpoint = request.path if request.path in ENDPOINTS else "other"
+    token = request.app[SETTINGS].serve.token
+    response: web.StreamResponse
     try:
-        response = await handler(request)
+        if token is not None and request.path in PROTECTED and not _authorized(request, token.get_secret_value()):
+            response = _error(401, "unauthorized", "this service needs `Authorization: Bearer <token>` (serve.token)")
+            response.headers["WWW-Authenticate"] = "Bearer"
+        else:
+            response = await handler(request)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -138,12 +151,17 @@ async def errors_and_metrics(
         response = _error(exc.status, code, f"{request.method} {request.path}: {exc.reason}; {hint}")
     except StoreUnavailable as exc:
         log.warning("lookup failed, redis unavailable: %s", exc)
-        response = _error(503, "store_unavailable", str(exc))
+        response = _error(503, "store_unavailable", "Redis is unavailable; see the service log")
     except Exception:
         log.exception("lookup failed path=%s", request.path)
         response = _error(500, "internal_error", "the lookup failed; see the service log")
     REQUESTS.labels(endpoint, str(response.status)).inc()
     return response
+
+
+def _authorized(request: web.Request, token: str) -> bool:
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
 
 
 def openapi(settings: Settings) -> dict[str, Any]:
