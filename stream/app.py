@@ -21,7 +21,7 @@ from typing import Any, NoReturn, cast
 import faust
 
 from adcast import metrics, serde
-from adcast.config import Settings
+from adcast.config import ROCKSDB_WRITE_BUFFERS, Settings
 from adcast.core.history import HistoryLimits
 from adcast.core.triggers import TriggerPolicy
 from adcast.history_codec import encode_request
@@ -139,7 +139,19 @@ def create_app(settings: Settings) -> faust.App:
     ticks = app.topic(ticks_topic, partitions=t.partitions, internal=True, key_type=bytes, value_type=bytes)
     requests = app.topic(t.name("requests"), key_type=bytes, value_type=bytes)
     dead_letters = app.topic(t.name("dead_letters"), key_type=bytes, value_type=bytes)
-    table = app.Table("history", partitions=t.partitions, key_type=bytes, value_type=bytes)
+    table = app.Table(
+        "history",
+        partitions=t.partitions,
+        key_type=bytes,
+        value_type=bytes,
+        # Per table partition: Faust's defaults (a 2 GiB block cache, three 64 MiB memtables)
+        # would let a worker holding a dozen partitions outgrow any sensible pod.
+        options={
+            "block_cache_size": s.rocksdb_block_cache_mb << 20,
+            "write_buffer_size": s.rocksdb_write_buffer_mb << 20,
+            "max_write_buffer_number": ROCKSDB_WRITE_BUFFERS,
+        },
+    )
 
     # A changelog write that never arrived would let Faust commit offsets past state that only
     # this worker's disk holds: exit before that commit (it flushes the producer first).

@@ -67,28 +67,39 @@ def redis_url(services_dir: Path) -> Iterator[str]:
     service.stop()
 
 
-@pytest.fixture
-def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
-    """Settings isolated to this test: topics, groups, table dir and Redis keys of its own.
-    Uses the broker and Redis only when the test asks for those fixtures too."""
-    n = next(_counter)
-    name = f"t{os.getpid()}-{n}"
-    kafka = request.getfixturevalue("broker") if "broker" in request.fixturenames else "127.0.0.1:1"
-    redis = request.getfixturevalue("redis_url") if "redis_url" in request.fixturenames else "redis://127.0.0.1:1/0"
+def isolated_test_settings(name: str, folder: Path, kafka: str, redis: str) -> Settings:
+    """Settings with topics, groups, table dir and Redis keys of their own, named `name`."""
     return load_settings(
-        home=str(tmp_path / "home"),
+        home=str(folder / "home"),
         kafka={"bootstrap_servers": kafka},
         topics={"prefix": f"{name}.", "partitions": 2},
         redis={"url": redis, "key_prefix": f"{name}:aff:"},
         stream={
             "app_id": f"{name}-stream",
-            "data_dir": str(tmp_path / "stream-data"),
+            "data_dir": str(folder / "stream-data"),
             "quiet_ms": 200,
             "max_delay_ms": 600,
             "min_interval_ms": 300,
         },
         infer={"group_id": f"{name}-infer", "max_wait_ms": 20},
     )
+
+
+@pytest.fixture
+def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
+    """Settings isolated to this test: topics, groups, table dir and Redis keys of its own.
+    Uses the broker and Redis only when the test asks for those fixtures too."""
+    n = next(_counter)
+    kafka = request.getfixturevalue("broker") if "broker" in request.fixturenames else "127.0.0.1:1"
+    redis = request.getfixturevalue("redis_url") if "redis_url" in request.fixturenames else "redis://127.0.0.1:1/0"
+    return isolated_test_settings(f"t{os.getpid()}-{n}", tmp_path, kafka, redis)
+
+
+@pytest.fixture(scope="module")
+def module_settings(broker: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """The same isolation for a module whose tests share one pipeline."""
+    n = next(_counter)
+    return isolated_test_settings(f"m{os.getpid()}-{n}", tmp_path_factory.mktemp("module"), broker, redis_url)
 
 
 @pytest.fixture(scope="session")

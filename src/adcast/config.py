@@ -83,6 +83,9 @@ class ServeSettings(BaseModel):
     )
 
 
+ROCKSDB_WRITE_BUFFERS = 2  # memtables per table partition: one filling while one flushes
+
+
 class StreamSettings(BaseModel):
     app_id: str = Field("adcast-stream", description="Faust app id: the consumer group and table namespace.")
     data_dir: str = Field(".adcast/stream-data", description="Where RocksDB tables live (rebuilt from the changelog).")
@@ -111,6 +114,19 @@ class StreamSettings(BaseModel):
     producer_batch_bytes: int = Field(524_288, description="Largest batch of the stream tier's producer, in bytes.")
     history_events: int = Field(12, description="N: the history keeps between N and 2N salient events.")
     dedupe_window: int = Field(32, description="Recent event ids remembered per user for dedupe.")
+    rocksdb_block_cache_mb: int = Field(
+        64,
+        ge=1,
+        description="RocksDB block cache of each table partition a worker holds (Faust's default is 2 GiB "
+        "each). A worker's state memory is about partitions held x (this + 2 x rocksdb_write_buffer_mb).",
+    )
+    rocksdb_write_buffer_mb: int = Field(
+        16, ge=1, description="RocksDB memtable size per table partition; two per partition at most."
+    )
+
+    def rocksdb_partition_mb(self) -> int:
+        """Most memory RocksDB takes per table partition with these settings."""
+        return self.rocksdb_block_cache_mb + ROCKSDB_WRITE_BUFFERS * self.rocksdb_write_buffer_mb
 
 
 class InferSettings(BaseModel):

@@ -111,7 +111,8 @@ def _container_env(container: dict[str, Any]) -> dict[str, str]:
     env = dict(_dockerfile(_image_dockerfile(container["image"]))[0])
     maps = {d["metadata"]["name"]: d.get("data", {}) for d in _kind("ConfigMap")}
     for source in container.get("envFrom", []):
-        env.update({k: str(v) for k, v in maps[source["configMapRef"]["name"]].items()})
+        if "configMapRef" in source:  # secrets are not in the repository
+            env.update({k: str(v) for k, v in maps[source["configMapRef"]["name"]].items()})
     env.update({e["name"]: str(e["value"]) for e in container.get("env", []) if "value" in e})
     return env
 
@@ -270,12 +271,26 @@ def test_env_names_are_settings() -> None:
         assert not unknown, f"{path.relative_to(ROOT)}: not adcast settings: {sorted(unknown)}"
 
 
+def _loaded_as_given(settings: Settings, env: dict[str, str]) -> None:
+    """Every ADCAST_* setting of `env` is the value the loaded settings hold."""
+    fields = _settings_fields()
+    for name, value in env.items():
+        if name not in fields:  # not a setting: PATH, or a variable the code reads itself
+            continue
+        held: Any = settings
+        for part in name.removeprefix("ADCAST_").lower().split("__"):
+            held = getattr(held, part)
+        assert str(held).lower() == value.lower(), f"{name}={value!r} loaded as {held!r}"
+
+
 def test_env_values_load(settings_from: Any) -> None:
     for c in _adcast_containers():
-        settings_from(_container_env(c))
+        env = _container_env(c)
+        _loaded_as_given(settings_from(env), env)
     for service in _compose()["services"].values():
         if "build" in service:
-            settings_from(_service_env(service))
+            env = _service_env(service)
+            _loaded_as_given(settings_from(env), env)
 
 
 def test_compose_topics_match_topic_specs(settings_from: Any) -> None:
@@ -296,3 +311,71 @@ def test_k8s_topics_match_topic_specs(settings_from: Any) -> None:
     (deployment,) = _kind("Deployment")
     assert statefulset["spec"]["replicas"] <= expected[settings.topics.name("events")][0]
     assert deployment["spec"]["replicas"] <= expected[settings.topics.name("requests")][0]
+
+
+def _pod_specs() -> list[tuple[str, dict[str, Any]]]:
+    return [
+        (d["metadata"]["name"], d["spec"]["template"]["spec"])
+        for d in _k8s()
+        if d["kind"] in {"Deployment", "StatefulSet", "Job", "DaemonSet"}
+    ]
+
+
+def test_every_container_runs_unprivileged_on_a_read_only_root() -> None:
+    for name, pod in _pod_specs():
+        assert pod["securityContext"]["runAsNonRoot"] is True, name
+        assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault", name
+        volumes = {v["name"] for v in pod.get("volumes", [])} | {
+            c["metadata"]["name"] for d in _k8s() if d["metadata"]["name"] == name
+            for c in d["spec"].get("volumeClaimTemplates", [])
+        }  # fmt: skip
+        for c in pod["containers"]:
+            sc = c["securityContext"]
+            assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False, c["name"]
+            assert sc["capabilities"]["drop"] == ["ALL"], c["name"]
+            mounts = {m["mountPath"]: m["name"] for m in c.get("volumeMounts", [])}
+            assert "/tmp" in mounts, f"{c['name']}: nowhere to write scratch files"
+            assert set(mounts.values()) <= volumes, c["name"]
+
+
+def test_every_pod_reaches_a_secured_kafka_with_the_same_settings() -> None:
+    for name, pod in _pod_specs():
+        for c in pod["containers"]:
+            refs = [s["secretRef"] for s in c.get("envFrom", []) if "secretRef" in s]
+            assert {"name": "adcast-kafka", "optional": True} in refs, f"{name}/{c['name']}"
+    (job,) = [j for j in _kind("Job") if j["metadata"]["name"] == "adcast-topics"]
+    script = "\n".join(job["spec"]["template"]["spec"]["containers"][0]["args"])
+    for setting in ("SECURITY_PROTOCOL", "SASL_MECHANISM", "SASL_USERNAME", "SASL_PASSWORD", "SSL_CAFILE"):
+        assert f"ADCAST_KAFKA__{setting}" in script
+    assert '--command-config "$client"' in script
+
+
+def test_topics_keep_acked_writes_through_the_loss_of_a_broker() -> None:
+    (job,) = [j for j in _kind("Job") if j["metadata"]["name"] == "adcast-topics"]
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: int(e["value"]) for e in container["env"] if e["name"].endswith(("FACTOR", "REPLICAS"))}
+    assert 2 <= env["MIN_INSYNC_REPLICAS"] < env["REPLICATION_FACTOR"]
+    assert '--config min.insync.replicas="$MIN_INSYNC_REPLICAS"' in "\n".join(container["args"])
+
+
+def test_ingress_is_closed_but_for_metrics() -> None:
+    policies = _kind("NetworkPolicy")
+    adcast = {"app.kubernetes.io/name": "adcast"}
+    assert any(p["spec"]["podSelector"]["matchLabels"] == adcast and "ingress" not in p["spec"] for p in policies)
+    opened = [r for p in policies for r in p["spec"].get("ingress", [])]
+    assert opened and all([port["port"] for port in r["ports"]] == ["metrics"] for r in opened)
+    for _, pod in _pod_specs():
+        for c in pod["containers"]:
+            assert all(p["name"] == "metrics" for p in c.get("ports", [])), c["name"]
+
+
+def test_stream_pods_have_room_for_rocksdb_when_a_pod_is_down(settings_from: Any) -> None:
+    (statefulset,) = _kind("StatefulSet")
+    (stream,) = statefulset["spec"]["template"]["spec"]["containers"]
+    settings = settings_from(_container_env(stream))
+    replicas = statefulset["spec"]["replicas"]
+    held = -(-settings.topics.partitions // max(1, replicas - 1))  # partitions per pod, one pod lost
+    limit = stream["resources"]["limits"]["memory"]
+    limit_mb = int(limit.removesuffix("Gi")) * 1024 if limit.endswith("Gi") else int(limit.removesuffix("Mi"))
+    baseline_mb = 512  # Python, Faust, producer buffers, the decoded-history cache
+    assert held * settings.stream.rocksdb_partition_mb() + baseline_mb <= limit_mb
