@@ -114,6 +114,8 @@ def pipeline(module_settings: Settings, tiny_model, tmp_path_factory) -> Iterato
         p.assert_healthy()
         yield p
     finally:
+        p.producer.flush(10)
+        p.producer = None  # librdkafka's client closes when collected, before the broker stops
         assert stream.stop() in (0, -15), stream.tail()
         assert infer.stop() in (0, -15), infer.tail()
 
@@ -212,4 +214,24 @@ def test_redis_out_of_memory_holds_writes_until_memory_is_freed_and_loses_none(p
             client.redis.config_set("maxmemory", before["maxmemory"])
             client.redis.config_set("maxmemory-policy", before["maxmemory-policy"])
     assert pipeline.wait_version("pill-oom", offset) == offset  # written once memory was there
+    pipeline.assert_healthy()
+
+
+def test_a_missing_dead_letter_topic_loses_no_dead_letter(pipeline):
+    from confluent_kafka.admin import AdminClient
+
+    topic = pipeline.settings.topics.name("dead_letters")
+    admin = AdminClient({"bootstrap.servers": pipeline.kafka})
+    for future in admin.delete_topics([topic]).values():
+        future.result(30)
+    deadline = time.monotonic() + 30
+    while topic in admin.list_topics(timeout=10).topics:
+        assert time.monotonic() < deadline, "the dead-letter topic was not deleted"
+        time.sleep(0.2)
+    pipeline.event("pill-no-dlq", key=b"not-the-user")  # a stream-tier dead letter
+    request = {"user_id": "pill-no-dlq", "version": -(2**60), "reason": "crafted", "newest_event_time": 1,
+               "enqueued_at": 1, "profile": {}, "events": [], "own": []}  # fmt: skip
+    pipeline.produce(pipeline.settings.topics.name("requests"), b"pill-no-dlq", serde.encode(serde.REQUEST, request))
+    assert len(pipeline.dead_letters("key_mismatch")) == 1  # the topic is new: only this one
+    assert len(pipeline.dead_letters("version_out_of_range")) == 1  # and the inference tier's
     pipeline.assert_healthy()
