@@ -25,6 +25,7 @@ from adcast.config import ROCKSDB_WRITE_BUFFERS, Settings
 from adcast.core.history import HistoryLimits
 from adcast.core.triggers import TriggerPolicy
 from adcast.history_codec import encode_request
+from adcast.kafka import ensure_dead_letter_topic
 from stream import transport
 from stream.processor import EVENT, PROFILE, TICK, Input, Outcome, StreamProcessor
 from stream.table import FaustTableStore
@@ -170,6 +171,8 @@ def create_app(settings: Settings) -> faust.App:
             sent += [b.delivered for b in await producer().send_now(requests.get_topic_name(), records)]
             for request in outcome.requests:
                 metrics.REQUESTS_EMITTED.labels(request.reason).inc()
+        if outcome.dead_letters:
+            await asyncio.to_thread(ensure_dead_letter_topic, settings)
         for item, d in outcome.dead_letters:
             message = item.ref.message
             key, letter = serde.dead_letter(message, d.stage, d.reason, d.detail, _now_ms(), max_request)

@@ -41,6 +41,9 @@ class KafkaSettings(BaseModel):
 class TopicSettings(BaseModel):
     prefix: str = Field("adcast.", description="Prepended to every topic name (isolates tests and tenants).")
     partitions: int = Field(4, description="Partitions of the keyed topics; the unit of scale-out.")
+    replication_factor: int = Field(
+        -1, description="Replication factor of the topics adcast creates; -1: the brokers' default.replication.factor."
+    )
     events: str = "events"
     profiles: str = "profiles"
     advertisers: str = "advertisers"

@@ -38,7 +38,7 @@ from adcast.core.prompt import render
 from adcast.core.requests import MAX_VERSION, MIN_VERSION, PredictionRequest
 from adcast.engines.base import Scored, ScoringEngine
 from adcast.errors import FatalError, RecoverableError, SerdeError, StoreKeyError, StoreUnavailable
-from adcast.kafka import aiokafka_config
+from adcast.kafka import aiokafka_config, ensure_dead_letter_topic
 from adcast.store import AsyncAffinityStore
 
 log = logging.getLogger(__name__)
@@ -321,6 +321,7 @@ class InferenceWorker:
         self, producer: AIOKafkaProducer, stage: str, failed: Sequence[tuple[_Pending, EngineFailure | StoreKeyError]]
     ) -> None:
         topic = self.settings.topics.name("dead_letters")
+        await asyncio.to_thread(ensure_dead_letter_topic, self.settings)
         now = _now_ms()
         sends = []
         for p, exc in failed:

@@ -6,6 +6,7 @@ import logging
 import ssl
 from typing import Any
 
+from adcast import metrics
 from adcast.config import KafkaSettings, Settings
 from adcast.errors import ConfigError, ServiceError
 
@@ -138,16 +139,18 @@ def require_topics(settings: Settings, topics: list[str], timeout_s: float = 10.
         )
 
 
-def create_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
-    """Create adcast's topics that do not exist yet; returns the names created."""
+def create_topics(settings: Settings, timeout_s: float = 30.0, only: list[str] | None = None) -> list[str]:
+    """Create adcast's topics that do not exist yet (`only`: of these, by setting name, e.g.
+    ["dead_letters"]); returns the names created."""
     from confluent_kafka.admin import AdminClient, NewTopic
 
-    admin = AdminClient(confluent_config(settings))
+    admin = AdminClient({**confluent_config(settings), "log_level": 2})
     existing = _existing_topics(settings, timeout_s)
+    names = None if only is None else {settings.topics.name(t) for t in only}
     wanted = [
-        NewTopic(name, num_partitions=n, replication_factor=1, config=cfg)
+        NewTopic(name, num_partitions=n, replication_factor=settings.topics.replication_factor, config=cfg)
         for name, (n, cfg) in topic_specs(settings).items()
-        if name not in existing
+        if name not in existing and (names is None or name in names)
     ]
     if not wanted:
         return []
@@ -163,3 +166,18 @@ def create_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
             raise ServiceError(f"could not create topic {name}: {exc}") from exc
     log.info("topics created=%s", created)
     return created
+
+
+def ensure_dead_letter_topic(settings: Settings) -> None:
+    """Create the dead-letter topic if it is missing (as Kafka Connect does for its own), so that
+    a dead letter is never lost to a topic that was deleted or never made. Called before each
+    batch of dead letters: they are rare, and a producer does not notice a deleted topic by itself.
+    A failure is logged, not raised: the send that follows fails loudly if the topic is still gone."""
+    try:
+        created = create_topics(settings, timeout_s=10.0, only=["dead_letters"])
+    except ServiceError as exc:
+        log.error("the dead-letter topic is missing and could not be created: %s", exc)
+        return
+    if created:
+        metrics.TOPICS_CREATED.labels("dead_letters").inc()
+        log.warning("the dead-letter topic was missing: created %s", created[0])

@@ -33,6 +33,9 @@ STORE_KEY_ERRORS = Counter(
     "Redis reads or writes of one key that failed while the rest of their batch went through.",
     ["op", "reason"],
 )
+TOPICS_CREATED = Counter(
+    "adcast_topics_created_total", "Topics a worker found missing and created (the dead-letter topic).", ["topic"]
+)
 RETRIES = Counter("adcast_retries_total", "Retried operations.", ["operation"])
 ENGINE_FAILURES = Counter(
     "adcast_engine_failures_total", "Engine calls that raised or ran past infer.engine_timeout_s.", ["reason"]
