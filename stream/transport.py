@@ -16,16 +16,35 @@ the same KafkaSettings as every other client, and the consumer-lag metric.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any, NamedTuple, cast
 
+import aiokafka
 import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from adcast import metrics
 from adcast.config import Settings
 from adcast.kafka import check_security, ssl_context
+
+# The private names this module builds on, checked at import so that another faust-streaming or
+# aiokafka fails here, with what to install, not mid-stream. Written for faust-streaming 0.15 and
+# aiokafka 0.11-0.14 (the stream extra pins those ranges).
+_NEEDED = [
+    (faust_aiokafka.AIOKafkaConsumerThread, "_create_worker_consumer"),
+    (faust_aiokafka.AIOKafkaConsumerThread, "_highwaters"),
+    (faust_aiokafka.AIOKafkaConsumerThread, "_create_client_consumer"),
+    (faust_aiokafka.Producer, "_ensure_producer"),
+]
+_missing = [f"{owner.__qualname__}.{name}" for owner, name in _NEEDED if not hasattr(owner, name)]
+if _missing or "_fetch_max_wait_ms" not in inspect.getsource(aiokafka.AIOKafkaConsumer.__init__):
+    raise ImportError(
+        f"this faust-streaming {faust.__version__} / aiokafka {aiokafka.__version__} lacks what adcast's "
+        f"transport uses ({', '.join(_missing) or 'AIOKafkaConsumer._fetch_max_wait_ms'}); install the versions "
+        "pinned by adcast's 'stream' extra: pip install 'adcast[stream]'"
+    )
 
 # Set by stream.app.create_app from ADCAST_STREAM__FETCH_MAX_WAIT_MS (one app per process).
 FETCH_MAX_WAIT_MS = 100
