@@ -15,6 +15,7 @@ import os
 import struct
 from dataclasses import dataclass
 from functools import cache
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -35,11 +36,12 @@ HISTORY = "adcast.UserHistory"
 
 
 def schema_dir() -> Path:
-    """The schemas/ folder: $ADCAST_SCHEMA_DIR, else the one beside the source tree."""
+    """The schemas: $ADCAST_SCHEMA_DIR, else the copy installed with the package (package data;
+    in a checkout, a link to the repository's schemas/ folder)."""
     env = os.environ.get("ADCAST_SCHEMA_DIR")
-    path = Path(env) if env else Path(__file__).resolve().parents[2] / "schemas"
+    path = Path(env) if env else Path(str(resources.files("adcast").joinpath("schemas")))
     if not (path / "registry.json").is_file():
-        raise ConfigError(f"schemas not found in {path}; set ADCAST_SCHEMA_DIR to the schemas/ folder")
+        raise ConfigError(f"schemas not found in {path}; set ADCAST_SCHEMA_DIR to adcast's schemas/ folder")
     return path
 
 
