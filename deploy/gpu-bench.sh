@@ -1,18 +1,18 @@
 #!/usr/bin/env bash
-# The GPU check of the PyTorch engine (issue 4), in one device call of a few minutes:
+# The GPU check of the PyTorch engine, in one call of a few minutes on the GPU host:
 #   1. adcast's torch engine on a Qwen2.5-0.5B-shaped random model, 256-token prompts, batch 256;
-#   2. ../shared/bench/gpu_ceiling.py (prefill-only ceiling) on the same GPU, in the same call;
+#   2. deploy/gpu_ceiling.py (prefill-only ceiling) on the same GPU, in the same call;
 #   3. the ratio engine / ceiling at the same shape, prompt length and batch;
 #   4. optionally (PARITY_MODEL + PARITY_PROMPTS), bf16-on-CUDA against fp32-on-CPU top-10 agreement.
-# Needs python3 with torch, transformers, pydantic and pydantic-settings (adcast.config). The lent GPU
-# machines have no vLLM, no pydantic and no network: unpack the pydantic wheels (`pip download
-# --python-version 3.12 pydantic pydantic-settings`) into a folder that travels with the tree and
-# name it in EXTRA_PYTHONPATH.
-# Usage: CEILING=path/to/gpu_ceiling.py [EXTRA_PYTHONPATH=dir] deploy/gpu-bench.sh   (results in $OUT or ./gpu-results)
+# Needs python3 with torch, transformers, pydantic and pydantic-settings (adcast.config). On a GPU
+# host without network or pydantic, unpack the pydantic wheels (`pip download --python-version
+# 3.12 pydantic pydantic-settings`) into a folder that travels with the tree and name it in
+# EXTRA_PYTHONPATH.
+# Usage: [EXTRA_PYTHONPATH=dir] deploy/gpu-bench.sh   (results in $OUT or ./gpu-results)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=$(realpath -m "${OUT:-gpu-results}")
-CEILING=$(realpath "${CEILING:-../shared/bench/gpu_ceiling.py}")
+CEILING=deploy/gpu_ceiling.py
 mkdir -p "$OUT"
 export PYTHONPATH=src${EXTRA_PYTHONPATH:+:$EXTRA_PYTHONPATH} PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_VERBOSITY=error
 PY=${PYTHON:-python3}

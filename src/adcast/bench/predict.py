@@ -3,7 +3,7 @@
 Times `score_tokens` (prefill, advertiser-only softmax, top-K) over batches of distinct random
 prompts, so no prefix is shared between prompts and tokenization is excluded. Prints predictions/s,
 prefill tokens/s, p50/p99 batch latency and achieved TFLOP/s (2 x non-embedding params x tokens,
-the accounting ../shared/bench/gpu_ceiling.py uses).
+the accounting deploy/gpu_ceiling.py uses).
 
 Runs with nothing but torch and transformers installed (`python -m adcast.bench.predict`), which is
 how the GPU check (deploy/gpu-bench.sh) calls it on machines without the rest of adcast's stack.

@@ -13,7 +13,7 @@ from typing import Any
 from adcast.checkpoint import ModelMeta
 from adcast.errors import ConfigError
 
-# Decoder shapes of real model families (the Qwen2.5 ones match ../shared/bench/gpu_ceiling.py).
+# Decoder shapes of real model families (the Qwen2.5 ones match deploy/gpu_ceiling.py).
 SHAPES: dict[str, dict[str, Any]] = {
     "tiny": dict(
         family="llama", vocab_size=4096, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
