@@ -162,10 +162,16 @@ def _require_named(settings: Settings, client: Any, names: Iterable[str]) -> Non
         raise ServiceError(f"missing topics {missing} at {settings.kafka.bootstrap_servers}")
 
 
-class _Pacer:
+class Pacer:
     """Sleeps until an event is due: n/rate seconds, or (event time - first) / speedup after the start."""
 
-    def __init__(self, rate: float | None, speedup: float | None) -> None:
+    def __init__(
+        self,
+        rate: float | None,
+        speedup: float | None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         if rate is not None and speedup is not None:
             raise ConfigError("give either a rate or a speedup, not both")
         if rate is not None and rate <= 0:
@@ -174,12 +180,13 @@ class _Pacer:
             raise ConfigError(f"speedup must be positive, got {speedup}")
         self.rate = rate
         self.speedup = speedup
+        self.clock, self.sleep = clock, sleep
         self.t0 = 0.0
         self.first_time: int | None = None
 
     def wait(self, n: int, event_time: int) -> None:
         if n == 0:
-            self.t0 = time.monotonic()
+            self.t0 = self.clock()
             self.first_time = event_time
         if self.rate:
             due = self.t0 + n / self.rate
@@ -187,9 +194,9 @@ class _Pacer:
             due = self.t0 + (event_time - self.first_time) / 1000 / self.speedup
         else:
             return
-        ahead = due - time.monotonic()
+        ahead = due - self.clock()
         if ahead > 0:
-            time.sleep(ahead)
+            self.sleep(ahead)
 
 
 @dataclass(slots=True)
@@ -212,7 +219,7 @@ class _Sink:
         producer: Any,
         topic: str,
         summary: ReplaySummary,
-        pacer: _Pacer,
+        pacer: Pacer,
         live: bool,
         collect: bool,
     ) -> None:
@@ -308,7 +315,7 @@ def replay(
     """Replay a data directory: profiles, advertisers, then events to `to_topic` (default: events)."""
     from tqdm import tqdm
 
-    pacer = _Pacer(rate, speedup)
+    pacer = Pacer(rate, speedup)
     t = settings.topics
     topic = to_topic or t.name("events")
     require_topics(settings, ["profiles", "advertisers"])
@@ -526,7 +533,7 @@ def replay_topic(
 
     rng = rng or TopicRange()
     rng.check()
-    pacer = _Pacer(rate, speedup)
+    pacer = Pacer(rate, speedup)
     topic = to_topic or settings.topics.name("events")
     if topic == source:
         raise ConfigError(f"source and destination are both {topic}; replay into another topic")

@@ -1,4 +1,4 @@
-"""tree_cpu_seconds: a worker's CPU includes its subprocesses (vLLM on the CPU scores in two)."""
+"""tree_cpu_seconds: a worker's CPU includes its subprocesses (vLLM on the CPU can score in two)."""
 
 import subprocess
 import sys
@@ -6,24 +6,24 @@ import time
 
 from adcast.bench.e2e import tree_cpu_seconds
 
-# The parent only waits; its child burns CPU until killed.
+# The parent only waits; its child burns one CPU-second by its own clock, says so, then waits too.
+CHILD = "import sys, time\nwhile time.process_time() < 1.0: pass\nopen(sys.argv[1], 'w').close()\ntime.sleep(600)\n"
 PARENT = (
     "import subprocess, sys, time\n"
-    "child = subprocess.Popen([sys.executable, '-c', 'while True: pass'])\n"
-    "time.sleep(60)\n"
+    "subprocess.Popen([sys.executable, '-c', sys.argv[1], sys.argv[2]])\n"
+    "time.sleep(600)\n"
 )
 
 
-def test_the_cpu_of_a_waiting_parent_includes_its_busy_child():
-    parent = subprocess.Popen([sys.executable, "-c", PARENT])
+def test_the_cpu_of_a_waiting_parent_includes_its_busy_child(tmp_path):
+    done = tmp_path / "burnt"
+    parent = subprocess.Popen([sys.executable, "-c", PARENT, CHILD, str(done)])
     try:
-        time.sleep(0.5)
-        before = tree_cpu_seconds(parent.pid)
-        time.sleep(1.5)
-        busy = tree_cpu_seconds(parent.pid) - before
+        while not done.exists():  # the child's own event, however long the machine takes
+            time.sleep(0.05)
+        assert tree_cpu_seconds(parent.pid) >= 1.0  # the child's second; the parent alone spends ~0
     finally:
         subprocess.run(["pkill", "-P", str(parent.pid)], check=False)
         parent.kill()
         parent.wait()
-    assert busy > 0.5  # the child spun for 1.5 s; the parent alone would show ~0
     assert tree_cpu_seconds(parent.pid) == 0.0  # gone: nothing to read
