@@ -14,7 +14,7 @@ export TRANSFORMERS_OFFLINE := 1
 export ADCAST_STREAM_BIN := $(CURDIR)/$(STREAM_VENV)/bin/adcast
 export ADCAST_INFER_BIN := $(CURDIR)/$(INFER_VENV)/bin/adcast
 
-.PHONY: help venvs demo test test-stream test-infer lint up down clean
+.PHONY: help venvs demo test test-stream test-infer bench-smoke lint up down clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -44,14 +44,22 @@ test: venvs  ## run every test: unit+stream in the stream venv, unit+infer+e2e i
 	 if [ $$s -ne 0 -o $$i -ne 0 ]; then echo "make test failed: stream venv exit $$s, infer venv exit $$i"; exit 1; fi
 
 test-stream: $(STREAM_VENV)/.installed  ## tests that belong to the stream tier's environment
-	$(STREAM_PY) -m pytest -q tests/unit tests/stream
+	$(STREAM_PY) -m pytest -q -m "not bench" tests/unit tests/stream
 
 # Tests that build a vLLM engine in-process run in a pytest process of their own: vLLM's CPU worker
 # changes process-wide torch threading, which would change what later tests train.
+INFER_TESTS := tests/unit tests/integration tests/e2e
+define infer_runs  # $(1): the marker expression both runs add
+	@$(INFER_PY) -m pytest -q -m "not vllm and $(1)" $(INFER_TESTS); a=$$?; \
+	 $(INFER_PY) -m pytest -q -m "vllm and $(1)" $(INFER_TESTS); b=$$?; \
+	 if [ $$a -ne 0 -o $$b -ne 0 ]; then echo "$@ failed: torch run exit $$a, vllm run exit $$b"; exit 1; fi
+endef
+
 test-infer: $(INFER_VENV)/.installed  ## tests that belong to the inference tier's environment (incl. end-to-end)
-	@$(INFER_PY) -m pytest -q -m "not vllm" tests/unit tests/integration tests/e2e; a=$$?; \
-	 $(INFER_PY) -m pytest -q -m vllm tests/unit tests/integration tests/e2e; b=$$?; \
-	 if [ $$a -ne 0 -o $$b -ne 0 ]; then echo "make test-infer failed: torch run exit $$a, vllm run exit $$b"; exit 1; fi
+	$(call infer_runs,not bench)
+
+bench-smoke: $(STREAM_VENV)/.installed $(INFER_VENV)/.installed  ## a short run of every `adcast bench` command: its figures agree (not a measurement)
+	$(call infer_runs,bench)
 
 lint: venvs  ## ruff (lint and format check) and mypy
 	$(INFER_VENV)/bin/ruff check src stream tests

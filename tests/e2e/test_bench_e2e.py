@@ -11,7 +11,7 @@ import pytest
 from adcast.bench.e2e import bench_e2e, format_report
 from adcast.cli import build_parser
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.bench]
 pytest.importorskip("torch")
 
 
@@ -22,7 +22,10 @@ def test_bench_e2e_reports_consistent_figures_and_cleans_up(settings, broker, re
     argv += ["--quiet-ms", "150", "--max-delay-ms", "500", "--min-interval-ms", "250", "--no-progress", "--json"]
     r = bench_e2e(build_parser().parse_args(argv), settings)
     json.dumps(r)  # what --json prints
-    assert format_report(r)
+    report = format_report(r)
+    f = r["freshness_s"]
+    assert f"p99 {f['p99']:.2f}s" in report and f"{r['events']:,} in" in report
+    assert f"{r['predictions_per_event']:.3f} ({r['predictions']:,} predictions)" in report
 
     assert r["trigger"]["quiet_ms"] == 150 and r["trigger"]["max_delay_ms"] == 500
     assert r["trigger"]["min_interval_ms"] == 250

@@ -10,7 +10,7 @@ import pytest
 from adcast.bench.ingest import bench_ingest, format_report
 from adcast.cli import build_parser
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.bench]
 
 
 def test_bench_ingest_reads_every_event_with_each_contender(settings, broker, redis_url):
@@ -21,7 +21,9 @@ def test_bench_ingest_reads_every_event_with_each_contender(settings, broker, re
     argv = ["bench", "ingest", "--events", "20000", "--users", "1000", "--workers", "1", "--rounds", "2"]
     r = bench_ingest(build_parser().parse_args([*argv, "--quiet", "--json"]), settings)
     json.dumps(r)  # what --json prints
-    assert format_report(r)
+    report = format_report(r)
+    assert report.startswith("20,000 events of 1,000 users")
+    assert f"/ faust no-op {r['ratio_to_faust_noop']:.2f}" in report and "<- median" in report
 
     assert r["raw_aiokafka"]["events"] == 20000
     assert len(r["rounds"]) == 2

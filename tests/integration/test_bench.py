@@ -34,6 +34,7 @@ def test_random_model_checkpoint_meets_the_contract_through_token_ids(tmp_path):
         engine.score(["click a0001"], 5)
 
 
+@pytest.mark.bench
 @pytest.mark.parametrize("engine", ["torch", pytest.param("vllm", marks=pytest.mark.vllm)])
 def test_bench_predict_reports_consistent_figures(engine, capsys):
     if engine == "vllm":
@@ -52,6 +53,7 @@ def test_bench_predict_reports_consistent_figures(engine, capsys):
     assert r["batch_latency_ms_p50"] / 1000 <= 8 / r["predictions_per_s"] * 3  # a batch takes about batch/rate
 
 
+@pytest.mark.bench
 @pytest.mark.vllm
 def test_prefix_cache_is_used_by_successive_prompts_of_a_user(small_world, tiny_model, capsys):
     pytest.importorskip("vllm")

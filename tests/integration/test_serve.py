@@ -203,6 +203,7 @@ def test_adcast_serve_command_answers(settings, redis_url):
     assert proc.returncode in (0, -15), out.decode()
 
 
+@pytest.mark.bench
 def test_bench_lookup_runs_every_path(settings, redis_url):
     # A smoke run of `adcast bench lookup` (figures are not asserted: benchmarks are commands).
     env = {**os.environ, **to_env(settings)}
