@@ -12,13 +12,20 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
 from adcast.errors import ConfigError
 
 
-class KafkaSettings(BaseModel):
+class _Group(BaseModel):
+    """A nested settings group: an unknown name in it (a misspelt ADCAST_GROUP__NAME variable, or a
+    TOML key) is an error, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class KafkaSettings(_Group):
     bootstrap_servers: str = Field("127.0.0.1:19092", description="Kafka bootstrap servers, comma-separated.")
     security_protocol: str = Field("PLAINTEXT", description="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL.")
     sasl_mechanism: str | None = Field(
@@ -38,7 +45,7 @@ class KafkaSettings(BaseModel):
     )
 
 
-class TopicSettings(BaseModel):
+class TopicSettings(_Group):
     prefix: str = Field("adcast.", description="Prepended to every topic name (isolates tests and tenants).")
     partitions: int = Field(4, description="Partitions of the keyed topics; the unit of scale-out.")
     replication_factor: int = Field(
@@ -56,7 +63,7 @@ class TopicSettings(BaseModel):
         return self.prefix + getattr(self, topic)
 
 
-class RedisSettings(BaseModel):
+class RedisSettings(_Group):
     url: str = Field("redis://127.0.0.1:16379/0", description="redis:// or rediss:// URL.")
     username: str | None = Field(None, description="ACL user (Redis 6+).")
     password: SecretStr | None = None
@@ -75,7 +82,7 @@ class RedisSettings(BaseModel):
             yield name, redact_url(value) if name == "url" and isinstance(value, str) else value
 
 
-class ServeSettings(BaseModel):
+class ServeSettings(_Group):
     host: str = Field("127.0.0.1", description="Address `adcast serve` listens on.")
     port: int = Field(8080, description="Port of `adcast serve`.")
     max_users: int = Field(1000, description="Most user ids one lookup request may ask for.")
@@ -89,7 +96,7 @@ class ServeSettings(BaseModel):
 ROCKSDB_WRITE_BUFFERS = 2  # memtables per table partition: one filling while one flushes
 
 
-class StreamSettings(BaseModel):
+class StreamSettings(_Group):
     app_id: str = Field("adcast-stream", description="Faust app id: the consumer group and table namespace.")
     data_dir: str = Field(".adcast/stream-data", description="Where RocksDB tables live (rebuilt from the changelog).")
     quiet_ms: int = Field(500, description="Emit once the user has been quiet this long.")
@@ -132,7 +139,7 @@ class StreamSettings(BaseModel):
         return self.rocksdb_block_cache_mb + ROCKSDB_WRITE_BUFFERS * self.rocksdb_write_buffer_mb
 
 
-class InferSettings(BaseModel):
+class InferSettings(_Group):
     group_id: str = Field("adcast-infer", description="Consumer group of the inference workers.")
     model_dir: str = Field(
         ".adcast/models/demo", description="Hugging Face checkpoint directory made by `adcast train`."
@@ -204,7 +211,17 @@ class Settings(BaseSettings):
 
 
 def load_settings(**overrides: Any) -> Settings:
-    return Settings(**overrides)
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            where = "__".join(str(part) for part in error["loc"]).upper()
+            if error["type"] == "extra_forbidden":
+                problems.append(f"ADCAST_{where} is not a setting (misspelt? `adcast config` lists them)")
+            else:
+                problems.append(f"ADCAST_{where}: {error['msg']}")
+        raise ConfigError("invalid settings: " + "; ".join(problems)) from exc
 
 
 def redact_url(url: str) -> str:

@@ -3,6 +3,7 @@ import json
 import subprocess
 import sys
 
+from adcast.cli import main
 from adcast.config import load_settings, masked, redact_url, to_env
 
 
@@ -61,3 +62,16 @@ def test_a_missing_tier_names_the_extra_to_install():
         out = run_cli("infer")
         assert out.returncode == 2 and "adcast[infer-cpu]" in out.stderr
     assert not _installed("faust") or not _installed("torch")
+
+
+def test_a_misspelt_setting_is_an_error_that_names_it(monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("ADCAST_CONFIG", str(tmp_path / "absent.toml"))
+    monkeypatch.setenv("ADCAST_KAFKA__BOOTSTRAP_SERVER", "kafka:9092")  # ..._SERVERS is the setting
+    assert main(["config"]) == 2
+    err = capsys.readouterr().err
+    assert "ADCAST_KAFKA__BOOTSTRAP_SERVER is not a setting" in err
+    monkeypatch.delenv("ADCAST_KAFKA__BOOTSTRAP_SERVER")
+    (tmp_path / "adcast.toml").write_text("[stream]\nquiet_msec = 100\n")
+    monkeypatch.setenv("ADCAST_CONFIG", str(tmp_path / "adcast.toml"))
+    assert main(["config"]) == 2
+    assert "ADCAST_STREAM__QUIET_MSEC is not a setting" in capsys.readouterr().err
