@@ -7,10 +7,14 @@ AdcastError
 ├── SerdeError             bytes that are not a valid record of the expected schema
 ├── InvalidEvent           a decoded event that breaks the contract (has a DLQ reason code)
 ├── StoreKeyError          one key's Redis command failed (wrong type, unreadable record): that key only
-├── RecoverableError       transient: retry with backoff (store unavailable, engine timeout)
-│   └── StoreUnavailable
-└── FatalError             stop the worker loudly (engine dead, model missing)
-    └── ModelError
+├── BadRequest             a lookup request the HTTP service refuses (a 400, with a reason code)
+├── TrainingInterrupted    training stopped early on purpose; its checkpoint resumes it
+├── RecoverableError       transient: retry with backoff
+│   ├── StoreUnavailable   Redis unreachable, or refusing writes server-wide (out of memory, read-only)
+│   └── EngineFailure      an engine call raised or timed out (has a DLQ reason code)
+└── FatalError             stop the worker loudly
+    ├── ModelError         the model cannot be loaded or served
+    └── EngineDead         the engine failed every request of several micro-batches in a row
 """
 
 from __future__ import annotations
@@ -68,6 +72,19 @@ class StoreKeyError(AdcastError):
         self.detail = detail
 
 
+class BadRequest(AdcastError):
+    """A request the lookup service refuses; `code` is the reason in its 400 answer."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class TrainingInterrupted(AdcastError):
+    """Training stopped early on purpose; the checkpoint lets `--resume` continue."""
+
+
 class RecoverableError(AdcastError):
     pass
 
@@ -76,9 +93,22 @@ class StoreUnavailable(RecoverableError):
     pass
 
 
+class EngineFailure(RecoverableError):
+    """An engine call raised or timed out; `reason` is the dead-letter code."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
 class FatalError(AdcastError):
     pass
 
 
 class ModelError(FatalError):
     pass
+
+
+class EngineDead(FatalError):
+    """The engine failed every request of several micro-batches in a row: stop, do not spin."""

@@ -37,25 +37,12 @@ from adcast.core.batching import MicroBatcher
 from adcast.core.prompt import render
 from adcast.core.requests import MAX_VERSION, MIN_VERSION, PredictionRequest
 from adcast.engines.base import Scored, ScoringEngine
-from adcast.errors import FatalError, RecoverableError, SerdeError, StoreKeyError, StoreUnavailable
+from adcast.errors import EngineDead, EngineFailure, FatalError, SerdeError, StoreKeyError, StoreUnavailable
 from adcast.kafka import aiokafka_config, ensure_dead_letter_topic
 from adcast.store import AsyncAffinityStore
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-
-class EngineFailure(RecoverableError):
-    """An engine call raised or timed out; `reason` is the dead-letter code."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
-
-
-class EngineDead(FatalError):
-    """The engine failed every request of several micro-batches in a row: stop, do not spin."""
 
 
 class _Interrupted(Exception):

@@ -30,7 +30,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_
 
 from adcast.config import Settings
 from adcast.core.events import MAX_ID_CHARS
-from adcast.errors import AdcastError, StoreUnavailable
+from adcast.errors import AdcastError, BadRequest, StoreUnavailable
 from adcast.store import AsyncAffinityClient, StoredAffinities
 
 log = logging.getLogger(__name__)
@@ -50,13 +50,6 @@ PROTECTED = frozenset({"/v1/affinities", "/metrics"})  # with serve.token set
 _JSON = msgspec.json.Encoder()  # the lookup answers: ~10x faster than json.dumps, aiohttp's default
 # Worst case: every character 4 bytes of UTF-8, each percent-encoded as 3.
 _QUERY_BYTES_PER_USER = len("user_id=&") + 12 * MAX_ID_CHARS
-
-
-class BadRequest(Exception):
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 def _error(status: int, code: str, message: str) -> web.Response:

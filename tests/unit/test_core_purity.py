@@ -33,3 +33,28 @@ def test_core_imports_with_io_libraries_blocked():
     out = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
+
+
+def test_every_adcast_error_is_in_the_tree_and_drawn_in_its_docstring():
+    import ast
+    import inspect
+    from pathlib import Path
+
+    from adcast import errors
+
+    defined = [c for _, c in inspect.getmembers(errors, inspect.isclass) if issubclass(c, Exception)]
+    assert len(defined) >= 15
+    for cls in defined:
+        assert issubclass(cls, errors.AdcastError), cls
+        assert f" {cls.__name__}" in errors.__doc__, f"{cls.__name__} is missing from the tree in errors.py"
+    # Exceptions defined elsewhere are private helpers of their module, never part of the API.
+    root = Path(errors.__file__).resolve().parents[2]
+    for path in [*(root / "src" / "adcast").rglob("*.py"), *(root / "stream").rglob("*.py")]:
+        if path.name == "errors.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ClassDef) and any(
+                isinstance(b, ast.Name) and (b.id.endswith(("Error", "Exception")) or b.id in {"AdcastError"})
+                for b in node.bases
+            ):
+                assert node.name.startswith("_"), f"{path.name}: {node.name} belongs in adcast/errors.py"

@@ -26,7 +26,7 @@ from adcast.core.history import HistoryLimits
 from adcast.core.prompt import advertiser_token, render
 from adcast.core.text import text_words
 from adcast.data.files import read_records
-from adcast.errors import AdcastError, ConfigError
+from adcast.errors import ConfigError, TrainingInterrupted
 from adcast.train.vocab import add_advertiser_tokens, build_word_tokenizer
 
 log = logging.getLogger(__name__)
@@ -59,10 +59,6 @@ class TrainConfig:
 
 
 CHECKPOINT_DIR = "checkpoint"
-
-
-class TrainingInterrupted(AdcastError):
-    """Training stopped early on purpose; the checkpoint lets `--resume` continue."""
 
 
 class Checkpoints:
