@@ -61,7 +61,8 @@ test-infer: $(INFER_VENV)/.installed  ## tests that belong to the inference tier
 bench-smoke: $(STREAM_VENV)/.installed $(INFER_VENV)/.installed  ## a short run of every `adcast bench` command: its figures agree (not a measurement)
 	$(call infer_runs,bench)
 
-lint: venvs  ## ruff (lint and format check) and mypy
+lint: venvs  ## ruff (lint and format check), mypy, and the import contracts (no cycles, a pure core)
+	$(INFER_VENV)/bin/lint-imports
 	$(INFER_VENV)/bin/ruff check src stream tests
 	$(INFER_VENV)/bin/ruff format --check src stream tests
 	$(INFER_VENV)/bin/mypy src/adcast

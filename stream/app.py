@@ -20,12 +20,13 @@ from typing import Any, NoReturn, cast
 
 import faust
 
-from adcast import metrics, serde
+from adcast import metrics
 from adcast.config import ROCKSDB_WRITE_BUFFERS, Settings
 from adcast.core.history import HistoryLimits
 from adcast.core.triggers import TriggerPolicy
-from adcast.history_codec import encode_request
 from adcast.kafka import ensure_dead_letter_topic
+from adcast.wire import serde
+from adcast.wire.history_encoder import encode_request
 from stream import transport
 from stream.processor import EVENT, PROFILE, TICK, Input, Outcome, StreamProcessor
 from stream.table import FaustTableStore

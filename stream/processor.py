@@ -15,15 +15,15 @@ from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
-from adcast import serde
 from adcast.core.events import IMPRESSION, MAX_ID_CHARS, validate_event
 from adcast.core.history import HistoryLimits, UserHistory, bounded_profile, fold_event
 from adcast.core.partitioning import partition_for
 from adcast.core.requests import PredictionRequest
 from adcast.core.triggers import TriggerPolicy, mark_emitted
 from adcast.errors import InvalidEvent, SerdeError
-from adcast.event_codec import decode_event
-from adcast.history_codec import encode_history
+from adcast.wire import serde
+from adcast.wire.event_decoder import decode_event
+from adcast.wire.history_encoder import encode_history
 
 log = logging.getLogger(__name__)
 

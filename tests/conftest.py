@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from adcast.config import Settings, load_settings
-from adcast.services import Service, free_port
+from adcast.local.services import Service, free_port
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

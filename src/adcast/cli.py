@@ -10,31 +10,12 @@ import logging
 import os
 import sys
 from collections.abc import Callable
-from pathlib import Path
-from typing import Any
 
+from adcast.bench import add_bench_commands, benchmark_in
 from adcast.config import Settings, load_settings, masked
-from adcast.errors import AdcastError, ConfigError, DependencyMissing
+from adcast.errors import AdcastError, ConfigError, require
 
 log = logging.getLogger("adcast")
-
-
-def _require(module: str, extra: str) -> None:
-    import importlib.util
-
-    if importlib.util.find_spec(module) is None:
-        raise DependencyMissing(module, extra)
-
-
-def _services(settings: Settings) -> tuple[Any, Any]:
-    from urllib.parse import urlparse
-
-    from adcast.services import Service, port_of
-
-    run_dir = Path(settings.home) / "run"
-    broker = Service("broker", port_of(settings.kafka.bootstrap_servers.split(",")[0]), run_dir)
-    redis = Service("redis", urlparse(settings.redis.url).port or 6379, run_dir)
-    return broker, redis
 
 
 def cmd_config(args: argparse.Namespace, settings: Settings) -> int:
@@ -44,8 +25,9 @@ def cmd_config(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     from adcast.kafka import create_topics
+    from adcast.local.services import local_services
 
-    broker, redis = _services(settings)
+    broker, redis = local_services(settings)
     for service in (broker, redis):
         started = service.start()
         print(
@@ -58,13 +40,15 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_down(args: argparse.Namespace, settings: Settings) -> int:
-    for service in _services(settings):
+    from adcast.local.services import local_services
+
+    for service in local_services(settings):
         print(f"{service.name}: {'stopped' if service.stop() else 'not running'}")
     return 0
 
 
 def cmd_stream(args: argparse.Namespace, settings: Settings) -> int:
-    _require("faust", "stream")
+    require("faust", "stream")
     from stream.worker import run
 
     run(settings, loglevel=args.log_level, count_only=args.count_only)
@@ -72,8 +56,8 @@ def cmd_stream(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_infer(args: argparse.Namespace, settings: Settings) -> int:
-    _require("torch", "infer-cpu")
-    from adcast.infer import run
+    require("torch", "infer-cpu")
+    from adcast.inference.worker import run
 
     run(settings)
     return 0
@@ -120,7 +104,7 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_backfill(args: argparse.Namespace, settings: Settings) -> int:
-    _require("torch", "infer-cpu")
+    require("torch", "infer-cpu")
     from adcast.backfill import backfill, format_summary
 
     s = backfill(settings, args.data, batch=args.batch, limit_users=args.limit_users, progress=not args.quiet)
@@ -129,7 +113,7 @@ def cmd_backfill(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
-    _require("torch", "infer-cpu")
+    require("torch", "infer-cpu")
     from adcast.train.trainer import TrainConfig, train
 
     cfg = TrainConfig(
@@ -158,7 +142,7 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
     from adcast.evaluate import evaluate, format_table, plot
 
     if args.model is not None:
-        _require("torch", "infer-cpu")
+        require("torch", "infer-cpu")
     ks = sorted({int(k) for k in args.k.split(",")})
     report = evaluate(args.data, args.model, args.cutoff_fraction, ks, args.engine, args.device, progress=not args.json)
     if args.plot:
@@ -201,49 +185,10 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
-    _require("torch", "infer-cpu")
-    from adcast.demo import run_demo
+    require("torch", "infer-cpu")
+    from adcast.local.demo import run_demo
 
     return run_demo(settings, users=args.users, replay_events=args.events, rate=args.rate, keep_running=args.keep)
-
-
-# name -> (help, module the benchmark needs beyond the base install, or None)
-BENCHMARKS: dict[str, tuple[str, str | None]] = {
-    "predict": ("engine throughput: predictions/s, prefill tokens/s, batch latency", "torch"),
-    "prefix-cache": ("vLLM with and without prefix caching on users' successive prompts", "vllm"),
-    "ingest": ("stream-tier events/s beside Faust's and aiokafka's ceilings, same topic", None),
-    "e2e": ("the whole pipeline under a live load: freshness, predictions/event, batches, lag", "torch"),
-    "lookup": ("read latency p50/p99: raw redis-py, sync and async clients, HTTP service", None),
-    "state-size": ("serialized bytes of the stream tier's per-user history vs its bound", None),
-}
-
-
-def _bench_module(name: str) -> Any:
-    import importlib
-
-    return importlib.import_module(f"adcast.bench.{name.replace('-', '_')}")
-
-
-def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
-    """Each benchmark module has add_arguments, bench_<name>(args, settings) and format_report."""
-    needs = BENCHMARKS[args.benchmark][1]
-    if needs:
-        _require(needs, "infer-cpu")
-    module = _bench_module(args.benchmark)
-    report = getattr(module, f"bench_{args.benchmark.replace('-', '_')}")(args, settings)
-    print(json.dumps(report) if args.json else module.format_report(report))
-    return int(getattr(module, "exit_code", lambda r: 0)(report))
-
-
-def add_bench_commands(sub: Any) -> None:
-    """`adcast bench …`: one subcommand per benchmark; each prints figures, and JSON with --json."""
-    for name, (help, _) in BENCHMARKS.items():
-        module = _bench_module(name)
-        p = sub.add_parser(
-            name, help=help, description=module.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-        )
-        module.add_arguments(p)
-        p.set_defaults(fn=cmd_bench)
 
 
 def _time(text: str) -> int:
@@ -266,7 +211,8 @@ def _rate(text: str) -> float:
     return rate
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The command line; `argv` (default: sys.argv) says which benchmark, if any, to load."""
     p = argparse.ArgumentParser(
         prog="adcast",
         description="Keep an LLM's forecast of which advertisers each user engages with next fresh in Redis. "
@@ -416,7 +362,8 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--port", type=int, default=None, help="listen port (default: serve.port, 8080)")
 
     b = sub.add_parser("bench", help="benchmarks that print figures (and JSON with --json)")
-    add_bench_commands(b.add_subparsers(dest="benchmark", required=True, metavar="BENCHMARK"))
+    wanted = benchmark_in(sys.argv[1:] if argv is None else argv)
+    add_bench_commands(b.add_subparsers(dest="benchmark", required=True, metavar="BENCHMARK"), wanted)
 
     d = add("demo", cmd_demo, "the whole path on local services: train (cached), both tiers, replay, read back")
     d.add_argument("--users", type=int, default=2000, help="users in the synthetic world")
@@ -427,7 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser(argv).parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

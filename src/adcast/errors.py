@@ -9,6 +9,7 @@ AdcastError
 ├── StoreKeyError          one key's Redis command failed (wrong type, unreadable record): that key only
 ├── BadRequest             a lookup request the HTTP service refuses (a 400, with a reason code)
 ├── TrainingInterrupted    training stopped early on purpose; its checkpoint resumes it
+├── Interrupted            a worker told to stop while it waited to retry: its batch stays uncommitted
 ├── RecoverableError       transient: retry with backoff
 │   ├── StoreUnavailable   Redis unreachable, or refusing writes server-wide (out of memory, read-only)
 │   └── EngineFailure      an engine call raised or timed out (has a DLQ reason code)
@@ -18,6 +19,8 @@ AdcastError
 """
 
 from __future__ import annotations
+
+import importlib.util
 
 
 class AdcastError(Exception):
@@ -85,6 +88,11 @@ class TrainingInterrupted(AdcastError):
     """Training stopped early on purpose; the checkpoint lets `--resume` continue."""
 
 
+class Interrupted(AdcastError):
+    """A worker was told to stop while it waited to retry: the batch it held stays uncommitted,
+    for the next worker."""
+
+
 class RecoverableError(AdcastError):
     pass
 
@@ -112,3 +120,9 @@ class ModelError(FatalError):
 
 class EngineDead(FatalError):
     """The engine failed every request of several micro-batches in a row: stop, do not spin."""
+
+
+def require(module: str, extra: str) -> None:
+    """Raise DependencyMissing, naming the extra to install, unless `module` can be imported."""
+    if importlib.util.find_spec(module) is None:
+        raise DependencyMissing(module, extra)

@@ -21,8 +21,8 @@ from adcast.core.baselines import Cooccurrence, Popularity, engaged_sequence, re
 from adcast.core.events import Event
 from adcast.core.examples import TARGET_KINDS, Example, cutoff_time, iter_examples, target_kind, to_event
 from adcast.core.history import HistoryLimits
-from adcast.core.metrics import merge_half_and_half, rank_of, recall_at, summarize
 from adcast.core.prompt import render
+from adcast.core.ranking import merge_half_and_half, rank_of, recall_at, summarize
 from adcast.data.files import read_records
 from adcast.errors import ConfigError
 

@@ -19,17 +19,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from adcast import serde
 from adcast.config import Settings
 from adcast.core.events import validate_event
 from adcast.core.history import HistoryLimits, UserHistory, bounded_profile, fold_event
 from adcast.core.prompt import render
 from adcast.core.requests import PredictionRequest
 from adcast.data.files import read_records, write_records
+from adcast.local.services import Service, free_port
+from adcast.local.workers import WorkerProcess, start_worker
 from adcast.replay import Delivered
-from adcast.services import Service, free_port
 from adcast.store import StoredAffinities
-from adcast.workers import WorkerProcess, start_worker
+from adcast.wire import serde
 
 SCORE_TOLERANCE = 1e-4
 

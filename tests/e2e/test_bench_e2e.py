@@ -20,7 +20,7 @@ def test_bench_e2e_reports_consistent_figures_and_cleans_up(settings, broker, re
 
     argv = ["bench", "e2e", "--data", str(small_world), "--model", str(tiny_model), "--rate", "100", "--seconds", "4"]
     argv += ["--quiet-ms", "150", "--max-delay-ms", "500", "--min-interval-ms", "250", "--no-progress", "--json"]
-    r = bench_e2e(build_parser().parse_args(argv), settings)
+    r = bench_e2e(build_parser(argv).parse_args(argv), settings)
     json.dumps(r)  # what --json prints
     report = format_report(r)
     f = r["freshness_s"]

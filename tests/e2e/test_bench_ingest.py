@@ -19,7 +19,7 @@ def test_bench_ingest_reads_every_event_with_each_contender(settings, broker, re
     # Enough events that every contender reads for seconds: a timing window of one or two polls
     # (0.25 s apart) can hold too little work for the CPU clock's 10 ms ticks to see any.
     argv = ["bench", "ingest", "--events", "20000", "--users", "1000", "--workers", "1", "--rounds", "2"]
-    r = bench_ingest(build_parser().parse_args([*argv, "--quiet", "--json"]), settings)
+    r = bench_ingest(build_parser(argv).parse_args([*argv, "--quiet", "--json"]), settings)
     json.dumps(r)  # what --json prints
     report = format_report(r)
     assert report.startswith("20,000 events of 1,000 users")

@@ -34,10 +34,10 @@ from kafka_reading import committed_offsets, end_offsets, read_to_end
 from adcast.config import Settings, to_env
 from adcast.core.prompt import render
 from adcast.data.files import read_records, write_records
-from adcast.demo import wait_for_versions
 from adcast.kafka import create_topics
+from adcast.local.demo import wait_for_versions
+from adcast.local.services import free_port
 from adcast.replay import ReplaySummary, expected_versions, replay
-from adcast.services import free_port
 from adcast.store import AffinityClient
 
 pytestmark = pytest.mark.e2e

@@ -17,8 +17,8 @@ import yaml
 
 from adcast.config import to_env
 from adcast.kafka import create_topics
-from adcast.services import free_port
-from adcast.workers import start_worker, tier_binary
+from adcast.local.services import free_port
+from adcast.local.workers import start_worker, tier_binary
 
 pytestmark = pytest.mark.e2e
 pytest.importorskip("torch")

@@ -7,19 +7,19 @@ from collections import defaultdict
 
 import pytest
 
-from adcast import serde
-from adcast.checkpoint import ModelMeta
 from adcast.config import to_env
 from adcast.core.examples import iter_examples
 from adcast.core.history import HistoryLimits
 from adcast.core.prompt import render
 from adcast.core.requests import PredictionRequest
 from adcast.data.files import read_records, write_records
-from adcast.demo import wait_for_versions
 from adcast.kafka import create_topics
+from adcast.local.demo import wait_for_versions
+from adcast.local.workers import start_worker
+from adcast.model_meta import ModelMeta
 from adcast.replay import expected_versions, replay
 from adcast.store import AffinityClient
-from adcast.workers import start_worker
+from adcast.wire import serde
 
 pytestmark = pytest.mark.e2e
 pytest.importorskip("torch")

@@ -15,14 +15,14 @@ import pytest
 from chaos import prometheus_value
 from kafka_reading import read_to_end
 
-from adcast import serde
 from adcast.config import Settings, to_env
 from adcast.core.partitioning import partition_for
 from adcast.kafka import create_topics
+from adcast.local.services import free_port
+from adcast.local.workers import WorkerProcess, start_worker
 from adcast.replay import event_producer
-from adcast.services import free_port
 from adcast.store import AffinityClient
-from adcast.workers import WorkerProcess, start_worker
+from adcast.wire import serde
 
 pytestmark = pytest.mark.e2e
 pytest.importorskip("torch")

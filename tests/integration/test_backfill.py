@@ -11,7 +11,6 @@ from collections import defaultdict
 
 import pytest
 
-from adcast import serde
 from adcast.backfill import backfill, backfill_version
 from adcast.config import to_env
 from adcast.core.affinities import Affinities
@@ -20,6 +19,7 @@ from adcast.core.requests import PredictionRequest
 from adcast.data.files import read_records, write_records
 from adcast.kafka import create_topics
 from adcast.store import AffinityClient, AsyncAffinityStore
+from adcast.wire import serde
 
 pytestmark = pytest.mark.integration
 pytest.importorskip("torch")
@@ -116,7 +116,7 @@ def test_newer_files_supersede_an_older_backfill_and_older_ones_do_not(
 def test_a_live_prediction_overwrites_a_backfilled_one_and_backfill_never_overwrites_live(
     settings, broker, redis_url, small_world, tiny_model, engine
 ):
-    from adcast.infer import InferenceWorker
+    from adcast.inference.worker import InferenceWorker
 
     settings.infer.model_dir = str(tiny_model)
     create_topics(settings)

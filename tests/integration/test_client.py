@@ -10,7 +10,7 @@ from store_helpers import write
 
 from adcast.core.affinities import Affinities
 from adcast.errors import ConfigError, StoreUnavailable
-from adcast.services import free_port
+from adcast.local.services import free_port
 from adcast.store import AffinityClient, AsyncAffinityClient, StoredAffinities
 
 pytestmark = pytest.mark.integration

@@ -10,7 +10,7 @@ from store_helpers import write
 
 from adcast.core.affinities import Affinities
 from adcast.errors import ConfigError
-from adcast.services import free_port, redis_binary
+from adcast.local.services import free_port, redis_binary
 from adcast.store import AffinityClient, AsyncAffinityClient
 
 pytestmark = pytest.mark.integration

@@ -4,11 +4,11 @@ import math
 
 import pytest
 
-from adcast.checkpoint import ModelMeta
 from adcast.core.examples import iter_examples
 from adcast.core.history import HistoryLimits
 from adcast.core.prompt import render
 from adcast.data.files import read_records
+from adcast.model_meta import ModelMeta
 
 # The engines fixture builds the vLLM engine in this process when vLLM is installed.
 pytestmark = [pytest.mark.integration, pytest.mark.vllm]

@@ -13,10 +13,10 @@ import time
 import pytest
 from prometheus_client import REGISTRY
 
-from adcast import serde
 from adcast.core.history import HistoryEvent
 from adcast.core.requests import PredictionRequest
 from adcast.kafka import create_topics
+from adcast.wire import serde
 
 pytestmark = pytest.mark.integration
 pytest.importorskip("torch")
@@ -156,7 +156,7 @@ async def wait_committed(settings, timeout_s: float = 10) -> tuple[dict[int, int
 
 
 def test_transient_errors_and_a_timeout_are_retried_then_written(settings, broker, redis_url, engine):
-    from adcast.infer import InferenceWorker
+    from adcast.inference.worker import InferenceWorker
 
     create_topics(settings)
     settings.infer.engine_attempts = 4
@@ -189,7 +189,7 @@ def test_transient_errors_and_a_timeout_are_retried_then_written(settings, broke
 
 
 def test_a_request_that_keeps_failing_is_dead_lettered_and_its_batch_mates_written(settings, broker, redis_url, engine):
-    from adcast.infer import InferenceWorker
+    from adcast.inference.worker import InferenceWorker
 
     create_topics(settings)
     settings.infer.engine_attempts = 2

@@ -9,10 +9,10 @@ import time
 import pytest
 from prometheus_client import REGISTRY
 
-from adcast import serde
 from adcast.core.history import HistoryEvent
 from adcast.core.requests import PredictionRequest
 from adcast.kafka import create_topics
+from adcast.wire import serde
 
 pytestmark = pytest.mark.integration
 pytest.importorskip("torch")
@@ -56,7 +56,7 @@ def test_consumer_lag_is_exported_per_partition_and_drains_to_zero(settings, bro
     from aiokafka import AIOKafkaProducer
 
     from adcast.engines import create_engine
-    from adcast.infer import InferenceWorker
+    from adcast.inference.worker import InferenceWorker
     from adcast.store import AffinityClient
 
     create_topics(settings)

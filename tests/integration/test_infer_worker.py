@@ -4,10 +4,10 @@ import asyncio
 
 import pytest
 
-from adcast import serde
 from adcast.core.history import HistoryEvent
 from adcast.core.requests import PredictionRequest
 from adcast.kafka import create_topics
+from adcast.wire import serde
 
 pytestmark = pytest.mark.integration
 pytest.importorskip("torch")
@@ -52,7 +52,7 @@ def test_newest_request_per_user_lands_in_redis_then_offsets_are_committed(setti
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     from adcast.engines import create_engine
-    from adcast.infer import InferenceWorker
+    from adcast.inference.worker import InferenceWorker
     from adcast.store import AffinityClient
 
     settings.infer.model_dir = str(tiny_model)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from adcast.services import free_port, wheel_redis_binary
+from adcast.local.services import free_port, wheel_redis_binary
 
 pytestmark = pytest.mark.integration
 

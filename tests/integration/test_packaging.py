@@ -37,7 +37,7 @@ def test_the_wheel_carries_the_schemas_and_reads_them_outside_a_checkout(wheel, 
     assert {"adcast/schemas/registry.json", "adcast/schemas/engagement_event.avsc", "adcast/store.lua"} <= set(names)
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)
-    probe = "from adcast import serde; print(serde.schema_dir()); print(len(serde.registry().by_id))"
+    probe = "from adcast.wire import serde; print(serde.schema_dir()); print(len(serde.registry().by_id))"
     env = {"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"}
     out = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr

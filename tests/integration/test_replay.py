@@ -11,11 +11,11 @@ from datetime import UTC, datetime
 
 import pytest
 
-from adcast import serde
 from adcast.config import to_env
 from adcast.data.files import write_records
 from adcast.kafka import create_topics
 from adcast.replay import TopicRange, event_producer, parse_time, replay, replay_topic
+from adcast.wire import serde
 
 pytestmark = pytest.mark.integration
 T0 = 1_767_225_600_000  # event times: 2026-01-01

@@ -16,8 +16,8 @@ from store_helpers import write
 from adcast.config import to_env
 from adcast.core.affinities import Affinities
 from adcast.core.events import MAX_ID_CHARS
+from adcast.local.services import free_port
 from adcast.serve import create_app, handler_args
-from adcast.services import free_port
 from adcast.store import AffinityClient
 
 pytestmark = pytest.mark.integration

@@ -4,11 +4,11 @@ import math
 
 import pytest
 
-from adcast.checkpoint import ModelMeta
 from adcast.core.examples import iter_examples
 from adcast.core.history import HistoryLimits
 from adcast.core.prompt import render
 from adcast.data.files import read_records
+from adcast.model_meta import ModelMeta
 
 pytestmark = pytest.mark.integration
 torch = pytest.importorskip("torch")

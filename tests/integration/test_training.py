@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from adcast.checkpoint import META_FILE, ModelMeta
+from adcast.model_meta import META_FILE, ModelMeta
 
 pytestmark = pytest.mark.integration
 pytest.importorskip("torch")

@@ -15,12 +15,12 @@ import pytest
 from produce import produce
 from prometheus_client.parser import text_string_to_metric_families
 
-from adcast import serde
 from adcast.config import to_env
 from adcast.core.text import MAX_TEXT_WORDS
 from adcast.kafka import create_topics
-from adcast.services import free_port
-from adcast.workers import start_worker
+from adcast.local.services import free_port
+from adcast.local.workers import start_worker
+from adcast.wire import serde
 
 pytestmark = pytest.mark.integration
 NOW = int(time.time() * 1000)

@@ -10,10 +10,10 @@ import time
 import pytest
 from produce import produce
 
-from adcast import serde
 from adcast.config import to_env
 from adcast.kafka import create_topics
-from adcast.workers import WorkerProcess, start_worker
+from adcast.local.workers import WorkerProcess, start_worker
+from adcast.wire import serde
 
 pytestmark = pytest.mark.integration
 NOW = int(time.time() * 1000)

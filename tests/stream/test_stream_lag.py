@@ -8,12 +8,12 @@ import urllib.request
 
 import pytest
 
-from adcast import serde
 from adcast.config import to_env
 from adcast.kafka import create_topics
+from adcast.local.services import free_port
+from adcast.local.workers import start_worker
 from adcast.replay import event_producer
-from adcast.services import free_port
-from adcast.workers import start_worker
+from adcast.wire import serde
 
 pytestmark = pytest.mark.integration
 

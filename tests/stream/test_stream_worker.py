@@ -8,9 +8,9 @@ import pytest
 from kafka_reading import committed_offsets, read_to_end
 from produce import produce
 
-from adcast import serde
 from adcast.kafka import create_topics
-from adcast.workers import start_worker
+from adcast.local.workers import start_worker
+from adcast.wire import serde
 
 pytestmark = pytest.mark.integration
 NOW = int(time.time() * 1000)

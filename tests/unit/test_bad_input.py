@@ -17,11 +17,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from adcast import serde
 from adcast.core.events import MAX_CLOCK_SKEW_MS, MAX_ID_CHARS, MAX_TEXT_CHARS, MIN_EVENT_TIME_MS, validate_event
 from adcast.core.history import HistoryLimits
 from adcast.core.text import MAX_TEXT_WORDS
 from adcast.core.triggers import TriggerPolicy
+from adcast.wire import serde
 from stream.processor import EVENT, TICK, Input, MappingStore, StreamProcessor, load_history
 
 NOW = 1_767_225_600_000

@@ -82,7 +82,7 @@ def test_contract_maximum_input_stays_under_the_design_bound_which_it_nearly_rea
 
 
 def test_it_measures_the_bytes_the_stream_tier_writes():
-    from adcast.history_codec import encode_history
+    from adcast.wire.history_encoder import encode_history
 
     world = generate(WorldSpec(users=15, advertisers=20, seed=5))
     histories, _, _ = fold_users(world["events"], world["profiles"], HistoryLimits())

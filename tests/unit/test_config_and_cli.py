@@ -75,3 +75,19 @@ def test_a_misspelt_setting_is_an_error_that_names_it(monkeypatch, tmp_path, cap
     monkeypatch.setenv("ADCAST_CONFIG", str(tmp_path / "adcast.toml"))
     assert main(["config"]) == 2
     assert "ADCAST_STREAM__QUIET_MSEC is not a setting" in capsys.readouterr().err
+
+
+def test_the_command_line_loads_a_benchmark_only_when_it_runs():
+    code = (
+        "import sys\n"
+        "from adcast.cli import build_parser\n"
+        "build_parser(['config'])\n"
+        "loaded = sorted(m for m in sys.modules if m.startswith('adcast.bench.') and m != 'adcast.bench._harness')\n"
+        "assert loaded == [], loaded\n"
+        "args = build_parser(['bench', 'state-size', '--json']).parse_args(['bench', 'state-size', '--json'])\n"
+        "assert args.benchmark == 'state-size' and args.json\n"
+        "print(sorted(m for m in sys.modules if m.startswith('adcast.bench.')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "['adcast.bench.state_size']"

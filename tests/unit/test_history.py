@@ -3,12 +3,12 @@ import random
 from hypothesis import given
 from hypothesis import strategies as st
 
-from adcast import serde
 from adcast.core.events import EVENT_TYPES, Event
 from adcast.core.examples import to_event
 from adcast.core.history import HistoryLimits, UserHistory, fold_event, ranked_advertisers
 from adcast.core.prompt import render_prompt
 from adcast.data.synthetic import WorldSpec, generate
+from adcast.wire import serde
 
 LIMITS = HistoryLimits(min_events=4, dedupe_window=16, max_counters=5)
 T0 = 1_767_225_600_000

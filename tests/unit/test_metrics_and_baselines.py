@@ -2,7 +2,7 @@ import math
 
 from adcast.core.baselines import Cooccurrence, Popularity, engaged_sequence, recent
 from adcast.core.events import Event
-from adcast.core.metrics import merge_half_and_half, rank_of, summarize
+from adcast.core.ranking import merge_half_and_half, rank_of, summarize
 
 DAY = 24 * 3600 * 1000
 

@@ -3,9 +3,9 @@
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from adcast import serde
 from adcast.core.history import HistoryLimits
 from adcast.core.triggers import TriggerPolicy
+from adcast.wire import serde
 from stream.processor import EVENT, TICK, Input, MappingStore, StreamProcessor, load_history
 
 NOW = 1_767_225_600_000

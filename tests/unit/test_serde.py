@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from adcast import serde
 from adcast.core.events import EVENT_TYPES
 from adcast.errors import SerdeError
+from adcast.wire import serde
 
 EVENT = {
     "event_id": "e1",

@@ -4,7 +4,7 @@ import subprocess
 import sys
 import time
 
-from adcast.bench.e2e import tree_cpu_seconds
+from adcast.bench._harness import tree_cpu_seconds
 
 # The parent only waits; its child burns one CPU-second by its own clock, says so, then waits too.
 CHILD = "import sys, time\nwhile time.process_time() < 1.0: pass\nopen(sys.argv[1], 'w').close()\ntime.sleep(600)\n"

@@ -33,10 +33,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from adcast import serde
-from adcast.bench.e2e import delete_run_topics, scrape, start_local_services, tree_cpu_seconds
+from adcast.bench._harness import delete_run_topics, scrape, start_local_services, tree_cpu_seconds
 from adcast.config import Settings, to_env
 from adcast.errors import ServiceError
+from adcast.wire import serde
 
 EVENT_TYPES = ("impression",) * 6 + ("view",) * 3 + ("click",) * 2 + ("save", "add_to_cart", "search")
 
@@ -131,8 +131,8 @@ async def _raw_rate(settings: Settings, n: int, timeout_s: float) -> dict[str, A
 def _faust_rate(
     settings: Settings, label: str, workers: int, n: int, run_dir: Path, timeout_s: float, count_only: bool
 ) -> dict[str, Any]:
-    from adcast.services import free_port
-    from adcast.workers import start_worker
+    from adcast.local.services import free_port
+    from adcast.local.workers import start_worker
 
     s = settings.model_copy(deep=True)
     s.stream.app_id = f"{settings.stream.app_id}-{label}"
@@ -192,8 +192,8 @@ def _faust_rate(
 
 
 def bench_ingest(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
-    from adcast.demo import isolated_settings
     from adcast.kafka import create_topics
+    from adcast.local.demo import isolated_settings
 
     worker_counts = sorted({int(x) for x in args.workers.split(",")})
     if args.rounds < 1 or worker_counts[0] < 1:

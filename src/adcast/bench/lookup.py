@@ -39,9 +39,9 @@ from urllib.parse import urlencode
 
 from adcast.config import Settings, redact_url, to_env
 from adcast.core.affinities import Affinities
-from adcast.core.metrics import percentile
+from adcast.core.ranking import percentile
 from adcast.errors import ServiceError
-from adcast.services import free_port
+from adcast.local.services import free_port
 
 PATHS = {
     "raw_hmget": "redis-py HMGET (raw)",
@@ -159,7 +159,8 @@ def _summary(single: list[float], batch: list[float]) -> dict[str, float]:
 async def _measure(s: Settings, warmup: int, singles: list[str], batches: list[list[str]]) -> dict[str, Any]:
     """Every path on the same reads, taking turns in rounds (see _timed), so that load from other
     processes on the machine falls on all paths alike. Sync paths block the (otherwise idle) loop."""
-    from adcast.store import FIELDS, AffinityClient, AsyncAffinityClient, redis_client
+    from adcast.core.affinities import FIELDS
+    from adcast.store import AffinityClient, AsyncAffinityClient, redis_client
 
     def key(user_id: str) -> str:
         return s.redis.key_prefix + user_id

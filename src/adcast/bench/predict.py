@@ -22,7 +22,7 @@ import time
 from typing import Any
 
 from adcast.bench.random_model import SHAPES, build_random_model
-from adcast.core.metrics import percentile
+from adcast.core.ranking import percentile
 from adcast.errors import AdcastError
 
 

@@ -23,12 +23,12 @@ from collections import defaultdict
 from typing import Any
 
 from adcast.bench.random_model import SHAPES, build_random_model
-from adcast.checkpoint import ModelMeta
 from adcast.core.examples import iter_examples
 from adcast.core.history import HistoryLimits
 from adcast.core.prompt import render
 from adcast.data.files import read_records
 from adcast.errors import ConfigError
+from adcast.model_meta import ModelMeta
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

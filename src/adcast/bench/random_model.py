@@ -10,8 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from adcast.checkpoint import ModelMeta
 from adcast.errors import ConfigError
+from adcast.model_meta import ModelMeta
 
 # Decoder shapes of real model families (the Qwen2.5 ones match deploy/gpu_ceiling.py).
 SHAPES: dict[str, dict[str, Any]] = {

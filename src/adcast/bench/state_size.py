@@ -5,7 +5,7 @@ in memory) with the stream tier's own code: `adcast.core.history.fold_event` und
 limits (stream.history_events, stream.dedupe_window), events in event-time order with their
 order as offsets, the profile capped as the stream tier caps it, and the user left as after its
 last prediction. Each history is then encoded as the table stores it (`serde.encode(serde.HISTORY,
-...)`, byte for byte what the stream tier's own encoder, adcast.history_codec, writes: the RocksDB
+...)`, byte for byte what the stream tier's own encoder, adcast.wire.history_encoder, writes: the RocksDB
 value and each changelog record) and measured.
 
 Two bounds come from the limits, each the size of a worst-case history (2N events, every counter,
@@ -22,7 +22,6 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from adcast import serde
 from adcast.config import Settings
 from adcast.core.events import EVENT_TYPES, MAX_FIELD_CHARS, MAX_ID_CHARS, MAX_TEXT_CHARS, Event, validate_event
 from adcast.core.history import (
@@ -35,9 +34,10 @@ from adcast.core.history import (
     bounded_profile,
     fold_event,
 )
-from adcast.core.metrics import percentile
+from adcast.core.ranking import percentile
 from adcast.core.triggers import mark_emitted
 from adcast.errors import ConfigError, InvalidEvent
+from adcast.wire import serde
 
 UTF8_MAX_BYTES = 4  # the contract limits characters; a character takes up to 4 bytes in UTF-8
 _WIDEST_LONG = 2**63 - 1  # a 10-byte varint

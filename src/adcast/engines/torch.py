@@ -16,9 +16,9 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from adcast.checkpoint import ModelMeta, has_tokenizer
 from adcast.engines.base import Scored
 from adcast.errors import ModelError
+from adcast.model_meta import ModelMeta, has_tokenizer
 
 log = logging.getLogger(__name__)
 

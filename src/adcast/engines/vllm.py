@@ -19,9 +19,9 @@ import math
 import os
 from typing import Any
 
-from adcast.checkpoint import ModelMeta, has_tokenizer
 from adcast.engines.base import Scored
 from adcast.errors import ModelError
+from adcast.model_meta import ModelMeta, has_tokenizer
 
 # vLLM logs to stdout by default, which would corrupt `--json` output and piped results.
 os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")

@@ -20,13 +20,14 @@ import torch
 from tqdm import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedModel
 
-from adcast.checkpoint import ModelMeta
 from adcast.core.examples import Example, cutoff_time, iter_examples, target_kind
 from adcast.core.history import HistoryLimits
 from adcast.core.prompt import advertiser_token, render
 from adcast.core.text import text_words
 from adcast.data.files import read_records
 from adcast.errors import ConfigError, TrainingInterrupted
+from adcast.model_meta import ModelMeta
+from adcast.train.checkpoints import CHECKPOINT_DIR, Checkpoints
 from adcast.train.vocab import add_advertiser_tokens, build_word_tokenizer
 
 log = logging.getLogger(__name__)
@@ -56,59 +57,6 @@ class TrainConfig:
     device: str = "cpu"
     checkpoint_every: int = 200  # steps between resumable checkpoints (0: none)
     stop_after_steps: int = 0  # stop early with a checkpoint (time-boxed runs, tests); 0: never
-
-
-CHECKPOINT_DIR = "checkpoint"
-
-
-class Checkpoints:
-    """The resumable state of a run: weights, optimizer, schedule, position and losses so far.
-    Written atomically (temp file, then rename); refused when the data or config changed."""
-
-    def __init__(self, folder: Path, identity: dict[str, Any]) -> None:
-        self.folder = folder
-        self.identity = identity
-
-    @property
-    def path(self) -> Path:
-        return self.folder / "state.pt"
-
-    def save(self, model: Any, optim: Any, sched: Any, epoch: int, step: int, losses: list[float]) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        torch.save(
-            {
-                "identity": self.identity,
-                "model": model.state_dict(),
-                "optim": optim.state_dict(),
-                "sched": sched.state_dict(),
-                "epoch": epoch,
-                "step": step,
-                "losses": losses,
-            },
-            tmp,
-        )
-        tmp.replace(self.path)
-
-    def load(self, model: Any, optim: Any, sched: Any) -> tuple[int, int, list[float]] | None:
-        if not self.path.is_file():
-            log.warning("no checkpoint in %s: starting from the beginning", self.folder)
-            return None
-        state = torch.load(self.path, weights_only=True)  # tensors and plain values only: no code runs on load
-        if state["identity"] != self.identity:
-            raise ConfigError(
-                f"the checkpoint in {self.folder} was made with other data or settings; "
-                "remove it or train into another --out"
-            )
-        model.load_state_dict(state["model"])
-        optim.load_state_dict(state["optim"])
-        sched.load_state_dict(state["sched"])
-        return state["epoch"], state["step"], list(state["losses"])
-
-    def clear(self) -> None:
-        self.path.unlink(missing_ok=True)
-        if self.folder.is_dir() and not any(self.folder.iterdir()):
-            self.folder.rmdir()
 
 
 @dataclass(frozen=True)

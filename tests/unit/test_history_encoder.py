@@ -4,10 +4,10 @@ for their schemas."""
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from adcast import serde
 from adcast.core.history import Counter, HistoryEvent, UserHistory
 from adcast.core.requests import PredictionRequest
-from adcast.history_codec import encode_history, encode_request
+from adcast.wire import serde
+from adcast.wire.history_encoder import encode_history, encode_request
 
 longs = st.integers(-(2**63), 2**63 - 1)
 text = st.text(max_size=20)

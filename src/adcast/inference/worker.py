@@ -18,35 +18,30 @@ dead: the worker stops with EngineDead (that batch is neither dead-lettered nor 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
-import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
-from adcast import metrics, serde
+from adcast import metrics
 from adcast.config import Settings
 from adcast.core.affinities import Affinities
 from adcast.core.batching import MicroBatcher
 from adcast.core.prompt import render
 from adcast.core.requests import MAX_VERSION, MIN_VERSION, PredictionRequest
-from adcast.engines.base import Scored, ScoringEngine
-from adcast.errors import EngineDead, EngineFailure, FatalError, SerdeError, StoreKeyError, StoreUnavailable
+from adcast.engines.base import ScoringEngine
+from adcast.errors import EngineDead, EngineFailure, Interrupted, SerdeError, StoreKeyError, StoreUnavailable
+from adcast.inference.scoring import Scorer, backoff
 from adcast.kafka import aiokafka_config, ensure_dead_letter_topic
 from adcast.store import AsyncAffinityStore
+from adcast.wire import serde
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
-
-
-class _Interrupted(Exception):
-    """The worker was told to stop while a batch was being retried: leave it uncommitted."""
 
 
 def _now_ms() -> int:
@@ -88,8 +83,7 @@ class InferenceWorker:
         self.stats = Stats()
         self._offsets: dict[TopicPartition, int] = {}
         self._failed_batches = 0  # micro-batches in a row of which nothing could be scored
-        # One engine call at a time: a call that timed out may still be running in its thread.
-        self._engine_lock = threading.Lock()
+        self.scorer = Scorer(settings.infer, engine, self.stop)
         self._lag_labels: set[tuple[str, str, str]] = set()
 
     async def run(self) -> Stats:
@@ -140,8 +134,8 @@ class InferenceWorker:
                     await self._flush(consumer, producer, store)
             if len(self.batcher) or self._offsets:
                 await self._flush(consumer, producer, store)  # finish the batch in flight
-        except _Interrupted:
-            log.info("stopped while retrying the engine; the batch stays uncommitted for the next worker")
+        except Interrupted:
+            log.info("stopped while retrying; the batch stays uncommitted for the next worker")
         except EngineDead as exc:
             log.critical("stopping the inference worker: %s", exc)
             raise
@@ -151,6 +145,7 @@ class InferenceWorker:
             await consumer.stop()  # leaves the group
             await producer.stop()
             await store.close()
+            self.stats.engine_retries = self.scorer.retries
             log.info(
                 "inference worker stopped batches=%s scored=%s written=%s stale=%s dead_letters=%s engine_retries=%s",
                 self.stats.batches,
@@ -211,99 +206,6 @@ class InferenceWorker:
         metrics.forget_lag(self._lag_labels - seen)
         self._lag_labels = seen
 
-    async def _in_thread(self, fn: Callable[..., T], *args: Any) -> T:
-        """fn(*args) in a daemon thread, awaited for at most engine_timeout_s. A timed-out call
-        cannot be killed; a daemon thread at least never keeps the process from exiting."""
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[T] = loop.create_future()
-
-        def settle(result: Any, error: BaseException | None) -> None:
-            if done.done():  # cancelled by the deadline
-                return
-            if error is not None:
-                done.set_exception(error)
-            else:
-                done.set_result(result)
-
-        def work() -> None:
-            result: Any = None
-            error: BaseException | None = None
-            with self._engine_lock:
-                try:
-                    result = fn(*args)
-                except BaseException as exc:
-                    error = exc
-            # RuntimeError: the loop has closed, the worker stopped and nobody waits for this call.
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(settle, result, error)
-
-        threading.Thread(target=work, name="adcast-engine", daemon=True).start()
-        return await asyncio.wait_for(done, self.settings.infer.engine_timeout_s)
-
-    async def _call_engine(self, prompts: list[str], attempts: int) -> list[Scored]:
-        """Score with up to `attempts` tries and exponential backoff; raises EngineFailure."""
-        s = self.settings.infer
-        for attempt in range(1, attempts + 1):
-            started = time.monotonic()
-            try:
-                scored = await self._in_thread(self.engine.score, prompts, s.top_k)
-                if len(scored) != len(prompts):
-                    raise ValueError(f"the engine returned {len(scored)} results for {len(prompts)} prompts")
-            except FatalError:
-                raise  # the engine says it cannot go on (e.g. the model is gone): no retry helps
-            except TimeoutError:
-                failure = EngineFailure("engine_timeout", f"no answer within {s.engine_timeout_s}s")
-            except Exception as exc:
-                failure = EngineFailure("engine_error", f"{type(exc).__name__}: {exc}")
-            else:
-                metrics.INFERENCE_SECONDS.observe(time.monotonic() - started)
-                return scored
-            metrics.ENGINE_FAILURES.labels(failure.reason).inc()
-            if self.stop.is_set():
-                raise _Interrupted
-            if attempt == attempts:
-                raise failure
-            delay = s.engine_retry_base_s * 2 ** (attempt - 1)
-            metrics.RETRIES.labels("engine_score").inc()
-            self.stats.engine_retries += 1
-            log.warning(
-                "engine failed, retrying in %.2fs attempt=%s/%s prompts=%s error=%s",
-                delay,
-                attempt,
-                attempts,
-                len(prompts),
-                failure,
-            )
-            await self._backoff(delay)
-        raise AssertionError("unreachable: attempts >= 1")
-
-    async def _backoff(self, delay: float) -> None:
-        """Wait `delay` seconds before a retry; a stop request ends the wait at once, and the batch
-        being retried is left uncommitted (_Interrupted)."""
-        try:
-            await asyncio.wait_for(self.stop.wait(), delay)
-        except TimeoutError:
-            return
-        raise _Interrupted
-
-    async def _score(
-        self, batch: list[_Pending], attempts: int
-    ) -> tuple[list[tuple[_Pending, Scored]], list[tuple[_Pending, EngineFailure]]]:
-        """The requests scored and those that failed (with why)."""
-        try:
-            scored = await self._call_engine([render(p.request) for p in batch], attempts)
-            return list(zip(batch, scored, strict=True)), []
-        except EngineFailure as exc:
-            # A timeout is the engine's state, not a request's: halving would multiply the waits.
-            if len(batch) == 1 or exc.reason != "engine_error":
-                return [], [(p, exc) for p in batch]
-        # The error survived the retries, so it is not transient: it may be one request's fault.
-        # Halve until the failing requests are found; their batch-mates are still scored.
-        mid = len(batch) // 2
-        left_ok, left_failed = await self._score(batch[:mid], 1)
-        right_ok, right_failed = await self._score(batch[mid:], 1)
-        return left_ok + right_ok, left_failed + right_failed
-
     async def _dead_letter(
         self, producer: AIOKafkaProducer, stage: str, failed: Sequence[tuple[_Pending, EngineFailure | StoreKeyError]]
     ) -> None:
@@ -333,7 +235,7 @@ class InferenceWorker:
 
     async def _write(self, store: AsyncAffinityStore, items: list[Affinities]) -> list[bool | StoreKeyError]:
         """Write until Redis takes it: nothing is committed before its write succeeds. A stop
-        request during an outage leaves the batch uncommitted (_Interrupted)."""
+        request during an outage leaves the batch uncommitted (Interrupted)."""
         delay = 0.1
         while True:
             try:
@@ -341,7 +243,7 @@ class InferenceWorker:
             except StoreUnavailable as exc:
                 metrics.RETRIES.labels("store_write").inc()
                 log.warning("redis unavailable, retrying in %.1fs: %s", delay, exc)
-                await self._backoff(delay)
+                await backoff(self.stop, delay)
                 delay = min(delay * 2, 5.0)
 
     async def _flush(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer, store: AsyncAffinityStore) -> None:
@@ -352,7 +254,7 @@ class InferenceWorker:
             metrics.SUPERSEDED.inc(superseded)
             metrics.BATCH_SIZE.observe(len(batch))
             # The engine blocks: it runs in a thread so heartbeats keep flowing.
-            scored, failed = await self._score(batch, self.settings.infer.engine_attempts)
+            scored, failed = await self.scorer.score(batch, _prompt, self.settings.infer.engine_attempts)
             if scored:
                 self._failed_batches = 0
             else:
@@ -409,6 +311,10 @@ class InferenceWorker:
                 # The partitions moved to another worker, which will redo these requests; the
                 # version guard makes that harmless.
                 log.warning("commit failed (rebalance?): %s", exc)
+
+
+def _prompt(p: _Pending) -> str:
+    return render(p.request)
 
 
 def run(settings: Settings) -> None:

@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from adcast.config import Settings
 from adcast.errors import ServiceError
 
 log = logging.getLogger(__name__)
@@ -178,3 +179,13 @@ class Service:
 
 def port_of(address: str) -> int:
     return int(address.rsplit(":", 1)[1].split("/")[0])
+
+
+def local_services(settings: Settings) -> tuple[Service, Service]:
+    """The broker and Redis the settings point at, as local services under <home>/run."""
+    from urllib.parse import urlparse
+
+    run_dir = Path(settings.home) / "run"
+    broker = Service("broker", port_of(settings.kafka.bootstrap_servers.split(",")[0]), run_dir)
+    redis = Service("redis", urlparse(settings.redis.url).port or 6379, run_dir)
+    return broker, redis

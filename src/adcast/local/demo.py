@@ -13,14 +13,15 @@ import logging
 import time
 from pathlib import Path
 
-from adcast.checkpoint import META_FILE
 from adcast.config import Settings, to_env
-from adcast.core.metrics import percentile
 from adcast.core.prompt import PROMPT_FORMAT_VERSION
+from adcast.core.ranking import percentile
 from adcast.data.files import read_records, write_records
 from adcast.errors import ServiceError
+from adcast.local.services import local_services
+from adcast.local.workers import WorkerProcess, start_worker
+from adcast.model_meta import META_FILE
 from adcast.store import AffinityClient, StoredAffinities
-from adcast.workers import WorkerProcess, start_worker
 
 log = logging.getLogger(__name__)
 DEMO_SEED = 7
@@ -99,7 +100,6 @@ def wait_for_versions(
 
 
 def run_demo(settings: Settings, users: int, replay_events: int, rate: float, keep_running: bool) -> int:
-    from adcast.cli import _services
     from adcast.kafka import create_topics
     from adcast.replay import expected_versions, replay
 
@@ -111,7 +111,7 @@ def run_demo(settings: Settings, users: int, replay_events: int, rate: float, ke
     workers: list[WorkerProcess] = []
     t0 = time.monotonic()
     try:
-        for service in _services(settings):
+        for service in local_services(settings):
             if service.start():
                 started_services.append(service)
         create_topics(settings)

@@ -7,7 +7,7 @@ about 5 us per history event on it, re-encoding events that never change. Here e
 is encoded once and its bytes reused (a history event is immutable), so a write costs little
 more than the few fields that do change. A request carries the same events as the history it was
 taken from, encoded in the same batch: it reuses that history's encoded events whole. Reading
-stays with fastavro (adcast.serde): reads are rare, the stream tier keeps decoded histories in
+stays with fastavro (adcast.wire.serde): reads are rare, the stream tier keeps decoded histories in
 memory.
 """
 
@@ -16,9 +16,9 @@ from __future__ import annotations
 import struct
 from functools import lru_cache
 
-from adcast import serde
 from adcast.core.history import HistoryEvent, UserHistory
 from adcast.core.requests import PredictionRequest
+from adcast.wire import serde
 
 _DOUBLE = struct.Struct("<d")
 _NULL = b"\x00"  # union branch 0 of ["null", "string"]; also the end of an array or map

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from adcast import serde
+from adcast.wire import serde
 
 # The fields in schema order, by wire type.
 _STRING, _LONG, _OPTIONAL = 0, 1, 2

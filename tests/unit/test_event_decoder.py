@@ -11,9 +11,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from adcast import serde
 from adcast.errors import SerdeError
-from adcast.event_codec import decode_event
+from adcast.wire import serde
+from adcast.wire.event_decoder import decode_event
 
 text = st.text(max_size=30)
 optional = st.none() | text
