@@ -25,9 +25,9 @@ import aiokafka
 import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
-from adcast import metrics
 from adcast.config import Settings
 from adcast.kafka import check_security, ssl_context
+from adcast.kafka.lag import LagReporter
 
 # The private names this module builds on, checked at import so that another faust-streaming or
 # aiokafka fails here, with what to install, not mid-stream. Written for faust-streaming 0.15 and
@@ -174,50 +174,36 @@ def broker_credentials(settings: Settings) -> faust.auth.Credentials | None:
     return None
 
 
-class LagReporter:
-    """adcast_consumer_lag for each partition assigned to the app's consumer (of `topics`, or all):
-    the high watermark minus the offset this worker last committed. Faust's consumer fetches ahead
-    of processing into its buffers, so its position would hide that backlog; before this worker's
-    first commit on a partition, its position (then the group's committed offset) stands in."""
+class FaustLag:
+    """adcast_consumer_lag of the app's consumer (of `topics`, or all): the high watermark minus
+    the offset this worker last committed. Faust's consumer fetches ahead of processing into its
+    buffers, so its position would hide that backlog; before this worker's first commit on a
+    partition, its position (then the group's committed offset) stands in."""
 
-    def __init__(self, app: faust.App, tier: str = "stream", topics: Collection[str] | None = None) -> None:
+    def __init__(self, app: faust.App, topics: Collection[str] | None = None) -> None:
         self.app = app
-        self.tier = tier
         self.topics = topics
-        self._labels: set[tuple[str, str, str]] = set()  # what the last report set
+        self.reporter = LagReporter("stream")
 
     async def report(self) -> None:
         consumer = self.app.consumer
         committed = self.app.monitor.tp_committed_offsets  # updated by Faust on every commit
         try:
             assigned = consumer.assignment()
-        except Exception:  # not started yet or stopping; lag is telemetry, never a failure
+        except Exception:  # not started yet or stopping
             return
-        seen: set[tuple[str, str, str]] = set()
-        for tp in assigned:
-            if self.topics is not None and tp.topic not in self.topics:
-                continue
-            try:
-                highwater = consumer.highwater(tp)
-                if highwater is None:  # nothing fetched from it yet
-                    continue
-                done = committed.get(tp)
-                if done is None:
-                    done = await consumer.position(tp)
-            except Exception:  # revoked meanwhile
-                continue
-            if done is None:
-                continue
-            labels = (self.tier, tp.topic, str(tp.partition))
-            metrics.CONSUMER_LAG.labels(*labels).set(max(0, highwater - done))
-            seen.add(labels)
-        metrics.forget_lag(self._labels - seen)
-        self._labels = seen
+
+        async def done(tp: Any) -> int | None:
+            reached = committed.get(tp)
+            return await consumer.position(tp) if reached is None else reached
+
+        held = [tp for tp in assigned if self.topics is None or tp.topic in self.topics]
+        await self.reporter.report(held, consumer.highwater, done)
 
 
-def add_lag_timer(app: faust.App, interval_s: float = 1.0, topics: Collection[str] | None = None) -> LagReporter:
+def add_lag_timer(app: faust.App, interval_s: float = 1.0, topics: Collection[str] | None = None) -> FaustLag:
     """Update adcast_consumer_lag every `interval_s` while the app runs."""
-    reporter = LagReporter(app, topics=topics)
+    reporter = FaustLag(app, topics=topics)
 
     @app.timer(interval=interval_s, name="adcast-consumer-lag")
     async def consumer_lag() -> None:

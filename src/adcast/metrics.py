@@ -1,4 +1,5 @@
-"""Prometheus metrics of both tiers. Each worker serves them on `ADCAST_METRICS_PORT` when set."""
+"""Prometheus metrics of both tiers and the lookup service. Each worker serves them on
+`ADCAST_METRICS_PORT` when set; `adcast serve` on its own port, at /metrics."""
 
 from __future__ import annotations
 
@@ -40,6 +41,15 @@ RETRIES = Counter("adcast_retries_total", "Retried operations.", ["operation"])
 ENGINE_FAILURES = Counter(
     "adcast_engine_failures_total", "Engine calls that raised or ran past infer.engine_timeout_s.", ["reason"]
 )
+
+# The lookup service (adcast serve).
+LOOKUP_REQUESTS = Counter("adcast_lookup_requests_total", "HTTP lookup service requests.", ["endpoint", "status"])
+LOOKUP_SECONDS = Histogram(
+    "adcast_lookup_seconds",
+    "Time to answer a /v1/affinities request.",
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
+)
+LOOKUP_USERS = Counter("adcast_lookup_users_total", "Users looked up, by whether a prediction was found.", ["result"])
 
 # Both tiers, per assigned partition: the high watermark minus the consumer's position.
 CONSUMER_LAG = Gauge(

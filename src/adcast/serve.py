@@ -26,22 +26,15 @@ from typing import Any
 
 import msgspec
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from adcast import metrics
 from adcast.config import Settings
 from adcast.core.events import MAX_ID_CHARS
 from adcast.errors import AdcastError, BadRequest, StoreUnavailable
 from adcast.store import AsyncAffinityClient, StoredAffinities
 
 log = logging.getLogger(__name__)
-
-REQUESTS = Counter("adcast_lookup_requests_total", "HTTP lookup service requests.", ["endpoint", "status"])
-LOOKUP_SECONDS = Histogram(
-    "adcast_lookup_seconds",
-    "Time to answer a /v1/affinities request.",
-    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
-)
-USERS = Counter("adcast_lookup_users_total", "Users looked up, by whether a prediction was found.", ["result"])
 
 SETTINGS = web.AppKey("settings", Settings)
 CLIENT = web.AppKey("client", AsyncAffinityClient)
@@ -95,11 +88,11 @@ async def affinities(request: web.Request) -> web.Response:
     found = await request.app[CLIENT].get_many(users)
     now_ms = time.time() * 1000
     hits = sum(1 for a in found.values() if a is not None)
-    USERS.labels("found").inc(hits)
-    USERS.labels("missing").inc(len(found) - hits)
+    metrics.LOOKUP_USERS.labels("found").inc(hits)
+    metrics.LOOKUP_USERS.labels("missing").inc(len(found) - hits)
     body = {"users": {u: None if a is None else record(a, now_ms) for u, a in found.items()}}
     response = web.Response(body=_JSON.encode(body), content_type="application/json")
-    LOOKUP_SECONDS.observe(time.perf_counter() - started)
+    metrics.LOOKUP_SECONDS.observe(time.perf_counter() - started)
     return response
 
 
@@ -114,7 +107,7 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
-async def metrics(request: web.Request) -> web.Response:
+async def prometheus_metrics(request: web.Request) -> web.Response:
     return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
@@ -148,7 +141,7 @@ async def errors_and_metrics(
     except Exception:
         log.exception("lookup failed path=%s", request.path)
         response = _error(500, "internal_error", "the lookup failed; see the service log")
-    REQUESTS.labels(endpoint, str(response.status)).inc()
+    metrics.LOOKUP_REQUESTS.labels(endpoint, str(response.status)).inc()
     return response
 
 
@@ -301,7 +294,7 @@ def create_app(settings: Settings) -> web.Application:
     app.on_startup.append(_freeze_startup_heap)
     app.router.add_get("/v1/affinities", affinities)
     app.router.add_get("/healthz", healthz)
-    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/metrics", prometheus_metrics)
     app.router.add_get("/openapi.json", openapi_json)
     return app
 

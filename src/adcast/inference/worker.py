@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+from aiokafka.errors import CommitFailedError, KafkaError
 
 from adcast import metrics
 from adcast.config import Settings
@@ -38,6 +38,7 @@ from adcast.engines.base import ScoringEngine
 from adcast.errors import EngineDead, EngineFailure, Interrupted, SerdeError, StoreKeyError, StoreUnavailable
 from adcast.inference.scoring import Scorer, backoff
 from adcast.kafka import aiokafka_config, ensure_dead_letter_topic
+from adcast.kafka.lag import LagReporter
 from adcast.store import AsyncAffinityStore
 from adcast.wire import serde
 
@@ -84,7 +85,7 @@ class InferenceWorker:
         self._offsets: dict[TopicPartition, int] = {}
         self._failed_batches = 0  # micro-batches in a row of which nothing could be scored
         self.scorer = Scorer(settings.infer, engine, self.stop)
-        self._lag_labels: set[tuple[str, str, str]] = set()
+        self.lag = LagReporter("infer")
 
     async def run(self) -> Stats:
         s = self.settings
@@ -129,7 +130,7 @@ class InferenceWorker:
                     for m in messages:
                         await self._add(m, producer)
                         self._offsets[tp] = m.offset + 1
-                await self._report_lag(consumer)
+                await self.lag.report(consumer.assignment(), consumer.highwater, consumer.position)
                 if self.batcher.ready(_now_ms()) or (self._offsets and not len(self.batcher)):
                     await self._flush(consumer, producer, store)
             if len(self.batcher) or self._offsets:
@@ -140,8 +141,7 @@ class InferenceWorker:
             log.critical("stopping the inference worker: %s", exc)
             raise
         finally:
-            metrics.forget_lag(self._lag_labels)  # a stopped worker owns no partitions
-            self._lag_labels = set()
+            self.lag.forget()
             await consumer.stop()  # leaves the group
             await producer.stop()
             await store.close()
@@ -188,23 +188,6 @@ class InferenceWorker:
             message.offset,
             detail,
         )
-
-    async def _report_lag(self, consumer: AIOKafkaConsumer) -> None:
-        """adcast_consumer_lag per assigned partition: high watermark minus position."""
-        seen: set[tuple[str, str, str]] = set()
-        for tp in consumer.assignment():
-            try:
-                highwater = consumer.highwater(tp)
-                if highwater is None:  # nothing fetched from it yet
-                    continue
-                position = await consumer.position(tp)
-            except (IllegalStateError, AssertionError):
-                continue  # revoked since assignment() was read
-            labels = ("infer", tp.topic, str(tp.partition))
-            metrics.CONSUMER_LAG.labels(*labels).set(max(0, highwater - position))
-            seen.add(labels)
-        metrics.forget_lag(self._lag_labels - seen)
-        self._lag_labels = seen
 
     async def _dead_letter(
         self, producer: AIOKafkaProducer, stage: str, failed: Sequence[tuple[_Pending, EngineFailure | StoreKeyError]]
