@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from kafka_reading import read_from_start
 
 from adcast.config import Settings, load_settings
 from adcast.local.services import Service, free_port
@@ -126,28 +127,6 @@ def tiny_model(small_world: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     return out
 
 
-def read_topic(bootstrap: str, topic: str, until, timeout_s: float = 60.0) -> list:
-    """Messages of `topic` from the beginning until `until(messages)` holds or time runs out.
-    Assigns partitions directly (no group join, which the local broker makes slow)."""
-    import time
-
-    from confluent_kafka import Consumer, TopicPartition
-
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "unused", "enable.auto.commit": False})
-    out: list = []
-    try:
-        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
-        deadline = time.monotonic() + timeout_s
-        while not until(out) and time.monotonic() < deadline:
-            msg = consumer.poll(0.2)
-            if msg is not None and msg.error() is None:
-                out.append(msg)
-    finally:
-        consumer.close()
-    return out
-
-
 @pytest.fixture
 def topic_reader():
-    return read_topic
+    return read_from_start

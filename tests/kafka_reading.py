@@ -56,3 +56,23 @@ def committed_offsets(bootstrap: str, group: str, topic: str, partitions: int) -
         return {tp.partition: max(tp.offset, 0) for tp in found}
     finally:
         consumer.close()
+
+
+def read_from_start(bootstrap: str, topic: str, until: Any, timeout_s: float = 60.0) -> list[Any]:
+    """Messages of `topic` from the beginning until `until(messages)` holds or time runs out.
+    Assigns partitions directly (no group join, which the local broker makes slow)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "unused", "enable.auto.commit": False})
+    out: list = []
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
+        deadline = time.monotonic() + timeout_s
+        while not until(out) and time.monotonic() < deadline:
+            msg = consumer.poll(0.2)
+            if msg is not None and msg.error() is None:
+                out.append(msg)
+    finally:
+        consumer.close()
+    return out
