@@ -34,7 +34,8 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_the_wheel_carries_the_schemas_and_reads_them_outside_a_checkout(wheel, tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
-    assert {"adcast/schemas/registry.json", "adcast/schemas/engagement_event.avsc", "adcast/store/store.lua"} <= set(names)
+    wanted = {"adcast/schemas/registry.json", "adcast/schemas/engagement_event.avsc", "adcast/store/store.lua"}
+    assert wanted <= set(names)
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)
     probe = "from adcast.wire import serde; print(serde.schema_dir()); print(len(serde.registry().by_id))"
