@@ -15,7 +15,7 @@ from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
-from adcast.core.events import IMPRESSION, MAX_ID_CHARS, validate_event
+from adcast.core.events import MAX_ID_CHARS, validate_event
 from adcast.core.history import HistoryLimits, UserHistory, bounded_profile, fold_event
 from adcast.core.partitioning import partition_for
 from adcast.core.requests import PredictionRequest
@@ -190,10 +190,10 @@ class StreamProcessor:
             out.dead_letters.append((item, broken))
             return
         history = batch.load(event.user_id, item.ref)
-        if event.event_type != IMPRESSION and history.partition == item.partition and item.offset <= history.version:
+        if history.partition == item.partition and item.offset <= history.version:
             # Re-read after a crash: offsets are committed after the state is written, and the gap
-            # can hold more of this user's events than the id window remembers. The user's salient
-            # events up to `version` (an offset of this partition) are folded already.
+            # can hold more of this user's events than the id window remembers. The user's events
+            # up to `version` (an offset of this partition) are folded already, impressions included.
             out.duplicates += 1
             return
         history.partition = item.partition

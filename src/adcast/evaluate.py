@@ -2,8 +2,10 @@
 
 Protocol: `cutoff` is the event time at `cutoff_fraction` of all events sorted by time. Targets
 are the engagements (click, save, add_to_cart, checkout) with a known advertiser at or after the
-cutoff; each target's history is all of that user's events strictly before it, folded by the
-stream tier's code. Popularity and co-occurrence are fitted on events before the cutoff.
+cutoff; each target is predicted from the version served when it happened: the user's salient
+events before it and the impressions up to the newest of those (`core.history.shown_ads`), folded
+by the stream tier's code; the baselines see the same events. Popularity and co-occurrence are
+fitted on events before the cutoff. "Best baseline" is the best of all of them at each K.
 `union` is the complementary view: recall of the best baseline's top-K/2 merged with the model's
 top-K/2 (deduplicated, filled to K), beside the best baseline's own top-K. `by_kind` splits
 recall@10 by kind of target (repeat, return, new: `core.examples.target_kind`).
@@ -17,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from adcast.core.baselines import Cooccurrence, Popularity, engaged_sequence, recent
+from adcast.core.baselines import Cooccurrence, Popularity, engaged_sequence, recent, recent_shown
 from adcast.core.events import Event
 from adcast.core.examples import TARGET_KINDS, Example, cutoff_time, iter_examples, target_kind, to_event
 from adcast.core.history import HistoryLimits
@@ -26,7 +28,7 @@ from adcast.core.ranking import merge_half_and_half, rank_of, recall_at, summari
 from adcast.data.files import read_records
 from adcast.errors import ConfigError
 
-BASELINES = ("popularity", "recent", "cooccurrence")
+BASELINES = ("popularity", "recent", "recent_shown", "cooccurrence")
 
 
 def evaluate(
@@ -66,6 +68,7 @@ def evaluate(
     lists: dict[str, list[list[str]]] = {
         "popularity": [popular] * len(examples),
         "recent": [recent(ex.prior, ex.event_time, k_max, popular) for ex in examples],
+        "recent_shown": [recent_shown(ex.prior, ex.event_time, k_max, popular) for ex in examples],
         "cooccurrence": [cooccurrence.rank(ex.prior, k_max, popular) for ex in examples],
     }
     report: dict[str, Any] = {"targets": len(examples), "cutoff_time": cutoff}

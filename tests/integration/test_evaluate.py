@@ -32,7 +32,7 @@ def test_eval_json_has_the_documented_shape_and_the_model_beats_popularity(small
     )
     report = json.loads(out.stdout)
     assert report["targets"] > 50
-    assert set(report["baselines"]) == {"popularity", "recent", "cooccurrence"}
+    assert set(report["baselines"]) == {"popularity", "recent", "recent_shown", "cooccurrence"}
     for values in [report["model"], *report["baselines"].values()]:
         assert set(values) == {"recall@1", "recall@5", "recall@10", "ndcg@10", "mrr"}
         assert values["recall@1"] <= values["recall@5"] <= values["recall@10"] <= 1

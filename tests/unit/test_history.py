@@ -5,7 +5,7 @@ from hypothesis import strategies as st
 
 from adcast.core.events import EVENT_TYPES, Event
 from adcast.core.examples import to_event
-from adcast.core.history import HistoryLimits, UserHistory, fold_event, ranked_advertisers
+from adcast.core.history import HistoryLimits, ShownAd, UserHistory, fold_event, ranked_advertisers, shown_ads
 from adcast.core.prompt import render_prompt
 from adcast.data.synthetic import WorldSpec, generate
 from adcast.wire import serde
@@ -33,15 +33,44 @@ def test_duplicate_event_ids_are_dropped():
     assert len(h.events) == 1 and h.version == 10
 
 
-def test_impressions_change_nothing_a_prompt_shows_nor_the_version():
+def prompt_of(h: UserHistory, limits: HistoryLimits = LIMITS) -> str:
+    return render_prompt(h.profile, h.events, ranked_advertisers(h, limits), shown_ads(h, limits))
+
+
+def test_an_impression_reaches_the_prompt_at_the_next_version_and_never_bumps_it():
     h = UserHistory("u1")
     fold_event(h, ev(1), 5, 0, LIMITS)
-    before = render_prompt(h.profile, h.events, ranked_advertisers(h, LIMITS))
-    result = fold_event(h, ev(2, "impression", adv="a2"), 6, 0, LIMITS)
+    before = prompt_of(h)
+    result = fold_event(h, Event("e2", "u1", T0 + 2000, "impression", "a2", None, "shoes"), 6, 0, LIMITS)
     assert result.applied and not result.salient
     assert h.version == 5 and len(h.events) == 1
-    assert render_prompt(h.profile, h.events, ranked_advertisers(h, LIMITS)) == before
+    assert prompt_of(h) == before  # version 5's prompt is what it was
     assert not fold_event(h, ev(2, "impression", adv="a2"), 7, 0, LIMITS).applied  # still deduplicated
+    fold_event(h, ev(3, "view"), 8, 0, LIMITS)
+    assert shown_ads(h, LIMITS) == (ShownAd("a2", "shoes"),)
+    assert "; shown <adv_a2> cat=shoes ; own <adv_a1>" in prompt_of(h)
+
+
+@given(st.lists(st.sampled_from(["impression"] * 4 + ["click", "view"]), min_size=1, max_size=80), st.randoms())
+def test_a_versions_prompt_is_fixed_by_the_events_up_to_it_whatever_follows(kinds, rnd):
+    """The prompt rendered when a version is folded equals the one rendered after any number of
+    later impressions: the newest `shown` impressions at or before the version, and the state
+    never holds more than twice that many."""
+    limits = HistoryLimits(min_events=4, dedupe_window=16, max_counters=5, shown=3)
+    h = UserHistory("u1")
+    at_version: dict[int, str] = {}
+    shown_before: list[tuple[int, str]] = []
+    for offset, kind in enumerate(kinds):
+        adv = f"a{rnd.randrange(6)}"
+        fold_event(h, ev(offset, kind, adv=adv), offset, 0, limits)
+        assert len(h.impressions) <= 2 * limits.shown
+        if kind == "impression":
+            shown_before.append((offset, adv))
+        else:
+            at_version[offset] = prompt_of(h, limits)
+            assert [ad.advertiser_id for ad in shown_ads(h, limits)] == [a for _, a in shown_before[-limits.shown :]]
+        if h.version >= 0:
+            assert prompt_of(h, limits) == at_version[h.version]
 
 
 def test_own_advertisers_rank_by_decayed_engagement_weight():

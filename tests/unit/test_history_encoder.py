@@ -1,10 +1,12 @@
 """The hand-written UserHistory and PredictionRequest encoders write exactly what fastavro writes
 for their schemas."""
 
+import io
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from adcast.core.history import Counter, HistoryEvent, UserHistory
+from adcast.core.history import Counter, HistoryEvent, Impression, ShownAd, UserHistory
 from adcast.core.requests import PredictionRequest
 from adcast.wire import serde
 from adcast.wire.history_encoder import encode_history, encode_request
@@ -21,6 +23,7 @@ events = st.builds(
     st.none() | text,
 )
 counters = st.builds(Counter, text, st.floats(allow_nan=False), longs)
+impressions = st.builds(Impression, longs, text, st.none() | text)
 histories = st.builds(
     UserHistory,
     user_id=text,
@@ -36,6 +39,7 @@ histories = st.builds(
     pending_high_value=st.booleans(),
     last_emit_at=longs,
     emitted_version=longs,
+    impressions=st.lists(impressions, max_size=20),
 )
 
 
@@ -69,6 +73,7 @@ requests = st.builds(
     profile=st.dictionaries(text, text, max_size=5),
     events=st.lists(events, max_size=30).map(tuple),
     own=st.lists(text, max_size=20).map(tuple),
+    shown=st.lists(st.builds(ShownAd, text, st.none() | text), max_size=10).map(tuple),
 )
 
 
@@ -90,3 +95,20 @@ def test_a_request_taken_from_a_history_encodes_right_after_the_history_and_afte
     history.events.append(data.draw(events))
     encode_history(history)
     assert_written_as_fastavro_writes(encode_request(request), serde.REQUEST, request)
+
+
+def test_requests_and_histories_of_the_previous_schema_version_read_into_the_current_one():
+    """Records written before impressions reached the prompt (PredictionRequest id 4, UserHistory
+    id 7) still read, with no ads shown: a rolling upgrade reads the old topics and state."""
+    import fastavro
+
+    old_history = UserHistory("u1", version=5, counters=[Counter("a1", 1.0, 7)], seen_ids=b"x" * 8)
+    old_request = PredictionRequest("u1", 5, "quiet", 7, 8, {"age": "25-34"}, (HistoryEvent(7, "click", "a1"),), ("a1",))
+    for schema_id, name, value in ((7, serde.HISTORY, old_history), (4, serde.REQUEST, old_request)):
+        old = serde.registry().by_id[schema_id]
+        assert old.name == name and serde.registry().by_name[name].id > schema_id
+        record = {k: v for k, v in value.to_record().items() if k not in ("impressions", "shown")}
+        buf = io.BytesIO()
+        buf.write(b"\x00" + schema_id.to_bytes(4, "big"))
+        fastavro.schemaless_writer(buf, old.parsed, record)
+        assert type(value).from_record(serde.decode(name, buf.getvalue())) == value

@@ -1,6 +1,6 @@
 import math
 
-from adcast.core.baselines import Cooccurrence, Popularity, engaged_sequence, recent
+from adcast.core.baselines import Cooccurrence, Popularity, engaged_sequence, recent, recent_shown
 from adcast.core.events import Event
 from adcast.core.ranking import merge_half_and_half, rank_of, summarize
 
@@ -47,6 +47,18 @@ def test_recent_prefers_recent_and_strong_engagements_and_fills_from_popularity(
     assert recent(prior, 10 * DAY, 3, ["p1", "new", "p2"]) == ["new", "old", "p1"]
     prior = [ev(DAY, "view", "viewed"), ev(DAY, "checkout", "bought")]
     assert recent(prior, DAY, 2, []) == ["bought", "viewed"]
+
+
+def test_recent_shown_ranks_impressions_by_count_and_recency_only():
+    prior = [
+        ev(0, "impression", "old"),
+        ev(0, "impression", "old"),
+        ev(10 * DAY, "impression", "fresh"),
+        ev(10 * DAY, "checkout", "bought"),  # engagements are `recent`'s, not this one's
+    ]
+    assert recent_shown(prior, 10 * DAY, 3, ["p1", "fresh"]) == ["fresh", "old", "p1"]
+    thrice_a_day_ago = [ev(0, "impression", "old")] * 3  # 1.5 after a half-life, against 1.0
+    assert recent_shown([*thrice_a_day_ago, ev(DAY, "impression", "once")], DAY, 2, []) == ["old", "once"]
 
 
 def test_cooccurrence_predicts_what_followed_the_users_recent_advertisers():

@@ -2,6 +2,7 @@
 
 - `popularity`: engagements per advertiser before the cutoff, the same list for everyone.
 - `recent`: the user's own advertisers, weighted by engagement type and decayed by age.
+- `recent_shown`: the advertisers recently shown to the user (impressions), decayed by age.
 - `cooccurrence`: advertisers that followed the user's recent advertisers in other users'
   sequences before the cutoff.
 Each list is filled to the requested length from popularity, so every method ranks K candidates.
@@ -46,6 +47,20 @@ def recent(prior: Sequence[Event], at_ms: int, k: int, popular: Sequence[str], h
         if e.advertiser_id and e.event_type != IMPRESSION:
             age = max(0, at_ms - e.event_time)
             scores[e.advertiser_id] += COUNTER_WEIGHTS[e.event_type] * math.exp(-math.log(2) * age / half_life_ms)
+    ranked = [a for a, _ in sorted(scores.items(), key=lambda x: (-x[1], x[0]))]
+    return _fill(ranked, popular, k)
+
+
+def recent_shown(
+    prior: Sequence[Event], at_ms: int, k: int, popular: Sequence[str], half_life_ms: int = DAY_MS
+) -> list[str]:
+    """The advertisers shown to the user (impressions), one unit per impression, recency-weighted:
+    the ad system's own view of the user's current context."""
+    scores: dict[str, float] = defaultdict(float)
+    for e in prior:
+        if e.advertiser_id and e.event_type == IMPRESSION:
+            age = max(0, at_ms - e.event_time)
+            scores[e.advertiser_id] += math.exp(-math.log(2) * age / half_life_ms)
     ranked = [a for a, _ in sorted(scores.items(), key=lambda x: (-x[1], x[0]))]
     return _fill(ranked, popular, k)
 

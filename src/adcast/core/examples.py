@@ -12,7 +12,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from adcast.core.events import ENGAGEMENTS, Event
-from adcast.core.history import HistoryEvent, HistoryLimits, UserHistory, fold_event, ranked_advertisers
+from adcast.core.history import (
+    HistoryEvent,
+    HistoryLimits,
+    ShownAd,
+    UserHistory,
+    fold_event,
+    ranked_advertisers,
+    shown_ads,
+)
 
 _FAR_FUTURE_MS = 2**62
 
@@ -25,7 +33,10 @@ class Example:
     events: tuple[HistoryEvent, ...]
     target: str  # advertiser id
     own: tuple[str, ...]  # the user's own advertisers, strongest first, as a request carries them
-    prior: tuple[Event, ...] = ()  # all the user's earlier events, when asked for (baselines)
+    shown: tuple[ShownAd, ...] = ()  # the ads shown before the version, as a request carries them
+    # The user's events up to the version the prediction was made at (every salient event before
+    # the target, and the impressions before the newest of them), when asked for (baselines).
+    prior: tuple[Event, ...] = ()
 
 
 TARGET_KINDS = ("repeat", "return", "new")
@@ -94,6 +105,7 @@ def iter_examples(
                     tuple(history.events),
                     e.advertiser_id,
                     ranked_advertisers(history, limits),
-                    tuple(ordered[:offset]) if with_prior else (),
+                    shown_ads(history, limits),
+                    tuple(ordered[: history.version + 1]) if with_prior else (),
                 )
             fold_event(history, e, offset, e.event_time, limits)

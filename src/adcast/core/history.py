@@ -28,8 +28,7 @@ from adcast.core.events import (
 from adcast.core.text import text_words
 
 # Engagement weight per event type for the decayed per-advertiser counters. Impressions count for
-# nothing: the counters are part of the prompt, and an event that neither bumps the version nor
-# triggers must not change the prompt, or a replay could end with a different prediction.
+# nothing here: they reach the prompt through their own bounded list (`shown_ads`).
 COUNTER_WEIGHTS = {IMPRESSION: 0.0, VIEW: 0.5, CLICK: 1.0, SEARCH: 0.0, SAVE: 2.0, ADD_TO_CART: 3.0, CHECKOUT: 5.0}
 _HASH_BYTES = 8
 
@@ -41,6 +40,7 @@ class HistoryLimits:
     min_events: int = 12  # N: after a trim the history keeps N events; it grows to 2N
     dedupe_window: int = 32  # event ids remembered for duplicate detection
     max_counters: int = 16  # advertisers with decayed counters
+    shown: int = 8  # impressions the prompt shows: the newest ones at or before the version
     counter_half_life_ms: int = 7 * 24 * 3600 * 1000
 
     @property
@@ -82,6 +82,21 @@ class HistoryEvent(NamedTuple):
         )
 
 
+class Impression(NamedTuple):
+    """An ad shown to the user, at its input offset: the offset decides which prompts hold it."""
+
+    offset: int
+    advertiser_id: str
+    category: str | None = None
+
+
+class ShownAd(NamedTuple):
+    """An impression as a prompt shows it."""
+
+    advertiser_id: str
+    category: str | None = None
+
+
 @dataclass(slots=True)
 class Counter:
     advertiser_id: str
@@ -97,6 +112,7 @@ class UserHistory:
     profile: dict[str, str] = field(default_factory=dict)
     events: list[HistoryEvent] = field(default_factory=list)  # oldest first, by event time
     counters: list[Counter] = field(default_factory=list)
+    impressions: list[Impression] = field(default_factory=list)  # by offset; see _keep_impression
     seen_ids: bytes = b""
     newest_event_time: int = 0
     # Trigger state (wall-clock ms); it lives here so that it survives restarts.
@@ -128,6 +144,7 @@ class UserHistory:
             "pending_high_value": self.pending_high_value,
             "last_emit_at": self.last_emit_at,
             "emitted_version": self.emitted_version,
+            "impressions": [i._asdict() for i in self.impressions],
         }
 
     @classmethod
@@ -146,6 +163,7 @@ class UserHistory:
             pending_high_value=r["pending_high_value"],
             last_emit_at=r["last_emit_at"],
             emitted_version=r["emitted_version"],
+            impressions=[Impression(i["offset"], i["advertiser_id"], i.get("category")) for i in r.get("impressions", ())],
         )
 
 
@@ -224,6 +242,40 @@ def _insert_event(history: UserHistory, event: HistoryEvent, limits: HistoryLimi
         del history.events[: len(history.events) - limits.min_events]
 
 
+def _keep_impression(history: UserHistory, impression: Impression, limits: HistoryLimits) -> None:
+    impressions = history.impressions
+    if any(i.offset == impression.offset for i in impressions):
+        return  # re-read after its id left the dedupe window
+    if not impressions or impressions[-1].offset < impression.offset:
+        impressions.append(impression)  # the usual case: offsets grow
+    else:
+        impressions.insert(bisect.bisect_right(impressions, impression.offset, key=attrgetter("offset")), impression)
+    _trim_impressions(history, limits)
+
+
+def _trim_impressions(history: UserHistory, limits: HistoryLimits) -> None:
+    """Keep the newest `limits.shown` impressions at or before the version (what the prompt shows)
+    and the newest `limits.shown` after it (what the next version's prompt may show): at most
+    2 × shown, and the prompt at version v is the same whenever it is rendered."""
+    impressions = history.impressions
+    if len(impressions) <= limits.shown:
+        return
+    split = bisect.bisect_right(impressions, history.version, key=attrgetter("offset"))
+    before, after = impressions[:split], impressions[split:]
+    if len(before) > limits.shown or len(after) > limits.shown:
+        history.impressions = before[-limits.shown :] + after[-limits.shown :]
+
+
+def shown_ads(history: UserHistory, limits: HistoryLimits) -> tuple[ShownAd, ...]:
+    """The ads shown to the user that the prompt of the current version holds: the newest
+    `limits.shown` impressions whose input offset is at or before the version, oldest first.
+    Impressions neither bump the version nor trigger; this rule keeps the prompt of a version
+    fixed by the topic, so a replay ends on the same prompt whatever the timing."""
+    impressions = history.impressions
+    split = bisect.bisect_right(impressions, history.version, key=attrgetter("offset"))
+    return tuple(ShownAd(i.advertiser_id, i.category) for i in impressions[max(0, split - limits.shown) : split])
+
+
 @dataclass(frozen=True, slots=True)
 class FoldResult:
     applied: bool  # False when the event was a duplicate
@@ -245,11 +297,14 @@ def fold_event(
     _remember(history, digest, limits)
     _count(history, event, limits)
     if event.event_type == IMPRESSION:
+        if event.advertiser_id:
+            _keep_impression(history, Impression(offset, event.advertiser_id, event.category), limits)
         return FoldResult(applied=True, salient=False)
     # Only events that change the prompt: freshness is measured from the newest of those.
     history.newest_event_time = max(history.newest_event_time, event.event_time)
     _insert_event(history, HistoryEvent.from_event(event), limits)
     history.version = max(history.version, offset)
+    _trim_impressions(history, limits)
     if history.pending_since == 0:
         history.pending_since = now_ms
     history.last_event_at = now_ms

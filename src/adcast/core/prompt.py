@@ -1,13 +1,16 @@
 """The one prompt renderer, shared by training, evaluation and the inference tier.
 
-Layout (format version 2), chosen for prefix-cache reuse: the profile first, then events oldest
-to newest; then the user's own advertisers ranked by their decayed counters (the long memory the
-bounded event list lacks), which change with every engagement and so come last, before the fixed
-suffix. The history drops old events in chunks, so between two predictions of a user the prompt
-usually only changes after the previous last event.
+Layout (format version 3), chosen for prefix-cache reuse: the profile first, then events oldest
+to newest; then the ads shown to the user (the newest impressions at or before the version, see
+`adcast.core.history.shown_ads`: what the ad system shows carries the user's current context),
+then the user's own advertisers ranked by their decayed counters (the long memory the bounded
+event list lacks). Both change with every version and so come last, before the fixed suffix. The
+history drops old events in chunks, so between two predictions of a user the prompt usually only
+changes after the previous last event.
 
     profile age=25-34 gender=f city=tier2 ; click <adv_a17> cat=shoes brand=runfast ;
-    search red running shoes ; view cat=bags ; own <adv_a17> <adv_a03> ; next
+    search red running shoes ; view cat=bags ; shown <adv_a17> cat=shoes <adv_a40> cat=bags ;
+    own <adv_a17> <adv_a03> ; next
 
 Each advertiser is one added token `<adv_ID>` in the model's vocabulary; the model's answer is
 the distribution of the next token over those tokens only.
@@ -19,10 +22,10 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Protocol
 
-from adcast.core.history import HistoryEvent
+from adcast.core.history import HistoryEvent, ShownAd
 from adcast.core.text import text_words
 
-PROMPT_FORMAT_VERSION = 2
+PROMPT_FORMAT_VERSION = 3
 _UNSAFE = re.compile(r"[\s<>;=]+")
 
 
@@ -59,12 +62,31 @@ class Snapshot(Protocol):
     @property
     def own(self) -> Sequence[str]: ...
 
+    @property
+    def shown(self) -> Sequence[ShownAd]: ...
+
 
 def render(snapshot: Snapshot) -> str:
-    return render_prompt(snapshot.profile, snapshot.events, snapshot.own)
+    return render_prompt(snapshot.profile, snapshot.events, snapshot.own, snapshot.shown)
 
 
-def render_prompt(profile: Mapping[str, str], events: Iterable[HistoryEvent], own: Sequence[str] = ()) -> str:
+def _render_shown(shown: Sequence[ShownAd]) -> str:
+    parts = ["shown"]
+    for ad in shown:
+        parts.append(advertiser_token(ad.advertiser_id))
+        if ad.category:
+            parts.append(f"cat={_value(ad.category)}")
+    return " ".join(parts)
+
+
+def render_prompt(
+    profile: Mapping[str, str],
+    events: Iterable[HistoryEvent],
+    own: Sequence[str] = (),
+    shown: Sequence[ShownAd] = (),
+) -> str:
     head = " ".join(["profile", *(f"{_value(k)}={_value(v)}" for k, v in sorted(profile.items()))])
-    tail = [" ".join(["own", *(advertiser_token(a) for a in own)])] if own else []
+    tail = [_render_shown(shown)] if shown else []
+    if own:
+        tail.append(" ".join(["own", *(advertiser_token(a) for a in own)]))
     return " ; ".join([head, *(render_event(e) for e in events), *tail, "next"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from adcast.core.history import HistoryEvent, HistoryLimits, UserHistory, ranked_advertisers
+from adcast.core.history import HistoryEvent, HistoryLimits, ShownAd, UserHistory, ranked_advertisers, shown_ads
 
 # The versions the store orders exactly: Redis's Lua compares numbers as doubles, which hold
 # every integer of this range (live versions are offsets >= 0, backfilled ones are negative).
@@ -23,6 +23,7 @@ class PredictionRequest:
     profile: dict[str, str]
     events: tuple[HistoryEvent, ...]
     own: tuple[str, ...] = ()
+    shown: tuple[ShownAd, ...] = ()
 
     @classmethod
     def from_history(cls, history: UserHistory, reason: str, now_ms: int, limits: HistoryLimits) -> PredictionRequest:
@@ -35,6 +36,7 @@ class PredictionRequest:
             dict(history.profile),
             tuple(history.events),
             ranked_advertisers(history, limits),
+            shown_ads(history, limits),
         )
 
     def to_record(self) -> dict[str, Any]:
@@ -47,6 +49,7 @@ class PredictionRequest:
             "profile": self.profile,
             "events": [e.to_record() for e in self.events],
             "own": list(self.own),
+            "shown": [ad._asdict() for ad in self.shown],
         }
 
     @classmethod
@@ -60,4 +63,5 @@ class PredictionRequest:
             dict(r["profile"]),
             tuple(HistoryEvent.from_record(e) for e in r["events"]),
             tuple(r.get("own", ())),
+            tuple(ShownAd(ad["advertiser_id"], ad.get("category")) for ad in r.get("shown", ())),
         )

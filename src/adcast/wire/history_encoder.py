@@ -144,6 +144,10 @@ def encode_request(r: PredictionRequest) -> bytes:
         parts.append(_long(len(r.own)))
         parts.extend(map(_known_string, r.own))
     parts.append(_NULL)
+    if r.shown:
+        parts.append(_long(len(r.shown)))
+        parts.extend(_known_string(ad.advertiser_id) + _optional(ad.category) for ad in r.shown)
+    parts.append(_NULL)
     return b"".join(parts)
 
 
@@ -167,4 +171,10 @@ def encode_history(h: UserHistory) -> bytes:
         _long(h.last_emit_at),
         _long(h.emitted_version),
     )
+    if h.impressions:
+        parts.append(_long(len(h.impressions)))
+        parts.extend(
+            _long(i.offset) + _known_string(i.advertiser_id) + _optional(i.category) for i in h.impressions
+        )
+    parts.append(_NULL)
     return b"".join(parts)

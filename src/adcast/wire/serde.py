@@ -65,12 +65,11 @@ def registry() -> Registry:
     newest = {e["name"]: e["id"] for e in entries}
     named: dict[str, Any] = {}
     by_id: dict[int, Schema] = {}
-    # Parse in id order: later schemas may reference named types defined by earlier ones. An
-    # older version parses beside them without defining its name for the rest.
+    # Parse in id order: a schema may reference named types an earlier one defined (an older
+    # version's too), and a newer version's definitions replace an older one's.
     for entry in entries:
         raw = json.loads((folder / entry["file"]).read_text())
-        scope = named if newest[entry["name"]] == entry["id"] else dict(named)
-        parsed = fastavro.parse_schema(raw, named_schemas=scope)
+        parsed = fastavro.parse_schema(raw, named_schemas=named)
         by_id[entry["id"]] = Schema(entry["id"], entry["name"], parsed)
     return Registry({name: by_id[i] for name, i in newest.items()}, by_id)
 
