@@ -64,10 +64,10 @@ def cmd_infer(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
+    from adcast.data.families import generate_family
     from adcast.data.files import write_records
-    from adcast.data.synthetic import WorldSpec, generate
 
-    world = generate(WorldSpec(users=args.users, advertisers=args.advertisers, days=args.days, seed=args.seed))
+    world = generate_family(args.family, args.users, args.advertisers, args.days, args.seed)
     for kind, records in world.items():
         n = write_records(args.out, kind, records)
         print(f"{args.out}/{kind}.jsonl: {n} records")
@@ -244,7 +244,20 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     g = add("generate", cmd_generate, "write a synthetic world in the interchange format")
     g.add_argument("--out", required=True, help="output directory")
     g.add_argument("--users", type=int, default=2000, help="users in the world (default: 2000)")
-    g.add_argument("--advertisers", type=int, default=200, help="advertisers in the catalog (default: 200)")
+    g.add_argument(
+        "--family",
+        choices=("sessions", "marketplace"),
+        default="sessions",
+        help="the generator: 'sessions' (default; interests that drift, searches that announce discoveries) or "
+        "'marketplace' (a long tail of advertisers, short histories, impressions that carry intent, sparse text, "
+        "repeat purchases); README, 'Data', lists each family's assumptions",
+    )
+    g.add_argument(
+        "--advertisers",
+        type=int,
+        default=None,
+        help="advertisers in the catalog (default: 200 for sessions, 1000 for marketplace)",
+    )
     g.add_argument("--days", type=int, default=30, help="days the events span (default: 30)")
     g.add_argument(
         "--seed", type=int, default=7, help="random seed; the defaults give the world the README's figures use (7)"

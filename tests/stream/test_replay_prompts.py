@@ -77,7 +77,9 @@ def _wait_for_final_prompts(settings, expected, after: dict[int, int], timeout_s
     deadline = time.monotonic() + timeout_s
     topic = settings.topics.name("requests")
     while True:
-        fresh = [m for m in read_to_end(settings.kafka.bootstrap_servers, topic) if m.offset() >= after.get(m.partition(), 0)]
+        fresh = [
+            m for m in read_to_end(settings.kafka.bootstrap_servers, topic) if m.offset() >= after.get(m.partition(), 0)
+        ]
         prompts = _final_prompts(fresh, expected)
         if set(prompts) == set(expected) or time.monotonic() > deadline:
             return prompts, fresh

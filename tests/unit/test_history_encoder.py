@@ -103,7 +103,9 @@ def test_requests_and_histories_of_the_previous_schema_version_read_into_the_cur
     import fastavro
 
     old_history = UserHistory("u1", version=5, counters=[Counter("a1", 1.0, 7)], seen_ids=b"x" * 8)
-    old_request = PredictionRequest("u1", 5, "quiet", 7, 8, {"age": "25-34"}, (HistoryEvent(7, "click", "a1"),), ("a1",))
+    old_request = PredictionRequest(
+        "u1", 5, "quiet", 7, 8, {"age": "25-34"}, (HistoryEvent(7, "click", "a1"),), ("a1",)
+    )
     for schema_id, name, value in ((7, serde.HISTORY, old_history), (4, serde.REQUEST, old_request)):
         old = serde.registry().by_id[schema_id]
         assert old.name == name and serde.registry().by_name[name].id > schema_id

@@ -9,7 +9,7 @@ last prediction. Each history is then encoded as the table stores it (`serde.enc
 value and each changelog record) and measured.
 
 Two bounds come from the limits, each the size of a worst-case history (2N events, every counter,
-a full dedupe window, every long at its widest): `bound_by_design` fills every field to the
+twice the shown impressions, a full dedupe window, every long at its widest): `bound_by_design` fills every field to the
 event contract's maximum (128-character ids and fields and 256-character texts, of 4-byte UTF-8
 characters; 32 profile attributes of 64 characters), so no input can exceed it; `bound_for_data`
 fills them only as long as the longest of each in this data.
@@ -30,6 +30,7 @@ from adcast.core.history import (
     Counter,
     HistoryEvent,
     HistoryLimits,
+    Impression,
     UserHistory,
     bounded_profile,
     fold_event,
@@ -84,6 +85,7 @@ def worst_case_history(limits: HistoryLimits, sizes: FieldBytes) -> UserHistory:
         profile=profile,
         events=[event] * limits.max_events,
         counters=[Counter(s(sizes.field), 1.0, _WIDEST_LONG) for _ in range(limits.max_counters)],
+        impressions=[Impression(_WIDEST_LONG, s(sizes.field), s(sizes.field))] * (2 * limits.shown),
         seen_ids=b"\xff" * (limits.dedupe_window * 8),
         newest_event_time=_WIDEST_LONG,
         pending_since=_WIDEST_LONG,
@@ -143,8 +145,9 @@ def fold_users(
             invalid += 1  # the stream tier dead-letters it: it never reaches the state
             continue
         h = histories.setdefault(event.user_id, UserHistory(user_id=event.user_id))
-        if fold_event(h, event, offset, event.event_time, limits).salient:
-            longest.see_event(event, HistoryEvent.from_event(event))  # what the history keeps of it
+        if fold_event(h, event, offset, event.event_time, limits).applied:
+            # What the history keeps of it (of an impression, less: its advertiser and category).
+            longest.see_event(event, HistoryEvent.from_event(event))
     for h in histories.values():
         mark_emitted(h, h.last_event_at)  # the state as stored once its last prediction went out
     return histories, invalid, FieldBytes(**asdict(longest))
@@ -178,6 +181,7 @@ def bench_state_size(args: argparse.Namespace, settings: Settings) -> dict[str, 
             "max_events": limits.max_events,
             "dedupe_window": limits.dedupe_window,
             "max_counters": limits.max_counters,
+            "shown": limits.shown,
             "profile_attrs": MAX_PROFILE_ATTRIBUTES,
         },
         "bytes_per_user": {
@@ -200,7 +204,8 @@ def format_report(r: dict[str, Any]) -> str:
             f"serialized history per user (UserHistory, Avro, as the table stores it) over {r['users']:,} users "
             f"of {r['data']}",
             f"  limits: {lim['min_events']}-{lim['max_events']} events, {lim['max_counters']} counters, "
-            f"{lim['dedupe_window']} remembered ids, {lim['profile_attrs']} profile attributes",
+            f"{lim['shown']} shown impressions (2x kept), {lim['dedupe_window']} remembered ids, "
+            f"{lim['profile_attrs']} profile attributes",
             f"  mean {b['mean']:,.0f} B   p50 {b['p50']:,.0f} B   p99 {b['p99']:,.0f} B   max {b['max']:,} B"
             f"   (all users: {r['total_bytes'] / 1e6:.2f} MB)",
             f"  bound for this data's longest fields  {r['bound_for_data']:>9,} B",

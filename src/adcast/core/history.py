@@ -163,7 +163,9 @@ class UserHistory:
             pending_high_value=r["pending_high_value"],
             last_emit_at=r["last_emit_at"],
             emitted_version=r["emitted_version"],
-            impressions=[Impression(i["offset"], i["advertiser_id"], i.get("category")) for i in r.get("impressions", ())],
+            impressions=[
+                Impression(i["offset"], i["advertiser_id"], i.get("category")) for i in r.get("impressions", ())
+            ],
         )
 
 

@@ -173,8 +173,6 @@ def encode_history(h: UserHistory) -> bytes:
     )
     if h.impressions:
         parts.append(_long(len(h.impressions)))
-        parts.extend(
-            _long(i.offset) + _known_string(i.advertiser_id) + _optional(i.category) for i in h.impressions
-        )
+        parts.extend(_long(i.offset) + _known_string(i.advertiser_id) + _optional(i.category) for i in h.impressions)
     parts.append(_NULL)
     return b"".join(parts)
