@@ -2,18 +2,22 @@
 
     {"format": 1, "prompt_format_version": 1, "model_version": "demo-3f2a9c1d",
      "advertisers": [{"advertiser_id": "a0017", "token": "<adv_a0017>", "token_id": 812}, ...],
-     "trained": {...}}
+     "copy_weights": [0.9, 0.4, ...], "trained": {...}}
 
 The advertiser list maps ids to the added tokens; its order is the engines' output order.
+`copy_weights` are the copy score's weights (adcast.core.copy), one per slot; a model without them
+(random-weight benchmark models) is scored by its logits alone.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from adcast.core.copy import COPY_SLOTS, copy_bias
 from adcast.core.prompt import PROMPT_FORMAT_VERSION
 from adcast.errors import ModelError
 
@@ -34,6 +38,17 @@ class ModelMeta:
     token_ids: tuple[int, ...]
     prompt_format_version: int = PROMPT_FORMAT_VERSION
     trained: dict[str, Any] = field(default_factory=dict)
+    copy_weights: tuple[float, ...] = ()
+
+    def copy_bias(self, prompt: str) -> dict[int, float]:
+        """The copy score's bonus per advertiser (position in `advertiser_ids`) for this prompt."""
+        if not self.copy_weights:
+            return {}
+        return copy_bias(prompt, self.copy_weights, self._token_index)
+
+    @cached_property
+    def _token_index(self) -> dict[str, int]:
+        return {t: i for i, t in enumerate(self.tokens)}
 
     def save(self, model_dir: str | Path) -> None:
         doc = {
@@ -44,6 +59,7 @@ class ModelMeta:
                 {"advertiser_id": a, "token": t, "token_id": i}
                 for a, t, i in zip(self.advertiser_ids, self.tokens, self.token_ids, strict=True)
             ],
+            "copy_weights": list(self.copy_weights),
             "trained": self.trained,
         }
         Path(model_dir, META_FILE).write_text(json.dumps(doc, indent=1))
@@ -63,6 +79,9 @@ class ModelMeta:
                 f"this adcast renders format {PROMPT_FORMAT_VERSION}: retrain it"
             )
         advs = doc["advertisers"]
+        weights = doc.get("copy_weights") or []
+        if weights and len(weights) != COPY_SLOTS:
+            raise ModelError(f"{path} has {len(weights)} copy weights, this adcast reads {COPY_SLOTS}: retrain it")
         return cls(
             doc["model_version"],
             tuple(a["advertiser_id"] for a in advs),
@@ -70,4 +89,5 @@ class ModelMeta:
             tuple(int(a["token_id"]) for a in advs),
             doc["prompt_format_version"],
             doc.get("trained", {}),
+            tuple(float(w) for w in doc.get("copy_weights", ())),
         )

@@ -43,8 +43,8 @@ class FailingEngine:
     def encode(self, prompts):
         return self.inner.encode(prompts)
 
-    def score_tokens(self, token_ids, k):
-        return self.inner.score_tokens(token_ids, k)
+    def score_tokens(self, token_ids, k, biases=None):
+        return self.inner.score_tokens(token_ids, k, biases)
 
     def score(self, prompts, k):
         with self._lock:

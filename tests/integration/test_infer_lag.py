@@ -33,8 +33,8 @@ class GatedEngine:
     def encode(self, prompts):
         return self.inner.encode(prompts)
 
-    def score_tokens(self, token_ids, k):
-        return self.inner.score_tokens(token_ids, k)
+    def score_tokens(self, token_ids, k, biases=None):
+        return self.inner.score_tokens(token_ids, k, biases)
 
     def score(self, prompts, k):
         self.gate.wait(timeout=30)

@@ -4,6 +4,7 @@ import math
 
 import pytest
 
+from adcast.core.copy import COPY_SLOTS
 from adcast.core.examples import iter_examples
 from adcast.core.history import HistoryLimits
 from adcast.core.prompt import render
@@ -51,12 +52,18 @@ def test_scores_do_not_depend_on_batch_composition(engine, prompts):
 
 
 def test_advertiser_rows_only_matches_the_full_vocabulary_softmax_restricted(engine, prompts):
-    """The fast path (hidden @ advertiser rows) equals the model's own logits restricted to them."""
+    """The fast path (hidden @ advertiser rows) equals the model's own logits restricted to them,
+    plus the copy score's bonus for the advertisers the prompt names."""
     meta = engine.meta
     ids = engine.tokenizer(prompts[:1], add_special_tokens=False)["input_ids"][0]
     with torch.inference_mode():
         logits = engine.model(input_ids=torch.tensor([ids])).logits[0, -1]
-    restricted = torch.softmax(logits[list(meta.token_ids)], dim=-1)
+    restricted = logits[list(meta.token_ids)]
+    bonus = meta.copy_bias(prompts[0])
+    assert bonus and len(meta.copy_weights) == COPY_SLOTS and any(w != 0 for w in meta.copy_weights)
+    for i, b in bonus.items():
+        restricted[i] += b
+    restricted = torch.softmax(restricted, dim=-1)
     expected = sorted(zip(meta.advertiser_ids, restricted.tolist(), strict=True), key=lambda x: -x[1])[:5]
     got = engine.score(prompts[:1], 5)[0]
     assert [a for a, _ in got] == [a for a, _ in expected]

@@ -10,7 +10,7 @@ torch = pytest.importorskip("torch")
 
 from adcast.core.examples import Example  # noqa: E402
 from adcast.core.history import HistoryEvent  # noqa: E402
-from adcast.train.trainer import Relabeller, TrainConfig, _spreads, relabelled_copies, soft_targets  # noqa: E402
+from adcast.train.targets import Relabeller, relabelled_copies, soft_targets, target_spreads  # noqa: E402
 
 
 def test_a_spread_shares_its_part_of_the_target_evenly() -> None:
@@ -51,9 +51,8 @@ def test_returns_share_with_own_advertisers_and_new_ones_with_their_category() -
         {"advertiser_id": "d", "category": None},
     ]
     index = {"a": 0, "b": 1, "c": 2, "d": 3}
-    cfg = TrainConfig(return_smoothing=0.3, new_smoothing=0.2)
     examples = [_example("c", ("a", "c")), _example("b", ("c",)), _example("d", ("a",))]
-    assert _spreads(examples, advertisers, index, cfg) == [([0, 2], 0.3), ([0, 1], 0.2), None]
+    assert target_spreads(examples, advertisers, index, 0.3, 0.2) == [([0, 2], 0.3), ([0, 1], 0.2), None]
 
 
 # Relabelling: vocabulary of 20 tokens, advertisers 0..4 are tokens 10..14.
@@ -69,7 +68,7 @@ def _batch() -> tuple[torch.Tensor, torch.Tensor]:
 def test_relabelling_moves_each_advertiser_token_and_its_target_mass_together() -> None:
     ids, target = _batch()
     relabel = Relabeller(ADVERTISER_TOKENS, vocab_size=20)
-    new_ids, new_target = relabel(ids, target, [0, 1, 2], random.Random(3))
+    new_ids, new_target, perm = relabel(ids, target, [0, 1, 2], random.Random(3))
     assert not torch.equal(new_ids, ids)  # 1 in 120 permutations is the identity; not this seed's
     is_advertiser = ids >= 10
     assert torch.equal(new_ids[~is_advertiser], ids[~is_advertiser])  # words and padding stay
@@ -78,6 +77,7 @@ def test_relabelling_moves_each_advertiser_token_and_its_target_mass_together() 
     pairs = {(int(a), int(b)) for a, b in zip(ids[is_advertiser], new_ids[is_advertiser], strict=True)}
     assert len({a for a, _ in pairs}) == len(pairs) == len({b for _, b in pairs})
     mapping = dict(pairs)
+    assert all(mapping[old] == int(perm[old - 10]) + 10 for old in mapping)  # advertiser j became perm[j]
     for row in range(3):
         for old in range(5):
             if old + 10 in mapping:
@@ -90,13 +90,13 @@ def test_only_the_chosen_rows_are_relabelled_and_the_same_rng_relabels_alike() -
     ids, target = _batch()
     before = ids.clone(), target.clone()
     relabel = Relabeller(ADVERTISER_TOKENS, vocab_size=20)
-    new_ids, new_target = relabel(ids, target, [1], random.Random(5))
+    new_ids, new_target, _ = relabel(ids, target, [1], random.Random(5))
     assert torch.equal(ids, before[0]) and torch.equal(target, before[1])  # the inputs stay
     assert torch.equal(new_ids[[0, 2]], ids[[0, 2]]) and torch.equal(new_target[[0, 2]], target[[0, 2]])
     again = relabel(ids, target, [1], random.Random(5))
     assert torch.equal(again[0], new_ids) and torch.equal(again[1], new_target)
     none = relabel(ids, target, [], random.Random(5))
-    assert torch.equal(none[0], ids) and torch.equal(none[1], target)
+    assert torch.equal(none[0], ids) and torch.equal(none[1], target) and none[2] is None
 
 
 @pytest.mark.parametrize("per_example", [0.0, 0.5, 1.0, 2.25])
@@ -107,3 +107,20 @@ def test_relabelled_copies_take_each_example_the_asked_number_of_times(per_examp
     assert set(copies) <= set(copyable)
     counts = [copies.count(i) for i in copyable]
     assert min(counts) >= int(per_example) and max(counts) <= int(per_example) + 1
+
+
+def test_the_copy_score_adds_each_named_advertisers_slot_weights_and_follows_relabelling() -> None:
+    from adcast.core.copy import COPY_SLOTS
+    from adcast.train.copy_score import CopyScore
+
+    score = CopyScore()
+    with torch.no_grad():
+        score.weight.copy_(torch.arange(COPY_SLOTS, dtype=torch.float32) + 1)
+    slots = [([2, 0, 2], [0, 1, 5]), ([], []), ([1], [3])]
+    bias = score(slots, 4, None, [])
+    assert bias.tolist() == [[2.0, 0.0, 1.0 + 6.0, 0.0], [0.0] * 4, [0.0, 4.0, 0.0, 0.0]]
+    perm = torch.tensor([3, 2, 1, 0])  # advertiser j became perm[j]
+    moved = score(slots, 4, perm, [0])
+    assert moved[0].tolist() == [0.0, 7.0, 0.0, 2.0] and torch.equal(moved[1:], bias[1:])
+    moved.sum().backward()  # trainable: every weight used gets its gradient
+    assert score.weight.grad is not None and score.weight.grad[[0, 1, 3, 5]].tolist() == [1.0, 1.0, 1.0, 1.0]

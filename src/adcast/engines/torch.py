@@ -11,6 +11,7 @@ fp32 on the CPU, bf16 on CUDA.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -72,7 +73,9 @@ class TorchEngine:
         return out.last_hidden_state[torch.arange(n, device=self.device), last]
 
     @torch.inference_mode()
-    def score_tokens(self, token_ids: list[list[int]], k: int) -> list[Scored]:
+    def score_tokens(
+        self, token_ids: list[list[int]], k: int, biases: Sequence[Mapping[int, float]] | None = None
+    ) -> list[Scored]:
         if not token_ids:
             return []
         k = min(k, len(self.advertiser_ids))
@@ -88,7 +91,10 @@ class TorchEngine:
                 end += 1
             chunk = order[start:end]
             hidden = self.last_hidden([encoded[i] for i in chunk])
-            probs = torch.softmax((hidden @ self.adv_weight.T).float(), dim=-1)
+            logits = (hidden @ self.adv_weight.T).float()
+            if biases:
+                _add_biases(logits, [biases[i] for i in chunk])
+            probs = torch.softmax(logits, dim=-1)
             top_p, top_i = (t.tolist() for t in probs.topk(k, dim=-1))
             for row, i in enumerate(chunk):
                 results[i] = [(self.advertiser_ids[j], p) for p, j in zip(top_p[row], top_i[row], strict=True)]
@@ -96,7 +102,22 @@ class TorchEngine:
         return results
 
     def score(self, prompts: list[str], k: int) -> list[Scored]:
-        return self.score_tokens(self.encode(prompts), k) if prompts else []
+        if not prompts:
+            return []
+        return self.score_tokens(self.encode(prompts), k, [self.meta.copy_bias(p) for p in prompts])
 
     def close(self) -> None:
         pass
+
+
+def _add_biases(logits: torch.Tensor, biases: Sequence[Mapping[int, float]]) -> None:
+    """Add each row's copy-score bonus (advertiser position -> value) to its logits, in place."""
+    rows: list[int] = []
+    cols: list[int] = []
+    values: list[float] = []
+    for row, bias in enumerate(biases):
+        rows += [row] * len(bias)
+        cols += bias.keys()
+        values += bias.values()
+    if rows:
+        logits.index_put_((torch.tensor(rows), torch.tensor(cols)), torch.tensor(values), accumulate=True)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from adcast.engines.base import Scored
@@ -110,18 +111,32 @@ class VllmEngine:
             raise ModelError(f"model {self.model_version} has no tokenizer; score token ids with score_tokens")
         return list(self.tokenizer(prompts, add_special_tokens=False)["input_ids"])
 
-    def score_tokens(self, token_ids: list[list[int]], k: int) -> list[Scored]:
+    def score_tokens(
+        self, token_ids: list[list[int]], k: int, biases: Sequence[Mapping[int, float]] | None = None
+    ) -> list[Scored]:
         from vllm import SamplingParams, TokensPrompt
 
         if not token_ids:
             return []
         k = min(k, self.max_k)
-        params = SamplingParams(
-            max_tokens=1, temperature=1.0, allowed_token_ids=list(self.meta.token_ids), logprobs=k, detokenize=False
-        )
+        allowed = list(self.meta.token_ids)
+
+        def params(bias: Mapping[int, float] | None) -> Any:
+            # The copy score's bonus as a logit bias: vLLM adds it before the processed logprobs.
+            logit_bias = {allowed[i]: v for i, v in bias.items()} if bias else None
+            return SamplingParams(
+                max_tokens=1,
+                temperature=1.0,
+                allowed_token_ids=allowed,
+                logit_bias=logit_bias,
+                logprobs=k,
+                detokenize=False,
+            )
+
+        per_prompt = [params(b) for b in biases] if biases else params(None)
         # Keep the newest part of over-long prompts, as the torch engine does (one slot for the answer).
         inputs: list[Any] = [TokensPrompt(prompt_token_ids=x[-(self.max_len - 1) :]) for x in token_ids]
-        outputs = self.llm.generate(inputs, params, use_tqdm=False)
+        outputs = self.llm.generate(inputs, per_prompt, use_tqdm=False)
         results: list[Scored] = []
         for out in outputs:
             self.cached_prompt_tokens += out.num_cached_tokens or 0
@@ -131,7 +146,9 @@ class VllmEngine:
         return results
 
     def score(self, prompts: list[str], k: int) -> list[Scored]:
-        return self.score_tokens(self.encode(prompts), k) if prompts else []
+        if not prompts:
+            return []
+        return self.score_tokens(self.encode(prompts), k, [self.meta.copy_bias(p) for p in prompts])
 
     def reset_prefix_cache(self) -> None:
         """Empty the prefix cache (benchmarks: what the next prompts cost without it)."""

@@ -20,7 +20,7 @@ import torch
 from tqdm import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedModel
 
-from adcast.core.examples import Example, cutoff_time, iter_examples, target_kind
+from adcast.core.examples import cutoff_time, iter_examples, target_kind
 from adcast.core.history import HistoryLimits
 from adcast.core.prompt import advertiser_token, render
 from adcast.core.text import text_words
@@ -28,6 +28,8 @@ from adcast.data.files import read_records
 from adcast.errors import ConfigError, TrainingInterrupted
 from adcast.model_meta import ModelMeta
 from adcast.train.checkpoints import CHECKPOINT_DIR, Checkpoints
+from adcast.train.copy_score import COPY_LR_SCALE, CopyScore, prompt_slots
+from adcast.train.targets import Relabeller, relabelled_copies, soft_targets, target_spreads
 from adcast.train.vocab import add_advertiser_tokens, build_word_tokenizer
 
 log = logging.getLogger(__name__)
@@ -126,89 +128,6 @@ def _batches(lengths: list[int], batch_size: int, rng: random.Random) -> list[li
     return batches
 
 
-Spread = tuple[list[int], float]  # (advertiser indices to share the target with, share)
-
-
-def soft_targets(targets: list[int], spreads: list[Spread | None], n: int) -> torch.Tensor:
-    """Target distributions over the `n` advertisers, one row per example: one-hot, except that
-    where `spreads[i]` is given, its share of the mass is spread evenly over its advertisers.
-    Which known advertiser a user goes back to, and which new one of a category they discover, are
-    close to draws from a set; one-hot targets teach a small model to bet on one member of the set
-    and rank the rest low."""
-    q = torch.zeros((len(targets), n))
-    for row, (t, spread) in enumerate(zip(targets, spreads, strict=True)):
-        if spread and spread[0] and spread[1] > 0:
-            among, share = spread
-            q[row, among] += share / len(among)
-            q[row, t] += 1.0 - share
-        else:
-            q[row, t] = 1.0
-    return q
-
-
-class Relabeller:
-    """Relabels the advertisers of some examples in a batch by one random permutation of all
-    advertiser tokens, in the prompt and the target alike. Where most advertisers are seen in a
-    handful of examples, a small model learns the ones it trained on by heart instead of copying
-    from the prompt (taobao_test_data: recall@10 0.14 on repeats of the last event's advertiser,
-    which `recent` always gets; 0.16 even when trained on repeats and returns alone). Under random
-    labels only the copy can lower the loss. Only examples whose target is in the history are
-    relabelled (a relabelled new advertiser would be noise), as extra copies: the example is also
-    seen as it is."""
-
-    def __init__(self, token_ids: list[int], vocab_size: int) -> None:
-        self.rows = torch.tensor(token_ids)
-        self.vocab_size = vocab_size
-
-    def __call__(
-        self, ids: torch.Tensor, target: torch.Tensor, chosen: list[int], rng: random.Random
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """`ids` and `target` with the rows `chosen` relabelled (new tensors; the inputs stay)."""
-        if not chosen:
-            return ids, target
-        perm = torch.randperm(len(self.rows), generator=torch.Generator().manual_seed(rng.getrandbits(63)))
-        token_map = torch.arange(self.vocab_size)
-        token_map[self.rows] = self.rows[perm]  # advertiser j's token -> advertiser perm[j]'s
-        rows = torch.tensor(chosen)
-        ids, target = ids.clone(), target.clone()
-        ids[rows] = token_map[ids[rows]]
-        moved = torch.empty_like(target[rows])
-        moved[:, perm] = target[rows]  # the mass of advertiser j goes to advertiser perm[j]
-        target[rows] = moved
-        return ids, target
-
-
-def relabelled_copies(copyable: list[int], per_example: float, rng: random.Random) -> list[int]:
-    """The examples to see relabelled in one epoch: each of `copyable` `per_example` times (the
-    fraction as a sample of them of that share), so every epoch has the same length."""
-    whole, part = divmod(per_example, 1.0)
-    return copyable * int(whole) + rng.sample(copyable, round(part * len(copyable)))
-
-
-def _spreads(
-    examples: list[Example], advertisers: list[dict[str, Any]], index: dict[str, int], cfg: TrainConfig
-) -> list[Spread | None]:
-    """Per example, what its target is shared with: a return, the user's own advertisers (keeping
-    repeats of the last event's advertiser one-hot too was worse: recall@10 0.887 vs 0.910 on the
-    default world); a new advertiser, the advertisers of its category (those without a category:
-    none)."""
-    category = {a["advertiser_id"]: a.get("category") for a in advertisers}
-    by_category: dict[str, list[int]] = {}
-    for a in advertisers:
-        if a.get("category"):
-            by_category.setdefault(a["category"], []).append(index[a["advertiser_id"]])
-    spreads: list[Spread | None] = []
-    for ex in examples:
-        target_category = category.get(ex.target)
-        if ex.target in ex.own:
-            spreads.append(([index[a] for a in ex.own if a in index], cfg.return_smoothing))
-        elif target_category:
-            spreads.append((by_category[target_category], cfg.new_smoothing))
-        else:
-            spreads.append(None)
-    return spreads
-
-
 def train(
     data_dir: str | Path,
     out_dir: str | Path,
@@ -261,14 +180,23 @@ def train(
     target_index = {a: i for i, a in enumerate(adv_ids)}
     encoded = [x[-cfg.max_positions :] for x in tokenizer(prompts, add_special_tokens=False)["input_ids"]]
     targets = [target_index[ex.target] for ex in examples]
-    spreads = _spreads(examples, advertisers, target_index, cfg)
+    spreads = target_spreads(examples, advertisers, target_index, cfg.return_smoothing, cfg.new_smoothing)
+    slots = prompt_slots(prompts, {t: i for i, t in enumerate(adv_tokens)})
+    copy_score = CopyScore().to(device)
     copyable = [i for i, ex in enumerate(examples) if target_kind(ex) != "new"]
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
 
     per_epoch = len(examples) + len(relabelled_copies(copyable, cfg.relabel, random.Random(0)))
     steps_per_epoch = math.ceil(per_epoch / cfg.batch_size)
     total = steps_per_epoch * cfg.epochs
-    optim = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optim = torch.optim.AdamW(
+        [
+            {"params": model.parameters()},
+            {"params": copy_score.parameters(), "lr": cfg.lr * COPY_LR_SCALE, "weight_decay": 0.0},
+        ],
+        lr=cfg.lr,
+        weight_decay=cfg.weight_decay,
+    )
     warmup = max(1, total // 20)
     sched = torch.optim.lr_scheduler.LambdaLR(
         optim, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, total) / total))
@@ -278,7 +206,8 @@ def train(
     run_config = {k: v for k, v in asdict(cfg).items() if k not in ("checkpoint_every", "stop_after_steps")}
     identity = {"data": fingerprint, "config": run_config, "base": base}
     checkpoints = Checkpoints(Path(out_dir) / CHECKPOINT_DIR, identity)
-    state = checkpoints.load(model, optim, sched) if resume else None
+    trainable = torch.nn.ModuleDict({"model": model, "copy": copy_score})  # what a checkpoint holds
+    state = checkpoints.load(trainable, optim, sched) if resume else None
     epoch0, step0, losses = state if state else (0, 0, [])
     bar = tqdm(total=total, initial=len(losses), desc="train", unit="step", disable=not progress, mininterval=0.5)
     use_bf16 = device.type == "cuda"
@@ -302,12 +231,13 @@ def train(
                 mask[r, : len(encoded[i])] = 1
             last = mask.sum(dim=1) - 1
             target = soft_targets([targets[i] for i in batch], [spreads[i] for i in batch], len(token_ids))
-            ids, target = relabel(ids, target, copies, step_rng)
+            ids, target, perm = relabel(ids, target, copies, step_rng)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
                 hidden = body(input_ids=ids.to(device), attention_mask=mask.to(device)).last_hidden_state
                 h = hidden[torch.arange(len(batch), device=device), last.to(device)]
                 logits = h @ model.get_output_embeddings().weight.index_select(0, adv_rows).T
-            loss = torch.nn.functional.cross_entropy(logits.float(), target.to(device))
+            logits = logits.float() + copy_score([slots[i] for i in batch], len(token_ids), perm, copies)
+            loss = torch.nn.functional.cross_entropy(logits, target.to(device))
             optim.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -319,9 +249,9 @@ def train(
                 bar.set_postfix(loss=f"{sum(losses[-20:]) / 20:.3f}")
             done = (epoch, step + 1) if step + 1 < len(batches) else (epoch + 1, 0)
             if cfg.checkpoint_every and len(losses) % cfg.checkpoint_every == 0:
-                checkpoints.save(model, optim, sched, *done, losses)
+                checkpoints.save(trainable, optim, sched, *done, losses)
             if cfg.stop_after_steps and len(losses) >= cfg.stop_after_steps:
-                checkpoints.save(model, optim, sched, *done, losses)
+                checkpoints.save(trainable, optim, sched, *done, losses)
                 bar.close()
                 raise TrainingInterrupted(f"stopped after {len(losses)} steps; resume with --resume")
     bar.close()
@@ -340,6 +270,7 @@ def train(
         advertiser_ids=tuple(adv_ids),
         tokens=tuple(adv_tokens),
         token_ids=tuple(token_ids),
+        copy_weights=tuple(copy_score.weight.detach().cpu().tolist()),
         trained={
             "data_fingerprint": fingerprint,
             "examples": len(examples),
