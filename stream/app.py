@@ -22,7 +22,6 @@ import faust
 
 from adcast import metrics
 from adcast.config import ROCKSDB_WRITE_BUFFERS, Settings
-from adcast.core.history import HistoryLimits
 from adcast.core.triggers import TriggerPolicy
 from adcast.kafka import ensure_dead_letter_topic
 from adcast.wire import serde
@@ -130,7 +129,7 @@ def create_app(settings: Settings) -> faust.App:
     t = settings.topics
     app = faust_app(settings)
     processor = StreamProcessor(
-        HistoryLimits(min_events=s.history_events, dedupe_window=s.dedupe_window),
+        s.history_limits(),
         TriggerPolicy(quiet_ms=s.quiet_ms, max_delay_ms=s.max_delay_ms, min_interval_ms=s.min_interval_ms),
         cache_users=s.cache_users,
         partitions=t.partitions,

@@ -116,7 +116,7 @@ def backfill(
     started = time.monotonic()
     summary = BackfillSummary()
     s = settings.stream
-    limits = HistoryLimits(min_events=s.history_events, dedupe_window=s.dedupe_window)
+    limits = s.history_limits()
     profiles = {p["user_id"]: p.get("attributes") or {} for p in read_records(data_dir, "profiles")}
     now_ms = int(time.time() * 1000)
     histories = fold_histories(read_records(data_dir, "events"), profiles, limits, now_ms, summary.invalid)

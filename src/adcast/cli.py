@@ -130,7 +130,8 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
         new_smoothing=args.new_smoothing,
         relabel=args.relabel,
     )
-    report = train(args.data, args.out, cfg, base=args.base, progress=not args.quiet, resume=args.resume)
+    limits = settings.stream.history_limits()  # the prompts the stream tier will send
+    report = train(args.data, args.out, cfg, args.base, limits, progress=not args.quiet, resume=args.resume)
     print(
         f"trained on {report.examples} examples, {report.epochs} epochs in {report.seconds:.0f}s; "
         f"loss {report.first_loss:.3f} -> {report.last_loss:.3f}; saved to {report.model_dir}"
@@ -144,7 +145,16 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
     if args.model is not None:
         require("torch", "infer-cpu")
     ks = sorted({int(k) for k in args.k.split(",")})
-    report = evaluate(args.data, args.model, args.cutoff_fraction, ks, args.engine, args.device, progress=not args.json)
+    report = evaluate(
+        args.data,
+        args.model,
+        args.cutoff_fraction,
+        ks,
+        args.engine,
+        args.device,
+        limits=settings.stream.history_limits(),
+        progress=not args.json,
+    )
     if args.plot:
         plot(report, args.plot)
     print(json.dumps(report, indent=2) if args.json else format_table(report))

@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
+from adcast.core.history import HistoryLimits
 from adcast.errors import ConfigError
 
 
@@ -97,6 +98,9 @@ ROCKSDB_WRITE_BUFFERS = 2  # memtables per table partition: one filling while on
 
 
 class StreamSettings(_Group):
+    """The stream tier. `history_events`, `dedupe_window` and `shown_impressions` shape the prompt
+    too: training, evaluation and backfill read them from the same settings (`history_limits`)."""
+
     app_id: str = Field("adcast-stream", description="Faust app id: the consumer group and table namespace.")
     data_dir: str = Field(".adcast/stream-data", description="Where RocksDB tables live (rebuilt from the changelog).")
     quiet_ms: int = Field(500, description="Emit once the user has been quiet this long.")
@@ -124,6 +128,9 @@ class StreamSettings(_Group):
     producer_batch_bytes: int = Field(524_288, description="Largest batch of the stream tier's producer, in bytes.")
     history_events: int = Field(12, description="N: the history keeps between N and 2N salient events.")
     dedupe_window: int = Field(32, description="Recent event ids remembered per user for dedupe.")
+    shown_impressions: int = Field(
+        8, ge=0, description="Impressions the prompt shows: the newest ones at or before the version (0: none)."
+    )
     rocksdb_block_cache_mb: int = Field(
         64,
         ge=1,
@@ -133,6 +140,11 @@ class StreamSettings(_Group):
     rocksdb_write_buffer_mb: int = Field(
         16, ge=1, description="RocksDB memtable size per table partition; two per partition at most."
     )
+
+    def history_limits(self) -> HistoryLimits:
+        return HistoryLimits(
+            min_events=self.history_events, dedupe_window=self.dedupe_window, shown=self.shown_impressions
+        )
 
     def rocksdb_partition_mb(self) -> int:
         """Most memory RocksDB takes per table partition with these settings."""

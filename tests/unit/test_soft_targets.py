@@ -14,7 +14,7 @@ from adcast.train.targets import Relabeller, relabelled_copies, soft_targets, ta
 
 
 def test_a_spread_shares_its_part_of_the_target_evenly() -> None:
-    q = soft_targets([2], [([2, 5, 7, 9], 0.3)], n=10)
+    q = soft_targets([2], [([2, 5, 7, 9], 0.3, None)], n=10)
     assert q.shape == (1, 10)
     assert q[0, 2].item() == pytest.approx(0.7 + 0.3 / 4)
     for other in (5, 7, 9):
@@ -22,16 +22,23 @@ def test_a_spread_shares_its_part_of_the_target_evenly() -> None:
     assert q[0, [0, 1, 3, 4, 6, 8]].abs().sum().item() == 0.0
 
 
+def test_a_weighted_spread_shares_in_proportion_to_its_weights() -> None:
+    q = soft_targets([2], [([2, 5, 7], 0.4, [1.0, 1.0, 2.0])], n=8)
+    assert q[0, 2].item() == pytest.approx(0.6 + 0.1)
+    assert q[0, 5].item() == pytest.approx(0.1) and q[0, 7].item() == pytest.approx(0.2)
+    assert q.sum().item() == pytest.approx(1.0)
+
+
 def test_no_spread_or_a_zero_share_stays_one_hot() -> None:
     one_hot = torch.nn.functional.one_hot(torch.tensor([4, 1, 3]), 8).float()
     assert torch.equal(soft_targets([4, 1, 3], [None, None, None], n=8), one_hot)
-    assert torch.equal(soft_targets([4, 1, 3], [([2, 4], 0.0), ([1], 0.0), ([3, 6], 0.0)], n=8), one_hot)
+    assert torch.equal(soft_targets([4, 1, 3], [([2, 4], 0.0, None), ([1], 0.0, [2.0]), ([3, 6], 0.0, None)], n=8), one_hot)
 
 
 @pytest.mark.parametrize("share", [0.0, 0.3, 1.0])
 def test_every_row_is_a_distribution_led_by_its_target(share: float) -> None:
     targets = [0, 3, 3, 6]
-    spreads = [([0], share), ([1, 3], share), None, ([2, 4, 6, 7], share)]
+    spreads = [([0], share, None), ([1, 3], share, [1.0, 3.0]), None, ([2, 4, 6, 7], share, None)]
     q = soft_targets(targets, spreads, n=8)
     assert torch.allclose(q.sum(dim=1), torch.ones(4))
     assert (q >= 0).all()
@@ -51,8 +58,14 @@ def test_returns_share_with_own_advertisers_and_new_ones_with_their_category() -
         {"advertiser_id": "d", "category": None},
     ]
     index = {"a": 0, "b": 1, "c": 2, "d": 3}
-    examples = [_example("c", ("a", "c")), _example("b", ("c",)), _example("d", ("a",))]
-    assert target_spreads(examples, advertisers, index, 0.3, 0.2) == [([0, 2], 0.3), ([0, 1], 0.2), None]
+    examples = [_example("c", ("a", "c")), _example("b", ("c",)), _example("d", ("a",)), _example("b", ("d",))]
+    # a new advertiser's category shares in proportion to its targets in training, plus one (b: 2)
+    assert target_spreads(examples, advertisers, index, 0.3, 0.2) == [
+        ([0, 2], 0.3, None),
+        ([0, 1], 0.2, [1.0, 3.0]),
+        None,
+        ([0, 1], 0.2, [1.0, 3.0]),
+    ]
 
 
 # Relabelling: vocabulary of 20 tokens, advertisers 0..4 are tokens 10..14.
@@ -61,7 +74,7 @@ ADVERTISER_TOKENS = [10, 11, 12, 13, 14]
 
 def _batch() -> tuple[torch.Tensor, torch.Tensor]:
     ids = torch.tensor([[1, 10, 2, 12, 3], [4, 13, 13, 5, 0], [6, 14, 7, 11, 0]])
-    target = soft_targets([2, 3, 1], [([0, 2], 0.3), None, None], n=5)
+    target = soft_targets([2, 3, 1], [([0, 2], 0.3, None), None, None], n=5)
     return ids, target
 
 

@@ -156,7 +156,7 @@ def fold_users(
 def bench_state_size(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     from adcast.data.files import read_records
 
-    limits = HistoryLimits(min_events=settings.stream.history_events, dedupe_window=settings.stream.dedupe_window)
+    limits = settings.stream.history_limits()
     if args.data:
         source = str(args.data)
         events: Iterable[dict[str, Any]] = read_records(args.data, "events")

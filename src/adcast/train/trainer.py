@@ -283,6 +283,8 @@ def train(
             "relabel": cfg.relabel,
             "cutoff_time": cutoff,
             "cutoff_fraction": cfg.cutoff_fraction,
+            "history_events": limits.min_events,
+            "shown_impressions": limits.shown,
             "base": base,
             "seconds": round(seconds, 1),
             "first_loss": first,
