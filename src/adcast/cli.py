@@ -145,16 +145,8 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
     if args.model is not None:
         require("torch", "infer-cpu")
     ks = sorted({int(k) for k in args.k.split(",")})
-    report = evaluate(
-        args.data,
-        args.model,
-        args.cutoff_fraction,
-        ks,
-        args.engine,
-        args.device,
-        limits=settings.stream.history_limits(),
-        progress=not args.json,
-    )
+    limits = settings.stream.history_limits()
+    report = evaluate(args.data, args.model, args.cutoff_fraction, ks, args.engine, args.device, limits, not args.json)
     if args.plot:
         plot(report, args.plot)
     print(json.dumps(report, indent=2) if args.json else format_table(report))
@@ -254,20 +246,9 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     g = add("generate", cmd_generate, "write a synthetic world in the interchange format")
     g.add_argument("--out", required=True, help="output directory")
     g.add_argument("--users", type=int, default=2000, help="users in the world (default: 2000)")
-    g.add_argument(
-        "--family",
-        choices=("sessions", "marketplace"),
-        default="sessions",
-        help="the generator: 'sessions' (default; interests that drift, searches that announce discoveries) or "
-        "'marketplace' (a long tail of advertisers, short histories, impressions that carry intent, sparse text, "
-        "repeat purchases); README, 'Data', lists each family's assumptions",
-    )
-    g.add_argument(
-        "--advertisers",
-        type=int,
-        default=None,
-        help="advertisers in the catalog (default: 200 for sessions, 1000 for marketplace)",
-    )
+    families = "sessions (default) or marketplace; README, 'Data', lists each family's assumptions"
+    g.add_argument("--family", choices=("sessions", "marketplace"), default="sessions", help=families)
+    g.add_argument("--advertisers", type=int, help="catalog size (default: 200 sessions, 1000 marketplace)")
     g.add_argument("--days", type=int, default=30, help="days the events span (default: 30)")
     g.add_argument(
         "--seed", type=int, default=7, help="random seed; the defaults give the world the README's figures use (7)"
@@ -354,11 +335,10 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     t.add_argument(
         "--relabel",
         type=float,
-        default=0.0,
+        default=None,
         help="relabelled copies per epoch of each example whose target is in the user's history, its "
-        "advertisers swapped for random ones, on top of the example itself: they teach the model to copy "
-        "advertisers it has seen in few examples from the history (real catalogs; taobao_test_data: 3 with "
-        "--epochs 15 --hidden-size 256). 0.5: half of them once (default: 0, none)",
+        "advertisers swapped for random ones: they teach the model to copy advertisers seen in few examples "
+        "(default: 1 / training examples per advertiser, at most 1)",
     )
     t.add_argument("--checkpoint-every", type=int, default=200, help="steps between resumable checkpoints (0: none)")
     t.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
