@@ -32,7 +32,8 @@ def test_a_weighted_spread_shares_in_proportion_to_its_weights() -> None:
 def test_no_spread_or_a_zero_share_stays_one_hot() -> None:
     one_hot = torch.nn.functional.one_hot(torch.tensor([4, 1, 3]), 8).float()
     assert torch.equal(soft_targets([4, 1, 3], [None, None, None], n=8), one_hot)
-    assert torch.equal(soft_targets([4, 1, 3], [([2, 4], 0.0, None), ([1], 0.0, [2.0]), ([3, 6], 0.0, None)], n=8), one_hot)
+    zero_shares = [([2, 4], 0.0, None), ([1], 0.0, [2.0]), ([3, 6], 0.0, None)]
+    assert torch.equal(soft_targets([4, 1, 3], zero_shares, n=8), one_hot)
 
 
 @pytest.mark.parametrize("share", [0.0, 0.3, 1.0])
