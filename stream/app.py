@@ -26,6 +26,7 @@ from adcast.core.triggers import TriggerPolicy
 from adcast.kafka import ensure_dead_letter_topic
 from adcast.wire import serde
 from adcast.wire.history_encoder import encode_request
+from adcast.wire.schema_registry import activate as activate_schemas
 from stream import transport
 from stream.processor import EVENT, PROFILE, TICK, Input, Outcome, StreamProcessor
 from stream.table import FaustTableStore
@@ -127,6 +128,8 @@ def create_count_app(settings: Settings) -> faust.App:
 def create_app(settings: Settings) -> faust.App:
     s = settings.stream
     t = settings.topics
+    # Writes: requests, dead letters, and the history on the table's changelog.
+    activate_schemas(settings, writes=(serde.REQUEST, serde.DEAD_LETTER, serde.HISTORY))
     app = faust_app(settings)
     processor = StreamProcessor(
         s.history_limits(),

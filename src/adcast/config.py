@@ -46,6 +46,20 @@ class KafkaSettings(_Group):
     )
 
 
+class SchemaRegistrySettings(_Group):
+    url: str | None = Field(
+        None,
+        description="Confluent-compatible Schema Registry URL(s), comma-separated; unset: the fixed ids of "
+        "schemas/registry.json. mock://NAME is confluent-kafka's in-memory registry (tests).",
+    )
+    username: str | None = Field(None, description="Basic-auth user (an API key on Confluent Cloud).")
+    password: SecretStr | None = Field(None, description="Basic-auth password (the API secret).")
+    ssl_cafile: str | None = Field(None, description="CA bundle (PEM) that signed the registry; default: certifi's.")
+    ssl_certfile: str | None = Field(None, description="Client certificate (PEM), for a registry that requires mTLS.")
+    ssl_keyfile: str | None = Field(None, description="Private key (PEM) of ssl_certfile.")
+    timeout_s: float = Field(10.0, gt=0, description="Per-request timeout of registry calls.")
+
+
 class TopicSettings(_Group):
     prefix: str = Field("adcast.", description="Prepended to every topic name (isolates tests and tenants).")
     partitions: int = Field(4, description="Partitions of the keyed topics; the unit of scale-out.")
@@ -201,6 +215,7 @@ class Settings(BaseSettings):
     kafka: KafkaSettings = KafkaSettings()  # type: ignore[call-arg]
     topics: TopicSettings = TopicSettings()  # type: ignore[call-arg]
     redis: RedisSettings = RedisSettings()  # type: ignore[call-arg]
+    schema_registry: SchemaRegistrySettings = SchemaRegistrySettings()  # type: ignore[call-arg]
     stream: StreamSettings = StreamSettings()  # type: ignore[call-arg]
     infer: InferSettings = InferSettings()  # type: ignore[call-arg]
     serve: ServeSettings = ServeSettings()  # type: ignore[call-arg]
@@ -251,6 +266,8 @@ def masked(settings: Settings) -> dict[str, Any]:
     """The effective settings as plain data, secrets shown as '**********' (URLs included)."""
     data = settings.model_dump(mode="json")
     data["redis"]["url"] = redact_url(settings.redis.url)
+    if settings.schema_registry.url:
+        data["schema_registry"]["url"] = redact_url(settings.schema_registry.url)
     return data
 
 

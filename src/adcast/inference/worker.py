@@ -41,6 +41,7 @@ from adcast.kafka import aiokafka_config, ensure_dead_letter_topic
 from adcast.kafka.lag import LagReporter
 from adcast.store import AsyncAffinityStore
 from adcast.wire import serde
+from adcast.wire.schema_registry import activate as activate_schemas
 
 log = logging.getLogger(__name__)
 
@@ -303,6 +304,7 @@ def _prompt(p: _Pending) -> str:
 def run(settings: Settings) -> None:
     from adcast.engines import engine_from_settings
 
+    activate_schemas(settings, writes=(serde.AFFINITY, serde.DEAD_LETTER))
     engine = engine_from_settings(settings.infer)
     metrics.serve(settings.metrics_port)
     worker = InferenceWorker(settings, engine)

@@ -24,7 +24,7 @@ def tier_binary(tier: str) -> str:
     env = os.environ.get(f"ADCAST_{tier.upper()}_BIN")
     if env:
         return env
-    checkout = Path(__file__).resolve().parents[2] / f".venv-{tier}" / "bin" / "adcast"
+    checkout = Path(__file__).resolve().parents[3] / f".venv-{tier}" / "bin" / "adcast"  # src/adcast/local/
     if checkout.exists():
         return str(checkout)
     return str(Path(sys.executable).with_name("adcast"))

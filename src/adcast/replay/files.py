@@ -21,6 +21,7 @@ from adcast.replay.common import (
     require_named,
 )
 from adcast.wire import serde
+from adcast.wire.schema_registry import activate as activate_schemas
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,7 @@ def replay(
     t = settings.topics
     topic = to_topic or t.name("events")
     require_topics(settings, ["profiles", "advertisers"])
+    activate_schemas(settings, writes=(serde.PROFILE, serde.ADVERTISER, serde.EVENT))
     producer = event_producer(settings)
     require_named(settings, producer, [topic])
     summary = ReplaySummary()
