@@ -43,6 +43,6 @@ class CopyScore(torch.nn.Module):
             which += named
         bias = torch.zeros((len(slots), advertisers), device=self.weight.device)
         if not rows:
-            return bias
+            return bias + 0.0 * self.weight.sum()  # still in the graph: data-parallel runs expect its gradient
         index = (torch.tensor(rows, device=bias.device), torch.tensor(cols, device=bias.device))
         return bias.index_put(index, self.weight[torch.tensor(which, device=bias.device)], accumulate=True)

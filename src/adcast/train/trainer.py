@@ -12,11 +12,13 @@ import math
 import random
 import time
 from collections import Counter
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedModel
 
@@ -29,6 +31,8 @@ from adcast.errors import ConfigError, TrainingInterrupted
 from adcast.model_meta import ModelMeta
 from adcast.train.checkpoints import CHECKPOINT_DIR, Checkpoints
 from adcast.train.copy_score import COPY_LR_SCALE, CopyScore, prompt_slots
+from adcast.train.distributed import Ranks, barrier, check_same_weights, join, leave, sum_over_ranks
+from adcast.train.head import AdvertiserHead
 from adcast.train.lora import DEFAULT_TARGETS, LoraSettings, apply_lora, embedding_matrices, merge
 from adcast.train.targets import Relabeller, relabelled_copies, soft_targets, target_spreads
 from adcast.train.vocab import add_advertiser_tokens, build_word_tokenizer
@@ -136,16 +140,19 @@ def _batches(lengths: list[int], batch_size: int, rng: random.Random) -> list[li
     return batches
 
 
-def accumulation_steps(cfg: TrainConfig) -> int:
-    """Micro-batches per optimizer step: global_batch / batch_size, which must be a whole number."""
+def accumulation_steps(cfg: TrainConfig, world: int = 1) -> int:
+    """Micro-batches per optimizer step on each of `world` ranks: global_batch / (batch_size x
+    world), which must be a whole number."""
     if cfg.global_batch is None:
         return 1
-    if cfg.global_batch < cfg.batch_size or cfg.global_batch % cfg.batch_size:
+    per_pass = cfg.batch_size * world
+    if cfg.global_batch < per_pass or cfg.global_batch % per_pass:
         raise ConfigError(
-            f"--global-batch {cfg.global_batch} must be a multiple of the batch size {cfg.batch_size} "
-            "(examples per forward pass)"
+            f"--global-batch {cfg.global_batch} must be a multiple of the batch size {cfg.batch_size}"
+            + (f" times the {world} ranks" if world > 1 else "")
+            + " (examples per forward pass)"
         )
-    return cfg.global_batch // cfg.batch_size
+    return cfg.global_batch // per_pass
 
 
 def auto_relabel(examples: int, advertisers: int) -> float:
@@ -169,13 +176,31 @@ def train(
 ) -> TrainReport:
     """Train and save a checkpoint directory at `out_dir`. With `resume`, continue from the last
     periodic checkpoint in `out_dir` (same data and config), ending where an uninterrupted run
-    would."""
+    would. Under torchrun, one data-parallel rank of the run (adcast.train.distributed)."""
+    ranks, device = join(cfg.device)
+    try:
+        return _train(data_dir, out_dir, cfg, base, limits, progress and ranks.main, resume, ranks, device)
+    finally:
+        leave(ranks)
+
+
+def _train(
+    data_dir: str | Path,
+    out_dir: str | Path,
+    cfg: TrainConfig,
+    base: str | None,
+    limits: HistoryLimits | None,
+    progress: bool,
+    resume: bool,
+    ranks: Ranks,
+    device_name: str,
+) -> TrainReport:
     for name in ("return_smoothing", "new_smoothing"):
         if not 0.0 <= getattr(cfg, name) <= 1.0:
             raise ConfigError(f"{name} is a share of the target, between 0 and 1; got {getattr(cfg, name)}")
     if cfg.relabel is not None and cfg.relabel < 0:
         raise ConfigError(f"relabel is a number of copies per example, 0 or more; got {cfg.relabel}")
-    accumulate = accumulation_steps(cfg)
+    accumulate = accumulation_steps(cfg, ranks.world)
     if cfg.lora_rank and not base:
         raise ConfigError("--lora-rank adapts a pretrained model: give it one with --base (see adcast import-model)")
     limits = limits or HistoryLimits()
@@ -206,7 +231,7 @@ def train(
         model = _tiny_llama(len(tokenizer), cfg, tokenizer.pad_token_id)
     token_ids: list[int] = tokenizer.convert_tokens_to_ids(adv_tokens)
     _init_advertiser_rows(model, tokenizer, token_ids, [a["name"] for a in advertisers])
-    device = torch.device(cfg.device)
+    device = torch.device(device_name)
     model.to(device)
     adapted = None
     if cfg.lora_rank:
@@ -215,7 +240,6 @@ def train(
         model.config.use_cache = False
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.train()
-    body = getattr(model, model.base_model_prefix)
     adv_rows = torch.tensor(token_ids, device=device)
     target_index = {a: i for i, a in enumerate(adv_ids)}
     encoded = [x[-cfg.max_positions :] for x in tokenizer(prompts, add_special_tokens=False)["input_ids"]]
@@ -228,7 +252,7 @@ def train(
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
 
     per_epoch = len(examples) + len(relabelled_copies(copyable, relabel_copies, random.Random(0)))
-    steps_per_epoch = math.ceil(math.ceil(per_epoch / cfg.batch_size) / accumulate)
+    steps_per_epoch = math.ceil(math.ceil(per_epoch / cfg.batch_size) / (accumulate * ranks.world))
     total = steps_per_epoch * cfg.epochs
     trained = [p for p in model.parameters() if p.requires_grad]
     groups: list[dict[str, Any]] = [{"params": trained}]
@@ -250,7 +274,11 @@ def train(
     run_config = {k: v for k, v in asdict(cfg).items() if k not in ("checkpoint_every", "stop_after_steps")}
     identity = {"data": fingerprint, "config": run_config, "base": base}
     checkpoints = Checkpoints(Path(out_dir) / CHECKPOINT_DIR, identity)
-    trainable = torch.nn.ModuleDict({"model": model, "copy": copy_score})  # what a checkpoint holds
+    trainable = AdvertiserHead(model, copy_score, adv_rows)  # the whole pass; what a checkpoint holds
+    forward: torch.nn.Module = trainable
+    if ranks.distributed:
+        local = [ranks.local_rank] if device.type == "cuda" else None
+        forward = DistributedDataParallel(trainable, device_ids=local, broadcast_buffers=False)
     state = checkpoints.load(trainable, optim, sched) if resume else None
     epoch0, step0, losses = state if state else (0, 0, [])
     bar = tqdm(total=total, initial=len(losses), desc="train", unit="step", disable=not progress, mininterval=0.5)
@@ -266,14 +294,9 @@ def train(
         for r, i in enumerate(batch):
             ids[r, : len(encoded[i])] = torch.tensor(encoded[i])
             mask[r, : len(encoded[i])] = 1
-        last = mask.sum(dim=1) - 1
         target = soft_targets([targets[i] for i in batch], [spreads[i] for i in batch], len(token_ids))
         ids, target, perm = relabel(ids, target, copies, rng)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-            hidden = body(input_ids=ids.to(device), attention_mask=mask.to(device)).last_hidden_state
-            h = hidden[torch.arange(len(batch), device=device), last.to(device)]
-            logits = h @ model.get_output_embeddings().weight.index_select(0, adv_rows).T
-        logits = logits.float() + copy_score([slots[i] for i in batch], len(token_ids), perm, copies)
+        logits = forward(ids.to(device), mask.to(device), [slots[i] for i in batch], perm, copies, use_bf16)
         return torch.nn.functional.cross_entropy(logits, target.to(device))
 
     for epoch in range(epoch0, cfg.epochs):
@@ -282,19 +305,27 @@ def train(
         # What the epoch sees: every example, then relabelled copies (positions past the examples).
         seen = list(range(len(examples))) + relabelled_copies(copyable, relabel_copies, epoch_rng)
         batches = _batches([lengths[i] for i in seen], cfg.batch_size, epoch_rng)
-        # An optimizer step takes `accumulate` consecutive micro-batches.
-        steps = [batches[i : i + accumulate] for i in range(0, len(batches), accumulate)]
+        # An optimizer step takes `accumulate` consecutive micro-batches per rank; rank r computes
+        # micro-batches r, r + world, ...: together the ranks take one process's global batch.
+        per_step = accumulate * ranks.world
+        steps = [batches[i : i + per_step] for i in range(0, len(batches), per_step)]
         for step in range(step0 if epoch == epoch0 else 0, len(steps)):
             rows = sum(len(micro) for micro in steps[step])
+            mine = [(m, mb, len(mb) / rows) for m, mb in enumerate(steps[step]) if m % ranks.world == ranks.rank]
+            # A short last step may leave a rank nothing: it still joins the gradient exchange.
+            mine = mine or [(0, steps[step][0], 0.0)]
             optim.zero_grad(set_to_none=True)
             loss = torch.zeros((), device=device)
-            for m, micro in enumerate(steps[step]):
+            for n, (m, micro, share) in enumerate(mine):
                 # Resumable: the relabelling draws depend on the step (and micro-batch) only.
                 rng = random.Random(f"{cfg.seed}:{epoch}:{step}" + (f":{m}" if m else ""))
                 part = micro_loss([seen[p] for p in micro], [r for r, p in enumerate(micro) if p >= len(examples)], rng)
-                part = part * (len(micro) / rows)
-                part.backward()
-                loss += part.detach()
+                # DDP averages the ranks' gradients: scale by the world so that they sum instead.
+                sync = n == len(mine) - 1 or not ranks.distributed
+                with nullcontext() if sync else cast(DistributedDataParallel, forward).no_sync():
+                    (part * (share * ranks.world)).backward()
+                loss += part.detach() * share
+            loss = sum_over_ranks(loss, ranks)
             torch.nn.utils.clip_grad_norm_(trained, 1.0)
             optim.step()
             sched.step()
@@ -303,15 +334,20 @@ def train(
             if len(losses) % 20 == 0:
                 bar.set_postfix(loss=f"{sum(losses[-20:]) / 20:.3f}")
             done = (epoch, step + 1) if step + 1 < len(steps) else (epoch + 1, 0)
-            if cfg.checkpoint_every and len(losses) % cfg.checkpoint_every == 0:
+            if cfg.checkpoint_every and len(losses) % cfg.checkpoint_every == 0 and ranks.main:
                 checkpoints.save(trainable, optim, sched, *done, losses)
             if cfg.stop_after_steps and len(losses) >= cfg.stop_after_steps:
-                checkpoints.save(trainable, optim, sched, *done, losses)
+                if ranks.main:
+                    checkpoints.save(trainable, optim, sched, *done, losses)
+                barrier(ranks)
                 bar.close()
                 raise TrainingInterrupted(f"stopped after {len(losses)} steps; resume with --resume")
     bar.close()
-
+    check_same_weights(trainable, ranks)
     out = Path(out_dir)
+    if not ranks.main:
+        barrier(ranks)  # rank 0 writes the model
+        return TrainReport(len(examples), cfg.epochs, time.monotonic() - started, losses[0], losses[-1], str(out))
     out.mkdir(parents=True, exist_ok=True)
     if adapted is not None:
         model = merge(adapted)  # a plain checkpoint: the adapters folded into the weights
@@ -347,10 +383,12 @@ def train(
             "shown_impressions": limits.shown,
             "base": base,
             "lora_rank": cfg.lora_rank,
-            "global_batch": cfg.batch_size * accumulate,
+            "global_batch": cfg.batch_size * accumulate * ranks.world,
+            "ranks": ranks.world,
             "seconds": round(seconds, 1),
             "first_loss": first,
             "last_loss": last_loss,
         },
     ).save(out)
+    barrier(ranks)
     return TrainReport(len(examples), cfg.epochs, seconds, first, last_loss, str(out))
