@@ -55,7 +55,8 @@ def test_fine_tunes_a_local_pretrained_checkpoint_with_advertiser_tokens_added(s
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     from adcast.data.files import read_records
-    from adcast.train.trainer import TrainConfig, _init_advertiser_rows, train
+    from adcast.train.models import init_advertiser_rows
+    from adcast.train.trainer import TrainConfig, train
     from adcast.train.vocab import build_word_tokenizer
 
     names = [a["name"].lower() for a in read_records(small_world, "advertisers")]
@@ -92,7 +93,7 @@ def test_fine_tunes_a_local_pretrained_checkpoint_with_advertiser_tokens_added(s
     *pair, alone = tok.convert_tokens_to_ids(["<adv_x>", "<adv_y>", "<adv_z>"])
     assert names[1] != names[0]
     torch.manual_seed(0)
-    _init_advertiser_rows(model, tok, [*pair, alone], [names[0], names[0], names[1]])
+    init_advertiser_rows(model, tok, [*pair, alone], [names[0], names[0], names[1]])
     emb = model.get_input_embeddings().weight.detach()
     assert torch.allclose(emb[alone], emb[tok.convert_tokens_to_ids(names[1])])
     words = emb[: len(base_tok)]
@@ -125,3 +126,21 @@ def test_training_settings_that_cannot_work_say_why(small_world, tmp_path, setti
 
     with pytest.raises(ConfigError, match=message):
         train(small_world, tmp_path / "m", TrainConfig(**settings), progress=False)
+
+
+def test_a_validation_slice_keeps_the_best_epoch_and_stops_when_it_stops_improving(small_world, tmp_path):
+    """A fifth of the users held out: every epoch is scored on them, the saved model is the best
+    epoch's, and one epoch without improvement ends the run."""
+    from adcast.train.trainer import TrainConfig, train
+
+    cfg = TrainConfig(epochs=12, lr=1e-2, validation=0.2, patience=1)
+    report = train(small_world, tmp_path / "m", cfg, progress=False)
+    trained = json.loads((tmp_path / "m" / META_FILE).read_text())["trained"]
+    losses = trained["validation_losses"]
+    assert 0 < trained["validation_examples"] < report.examples
+    best = min(range(len(losses)), key=losses.__getitem__)
+    assert trained["best_epoch"] == best + 1
+    # It stopped one epoch after the best one, unless the best was the last allowed.
+    assert len(losses) == min(cfg.epochs, best + 1 + cfg.patience)
+    assert len(losses) < cfg.epochs, "a learning rate this high should overfit the small world"
+    assert not (tmp_path / "m" / "checkpoint").exists()

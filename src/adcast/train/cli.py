@@ -39,6 +39,8 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
         lora_rank=args.lora_rank,
         lora_alpha=args.lora_alpha,
         lora_targets=targets,
+        validation=args.validation,
+        patience=args.patience,
     )
     limits = settings.stream.history_limits()  # the prompts the stream tier will send
     report = train(args.data, args.out, cfg, args.base, limits, progress=not args.quiet, resume=args.resume)
@@ -117,6 +119,16 @@ def add_model_commands(add: Callable[[str, Callable[[argparse.Namespace, Setting
         help="relabelled copies per epoch of each example whose target is in the user's history, its "
         "advertisers swapped for random ones: they teach the model to copy advertisers seen in few examples "
         "(default: 1 / training examples per advertiser, at most 1)",
+    )
+    t.add_argument(
+        "--validation",
+        type=float,
+        default=0.0,
+        metavar="SHARE",
+        help="share of the users held out and scored after each epoch; the best epoch is saved (default: 0, none)",
+    )
+    t.add_argument(
+        "--patience", type=int, default=0, help="with --validation: stop after this many epochs without improvement"
     )
     t.add_argument("--checkpoint-every", type=int, default=200, help="steps between resumable checkpoints (0: none)")
     t.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")

@@ -11,7 +11,6 @@ import logging
 import math
 import random
 import time
-from collections import Counter
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -20,12 +19,11 @@ from typing import Any, cast
 import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
-from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedModel
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from adcast.core.examples import cutoff_time, iter_examples, target_kind
 from adcast.core.history import HistoryLimits
 from adcast.core.prompt import advertiser_token, render
-from adcast.core.text import text_words
 from adcast.data.files import read_records
 from adcast.errors import ConfigError, TrainingInterrupted
 from adcast.model_meta import ModelMeta
@@ -34,7 +32,9 @@ from adcast.train.copy_score import COPY_LR_SCALE, CopyScore, prompt_slots
 from adcast.train.distributed import Ranks, barrier, check_same_weights, join, leave, sum_over_ranks
 from adcast.train.head import AdvertiserHead
 from adcast.train.lora import DEFAULT_TARGETS, LoraSettings, apply_lora, embedding_matrices, merge
+from adcast.train.models import init_advertiser_rows, tiny_llama
 from adcast.train.targets import Relabeller, relabelled_copies, soft_targets, target_spreads
+from adcast.train.validation import BEST_FILE, BestEpoch, held_out
 from adcast.train.vocab import add_advertiser_tokens, build_word_tokenizer
 
 log = logging.getLogger(__name__)
@@ -71,6 +71,10 @@ class TrainConfig:
     lora_rank: int = 0
     lora_alpha: float | None = None
     lora_targets: tuple[str, ...] = DEFAULT_TARGETS
+    # A share of the users held out and scored after each epoch; the best epoch is saved, and
+    # `patience` epochs without improvement stop the run (0: never). See adcast.train.validation.
+    validation: float = 0.0
+    patience: int = 0
 
 
 @dataclass(frozen=True)
@@ -90,46 +94,6 @@ def data_fingerprint(data_dir: str | Path) -> str:
             h.update(p.name.encode())
             h.update(p.read_bytes())
     return h.hexdigest()[:16]
-
-
-def _tiny_llama(vocab_size: int, cfg: TrainConfig, pad_id: int) -> PreTrainedModel:
-    config = LlamaConfig(
-        vocab_size=vocab_size,
-        hidden_size=cfg.hidden_size,
-        intermediate_size=cfg.hidden_size * 2,
-        num_hidden_layers=cfg.layers,
-        num_attention_heads=cfg.heads,
-        num_key_value_heads=cfg.heads,
-        max_position_embeddings=cfg.max_positions,
-        tie_word_embeddings=True,
-        pad_token_id=pad_id,
-        bos_token_id=None,
-        eos_token_id=None,
-    )
-    return LlamaForCausalLM(config)
-
-
-def _init_advertiser_rows(model: PreTrainedModel, tokenizer: Any, token_ids: list[int], names: list[str]) -> None:
-    """Start each advertiser token at the mean embedding of its name's tokens (the name as
-    written, and its lower-case words, whichever the vocabulary knows). Names can be shared (on
-    taobao_test_data, the ad's category and brand: 6,520 advertisers, 887 distinct sets of known
-    words): advertisers whose names give the same start also get a random part as large as a
-    word's, or they would start as one point and the model could not copy one of them from a
-    history without the others. Those with no known word keep their random initialisation."""
-    emb: torch.Tensor = model.get_input_embeddings().weight
-    skip = {tokenizer.unk_token_id, tokenizer.pad_token_id, *token_ids}
-    words: list[tuple[int, ...]] = []
-    for name in names:
-        ids = tokenizer([name, " ".join(text_words(name))], add_special_tokens=False)["input_ids"]
-        words.append(tuple(sorted({i for row in ids for i in row} - skip)))
-    shared = {w for w, n in Counter(words).items() if n > 1}
-    with torch.no_grad():
-        scale = emb[sorted(set(range(emb.shape[0])) - skip)].std().item()
-        for tid, known in zip(token_ids, words, strict=True):
-            if known:
-                emb[tid] = emb[list(known)].mean(dim=0)
-                if known in shared:
-                    emb[tid] += torch.randn_like(emb[tid]) * scale
 
 
 def _batches(lengths: list[int], batch_size: int, rng: random.Random) -> list[list[int]]:
@@ -228,9 +192,10 @@ def _train(
         model.resize_token_embeddings(len(tokenizer))
     else:
         tokenizer = build_word_tokenizer(prompts, adv_tokens)
-        model = _tiny_llama(len(tokenizer), cfg, tokenizer.pad_token_id)
+        shape = (cfg.hidden_size, cfg.layers, cfg.heads, cfg.max_positions)
+        model = tiny_llama(len(tokenizer), *shape, tokenizer.pad_token_id)
     token_ids: list[int] = tokenizer.convert_tokens_to_ids(adv_tokens)
-    _init_advertiser_rows(model, tokenizer, token_ids, [a["name"] for a in advertisers])
+    init_advertiser_rows(model, tokenizer, token_ids, [a["name"] for a in advertisers])
     device = torch.device(device_name)
     model.to(device)
     adapted = None
@@ -247,11 +212,17 @@ def _train(
     spreads = target_spreads(examples, advertisers, target_index, cfg.return_smoothing, cfg.new_smoothing)
     slots = prompt_slots(prompts, {t: i for i, t in enumerate(adv_tokens)})
     copy_score = CopyScore().to(device)
-    copyable = [i for i, ex in enumerate(examples) if target_kind(ex) != "new"]
+    held = held_out([ex.user_id for ex in examples], cfg.validation, cfg.seed)
+    train_ids = [i for i, ex in enumerate(examples) if ex.user_id not in held]
+    val_ids = [i for i, ex in enumerate(examples) if ex.user_id in held]
+    n_train = len(train_ids)  # positions past these in an epoch's list are relabelled copies
+    if cfg.validation > 0 and not (train_ids and val_ids):
+        raise ConfigError(f"--validation {cfg.validation} leaves no training or no validation examples")
+    copyable = [i for i in train_ids if target_kind(examples[i]) != "new"]
     relabel_copies = auto_relabel(len(examples), len(adv_ids)) if cfg.relabel is None else cfg.relabel
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
 
-    per_epoch = len(examples) + len(relabelled_copies(copyable, relabel_copies, random.Random(0)))
+    per_epoch = len(train_ids) + len(relabelled_copies(copyable, relabel_copies, random.Random(0)))
     steps_per_epoch = math.ceil(math.ceil(per_epoch / cfg.batch_size) / (accumulate * ranks.world))
     total = steps_per_epoch * cfg.epochs
     trained = [p for p in model.parameters() if p.requires_grad]
@@ -281,12 +252,15 @@ def _train(
         forward = DistributedDataParallel(trainable, device_ids=local, broadcast_buffers=False)
     state = checkpoints.load(trainable, optim, sched) if resume else None
     epoch0, step0, losses = state if state else (0, 0, [])
+    best = BestEpoch(cfg.patience)
+    if state:
+        best.load(checkpoints.folder)
     bar = tqdm(total=total, initial=len(losses), desc="train", unit="step", disable=not progress, mininterval=0.5)
     use_bf16 = device.type == "cuda"
     lengths = [len(x) for x in encoded]
     relabel = Relabeller(token_ids, model.get_input_embeddings().weight.shape[0])
 
-    def micro_loss(batch: list[int], copies: list[int], rng: random.Random) -> torch.Tensor:
+    def micro_loss(batch: list[int], copies: list[int], rng: random.Random, net: Any = forward) -> torch.Tensor:
         """The mean loss of one forward pass over examples `batch` (rows `copies` relabelled)."""
         width = max(len(encoded[i]) for i in batch)
         ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
@@ -296,14 +270,14 @@ def _train(
             mask[r, : len(encoded[i])] = 1
         target = soft_targets([targets[i] for i in batch], [spreads[i] for i in batch], len(token_ids))
         ids, target, perm = relabel(ids, target, copies, rng)
-        logits = forward(ids.to(device), mask.to(device), [slots[i] for i in batch], perm, copies, use_bf16)
+        logits = net(ids.to(device), mask.to(device), [slots[i] for i in batch], perm, copies, use_bf16)
         return torch.nn.functional.cross_entropy(logits, target.to(device))
 
     for epoch in range(epoch0, cfg.epochs):
         # Each epoch's order depends only on (seed, epoch): a resumed run sees the same batches.
         epoch_rng = random.Random(f"{cfg.seed}:{epoch}")
         # What the epoch sees: every example, then relabelled copies (positions past the examples).
-        seen = list(range(len(examples))) + relabelled_copies(copyable, relabel_copies, epoch_rng)
+        seen = train_ids + relabelled_copies(copyable, relabel_copies, epoch_rng)
         batches = _batches([lengths[i] for i in seen], cfg.batch_size, epoch_rng)
         # An optimizer step takes `accumulate` consecutive micro-batches per rank; rank r computes
         # micro-batches r, r + world, ...: together the ranks take one process's global batch.
@@ -319,7 +293,7 @@ def _train(
             for n, (m, micro, share) in enumerate(mine):
                 # Resumable: the relabelling draws depend on the step (and micro-batch) only.
                 rng = random.Random(f"{cfg.seed}:{epoch}:{step}" + (f":{m}" if m else ""))
-                part = micro_loss([seen[p] for p in micro], [r for r, p in enumerate(micro) if p >= len(examples)], rng)
+                part = micro_loss([seen[p] for p in micro], [r for r, p in enumerate(micro) if p >= n_train], rng)
                 # DDP averages the ranks' gradients: scale by the world so that they sum instead.
                 sync = n == len(mine) - 1 or not ranks.distributed
                 with nullcontext() if sync else cast(DistributedDataParallel, forward).no_sync():
@@ -342,7 +316,22 @@ def _train(
                 barrier(ranks)
                 bar.close()
                 raise TrainingInterrupted(f"stopped after {len(losses)} steps; resume with --resume")
+        if val_ids and len(best.losses) <= epoch:
+            trainable.eval()
+            with torch.no_grad():  # the same loss on every rank: the same weights and examples
+                chunks = [val_ids[i : i + cfg.batch_size] for i in range(0, len(val_ids), cfg.batch_size)]
+                val = sum(micro_loss(c, [], random.Random(0), trainable).item() * len(c) for c in chunks)
+            trainable.train()
+            best.record(val / len(val_ids), trainable)
+            log.info("epoch %d: validation loss %.4f (best: epoch %d)", epoch + 1, best.losses[-1], best.best_epoch + 1)
+            if ranks.main and cfg.checkpoint_every:
+                best.save(checkpoints.folder)
+            if best.should_stop():
+                log.info("no better validation loss for %d epochs: stopping", cfg.patience)
+                break
     bar.close()
+    if best.state is not None:
+        trainable.load_state_dict(best.state)  # the best epoch's weights are the ones saved
     check_same_weights(trainable, ranks)
     out = Path(out_dir)
     if not ranks.main:
@@ -357,6 +346,7 @@ def _train(
     model.eval()
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
+    (checkpoints.folder / BEST_FILE).unlink(missing_ok=True)
     checkpoints.clear()
     seconds = time.monotonic() - started
     window = max(1, min(20, len(losses) // 5))
@@ -385,6 +375,10 @@ def _train(
             "lora_rank": cfg.lora_rank,
             "global_batch": cfg.batch_size * accumulate * ranks.world,
             "ranks": ranks.world,
+            "validation": cfg.validation,
+            "validation_examples": len(val_ids),
+            "validation_losses": best.losses,
+            "best_epoch": best.best_epoch + 1 if best.losses else None,
             "seconds": round(seconds, 1),
             "first_loss": first,
             "last_loss": last_loss,
