@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
+from engine_parity import assert_engines_agree, both_engines
 
 from adcast.core.examples import iter_examples
 from adcast.core.history import HistoryLimits
@@ -93,19 +94,7 @@ def test_lora_adds_advertiser_tokens_started_from_their_names_and_keeps_the_rest
 
 @pytest.fixture(scope="module")
 def engines(tuned):
-    from adcast.engines import create_engine
-
-    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-    made = {"torch": create_engine("torch", str(tuned))}
-    try:
-        import vllm  # noqa: F401
-    except ImportError:
-        pass
-    else:
-        made["vllm"] = create_engine("vllm", str(tuned))
-    yield made
-    for engine in made.values():
-        engine.close()
+    yield from both_engines(tuned)
 
 
 def test_both_engines_score_the_fine_tuned_model_alike(engines, world, tuned):
@@ -119,10 +108,4 @@ def test_both_engines_score_the_fine_tuned_model_alike(engines, world, tuned):
     a, b = engines["torch"].score(prompts, 10), engines["vllm"].score(prompts, 10)
     for top in a + b:
         assert len(top) == 10 and {i for i, _ in top} <= known
-    # The engines' parity bar (tests/integration/test_engine_contract.py).
-    same_sets = sum(1 for x, y in zip(a, b, strict=True) if {i for i, _ in x} == {i for i, _ in y})
-    assert same_sets >= 0.95 * len(prompts)
-    for x, y in zip(a, b, strict=True):
-        px, py = dict(x), dict(y)
-        for adv in set(px) & set(py):
-            assert abs(px[adv] - py[adv]) < 0.01
+    assert_engines_agree(a, b)  # the engines' parity bar

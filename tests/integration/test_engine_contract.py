@@ -3,6 +3,7 @@
 import math
 
 import pytest
+from engine_parity import assert_engines_agree, both_engines
 
 from adcast.core.examples import iter_examples
 from adcast.core.history import HistoryLimits
@@ -26,21 +27,7 @@ def prompts(small_world):
 
 @pytest.fixture(scope="module")
 def engines(tiny_model):
-    import os
-
-    from adcast.engines import create_engine
-
-    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-    made = {"torch": create_engine("torch", str(tiny_model))}
-    try:
-        import vllm  # noqa: F401
-    except ImportError:
-        pass
-    else:
-        made["vllm"] = create_engine("vllm", str(tiny_model))
-    yield made
-    for e in made.values():
-        e.close()
+    yield from both_engines(tiny_model)
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -69,9 +56,4 @@ def test_engines_agree(engines, prompts):
     plain = engines["vllm"].score_tokens(engines["vllm"].encode(prompts), 10)
     moved = sum(1 for x, y in zip(plain, b, strict=True) if [i for i, _ in x] != [i for i, _ in y])
     assert moved >= len(prompts) // 4
-    same_sets = sum(1 for x, y in zip(a, b, strict=True) if {i for i, _ in x} == {i for i, _ in y})
-    assert same_sets >= 0.95 * len(prompts)
-    for x, y in zip(a, b, strict=True):
-        px, py = dict(x), dict(y)
-        for adv in set(px) & set(py):
-            assert abs(px[adv] - py[adv]) < 0.01
+    assert_engines_agree(a, b)
