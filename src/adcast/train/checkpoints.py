@@ -61,6 +61,8 @@ class Checkpoints:
         return state["epoch"], state["step"], list(state["losses"])
 
     def clear(self) -> None:
-        self.path.unlink(missing_ok=True)
+        """Remove the run's resumable state: this file and any other state beside it (best.pt)."""
+        for state in self.folder.glob("*.pt"):
+            state.unlink()
         if self.folder.is_dir() and not any(self.folder.iterdir()):
             self.folder.rmdir()

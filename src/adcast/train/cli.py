@@ -9,8 +9,9 @@ from typing import Any
 
 from adcast.config import Settings
 from adcast.errors import ConfigError, require
+from adcast.train.lora import DEFAULT_TARGETS
 
-LORA_TARGETS = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"
+LORA_TARGETS = ",".join(DEFAULT_TARGETS)
 
 
 def cmd_train(args: argparse.Namespace, settings: Settings) -> int:

@@ -8,7 +8,6 @@ a GGUF-quantized model, and neither engine loads one. A Hugging Face directory n
 
 from __future__ import annotations
 
-import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,8 +16,6 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from adcast.errors import ConfigError, DependencyMissing
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)

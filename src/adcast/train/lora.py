@@ -11,11 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from adcast.errors import ConfigError, DependencyMissing
+
+if TYPE_CHECKING:  # torch is imported when adapters are applied: the command line reads the defaults
+    import torch
 
 # Every projection of a Llama-style decoder layer: attention and MLP.
 DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -49,6 +50,8 @@ def apply_lora(model: Any, settings: LoraSettings, advertiser_rows: Sequence[int
         lora_dropout=settings.dropout,
         bias="none",
     )
+    import torch
+
     wrapped = get_peft_model(model, config)  # freezes every base weight
     for weight in embedding_matrices(model):
         weight.requires_grad_(True)

@@ -34,7 +34,7 @@ from adcast.train.head import AdvertiserHead
 from adcast.train.lora import DEFAULT_TARGETS, LoraSettings, apply_lora, embedding_matrices, merge
 from adcast.train.models import init_advertiser_rows, tiny_llama
 from adcast.train.targets import Relabeller, relabelled_copies, soft_targets, target_spreads
-from adcast.train.validation import BEST_FILE, BestEpoch, held_out
+from adcast.train.validation import BestEpoch, held_out
 from adcast.train.vocab import add_advertiser_tokens, build_word_tokenizer
 
 log = logging.getLogger(__name__)
@@ -229,10 +229,10 @@ def _train(
     groups: list[dict[str, Any]] = [{"params": trained}]
     if adapted is not None:
         # Only the advertiser rows of the embeddings learn; decay would shrink the frozen rest.
-        frozen_rows = {id(w) for w in embedding_matrices(model)}
+        embeddings = embedding_matrices(model)
         groups = [
-            {"params": [p for p in trained if id(p) not in frozen_rows]},
-            {"params": embedding_matrices(model), "weight_decay": 0.0},
+            {"params": [p for p in trained if all(p is not e for e in embeddings)]},
+            {"params": embeddings, "weight_decay": 0.0},
         ]
     groups.append({"params": list(copy_score.parameters()), "lr": cfg.lr * COPY_LR_SCALE, "weight_decay": 0.0})
     optim = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -346,7 +346,6 @@ def _train(
     model.eval()
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
-    (checkpoints.folder / BEST_FILE).unlink(missing_ok=True)
     checkpoints.clear()
     seconds = time.monotonic() - started
     window = max(1, min(20, len(losses) // 5))

@@ -75,7 +75,7 @@ class RegistrySchemas:
     def __init__(self, client: Any, subject_of: dict[str, str], where: str) -> None:
         self.client = client
         self._subject_of = dict(subject_of)
-        self._where = where  # the URL, password redacted, for messages
+        self.where = f"the schema registry at {where}"  # the URL, password redacted
         self._writers: dict[int, serde.Schema | None] = {}
         self._ids: dict[str, int] = {}
         self._lock = threading.Lock()  # the inference tier decodes in more than one thread
@@ -101,7 +101,7 @@ class RegistrySchemas:
                 raise self._unavailable(exc) from exc
             schema = _parse(schema_id, found)
             self._writers[schema_id] = schema
-            log.info("schema id %s is %s (from %s)", schema_id, schema.name, self._where)
+            log.info("schema id %s is %s (from %s)", schema_id, schema.name, self.where)
             return schema
 
     def write_id(self, name: str) -> int:
@@ -118,8 +118,7 @@ class RegistrySchemas:
                 schema_id = int(self.client.register_schema(subject, Schema(text, "AVRO")))
             except Exception as exc:
                 raise ConfigError(
-                    f"the schema registry at {self._where} did not register adcast's {name} under subject "
-                    f"{subject}: {exc}"
+                    f"{self.where} did not register adcast's {name} under subject {subject}: {exc}"
                 ) from exc
             self._ids[name] = schema_id
             # adcast reads its own records back (requests, history): it knows their schema already.
@@ -128,7 +127,7 @@ class RegistrySchemas:
         return schema_id
 
     def _unavailable(self, exc: BaseException) -> SerdeError:
-        return SerdeError("schema_registry_unavailable", f"{self._where}: {type(exc).__name__}: {exc}")
+        return SerdeError("schema_registry_unavailable", f"{self.where}: {type(exc).__name__}: {exc}")
 
 
 def _parse(schema_id: int, found: Any) -> serde.Schema:

@@ -97,6 +97,8 @@ def schema_text(name: str) -> str:
 class SchemaSource(Protocol):
     """Where schema ids come from: the writer schema of an id, and the id adcast writes a record under."""
 
+    where: str  # for messages: "schemas/registry.json", or the registry's URL
+
     def writer(self, schema_id: int) -> Schema | None:
         """The schema written under `schema_id`; None when the source has no such id. Raises
         SerdeError("schema_registry_unavailable") when it cannot tell."""
@@ -107,6 +109,8 @@ class SchemaSource(Protocol):
 
 class FileSchemas:
     """The embedded default: schemas/registry.json's fixed ids."""
+
+    where = "schemas/registry.json"
 
     def writer(self, schema_id: int) -> Schema | None:
         return registry().by_id.get(schema_id)
@@ -164,8 +168,7 @@ def decode(name: str, data: bytes | None) -> dict[str, Any]:
         raise SerdeError("bad_magic", f"magic byte {magic}, expected {MAGIC}")
     schema = _source.writer(schema_id)
     if schema is None:
-        where = "schemas/registry.json" if isinstance(_source, FileSchemas) else "the schema registry"
-        raise SerdeError("unknown_schema_id", f"schema id {schema_id} is not in {where}")
+        raise SerdeError("unknown_schema_id", f"schema id {schema_id} is not in {_source.where}")
     if schema.name != name:
         raise SerdeError("wrong_schema", f"schema id {schema_id} is {schema.name}, expected {name}")
     newest = registry().by_name[name]
