@@ -17,6 +17,11 @@ compares with. Hence:
   (idempotent); a run over newer files (a later newest salient event) supersedes an older
   backfill, and a run over older files changes nothing.
 The version follows salient events only, as the live one does: impressions change neither.
+
+Slots. A backfill writes one slot (`--slot`, default infer.slot), and the version guard is per
+slot: a backfill of a new slot fills that slot, where no live prediction is, and never touches the
+live slot; the new slot's own workers then supersede it user by user as events arrive, and
+`adcast promote` makes it live.
 """
 
 from __future__ import annotations
@@ -107,8 +112,10 @@ def backfill(
     limit_users: int | None = None,
     engine: ScoringEngine | None = None,
     progress: bool = True,
+    slot: str | None = None,
 ) -> BackfillSummary:
-    """Score the users of a data directory (the first `limit_users` by user id) and write Redis."""
+    """Score the users of a data directory (the first `limit_users` by user id) and write Redis,
+    into `slot` (default: infer.slot)."""
     if batch < 1:
         raise ConfigError(f"batch must be at least 1, got {batch}")
     if limit_users is not None and limit_users < 1:
@@ -140,7 +147,7 @@ def backfill(
         engine = engine_from_settings(settings.infer)
     try:
         summary.load_seconds = time.monotonic() - started
-        asyncio.run(_score_and_write(settings, engine, requests, batch, summary, progress))
+        asyncio.run(_score_and_write(settings, engine, requests, batch, summary, progress, slot or settings.infer.slot))
     finally:
         if owned:
             engine.close()
@@ -155,12 +162,13 @@ async def _score_and_write(
     batch: int,
     summary: BackfillSummary,
     progress: bool,
+    slot: str,
 ) -> None:
     from tqdm import tqdm
 
     from adcast.store import AsyncAffinityStore
 
-    store = AsyncAffinityStore(settings.redis)
+    store = AsyncAffinityStore(settings.redis, slot)
     try:
         with tqdm(total=len(requests), unit="user", desc="backfill", disable=not progress, mininterval=0.5) as bar:
             for chunk in _batches(requests, batch):

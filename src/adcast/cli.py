@@ -14,6 +14,7 @@ from collections.abc import Callable
 from adcast.bench import add_bench_commands, benchmark_in
 from adcast.config import Settings, load_settings, masked
 from adcast.errors import AdcastError, ConfigError, require
+from adcast.lifecycle.cli import add_lifecycle_commands
 from adcast.train.cli import add_model_commands
 
 log = logging.getLogger("adcast")
@@ -108,7 +109,9 @@ def cmd_backfill(args: argparse.Namespace, settings: Settings) -> int:
     require("torch", "infer-cpu")
     from adcast.backfill import backfill, format_summary
 
-    s = backfill(settings, args.data, batch=args.batch, limit_users=args.limit_users, progress=not args.quiet)
+    s = backfill(
+        settings, args.data, batch=args.batch, limit_users=args.limit_users, progress=not args.quiet, slot=args.slot
+    )
     print(format_summary(s))
     return 0
 
@@ -130,7 +133,7 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_lookup(args: argparse.Namespace, settings: Settings) -> int:
     from adcast.store import AffinityClient
 
-    client = AffinityClient(settings.redis)
+    client = AffinityClient(settings.redis, args.slot)
     try:
         found = client.get_many(args.user_ids)
     finally:
@@ -274,9 +277,11 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     bf.add_argument("--data", required=True, help="data directory in the interchange format")
     bf.add_argument("--batch", type=int, default=256, help="prompts per engine call (default: 256)")
     bf.add_argument("--limit-users", type=int, default=None, metavar="N", help="only the first N users by user id")
+    bf.add_argument("--slot", default=None, help="the store slot to fill (default: infer.slot)")
     bf.add_argument("--quiet", action="store_true", help="no progress bar")
 
     add_model_commands(add)
+    add_lifecycle_commands(add, _time)
 
     ev = add("eval", cmd_eval, "Recall@K, NDCG@10 and MRR of the model against popularity, recent and co-occurrence")
     ev.add_argument("--data", required=True, help="data directory in the interchange format")
@@ -293,6 +298,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     lk = add("lookup", cmd_lookup, "read users' affinities from Redis")
     lk.add_argument("user_ids", nargs="+")
     lk.add_argument("-k", type=int, default=10, help="advertisers to show per user")
+    lk.add_argument("--slot", default=None, help="read this model slot (default: the live one)")
 
     sv = add("serve", cmd_serve, "HTTP lookup service: GET /v1/affinities, /healthz, /metrics, /openapi.json")
     sv.add_argument("--host", default=None, help="listen address (default: serve.host, 127.0.0.1)")

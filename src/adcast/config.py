@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
 from adcast.core.history import HistoryLimits
+from adcast.core.slots import DEFAULT_SLOT, SLOT_NAME
 from adcast.errors import ConfigError
 
 
@@ -71,6 +72,7 @@ class TopicSettings(_Group):
     advertisers: str = "advertisers"
     requests: str = "prediction-requests"
     affinities: str = "affinities"
+    rollout: str = Field("rollout-requests", description="Requests of `adcast rollout`, each naming its slot.")
     dead_letters: str = "dead-letters"
     ticks: str = Field("stream-ticks", description="Internal wake-ups of the stream tier, one per partition.")
 
@@ -85,7 +87,14 @@ class RedisSettings(_Group):
     ssl_ca_certs: str | None = Field(None, description="CA bundle (PEM) for rediss:// URLs; default: the system's.")
     ssl_certfile: str | None = Field(None, description="Client certificate (PEM), for servers that require mTLS.")
     ssl_keyfile: str | None = Field(None, description="Private key (PEM) of ssl_certfile.")
-    key_prefix: str = Field("adcast:aff:", description="Hash key prefix; the user id follows.")
+    key_prefix: str = Field(
+        "adcast:aff:", description="Key prefix; `<slot>:<user_id>` follows, and `@slots` names the slot pointer."
+    )
+    pointer_refresh_s: float = Field(
+        1.0,
+        gt=0,
+        description="How long a reader keeps the slot pointer (which slot is live) before reading it again.",
+    )
     ttl_seconds: int = Field(7 * 24 * 3600, description="Expiry of each user's hash; 0 keeps it forever.")
     cluster: bool = Field(
         False, description="Redis Cluster: `url` names any one node (db 0); the clients discover the rest."
@@ -166,7 +175,19 @@ class StreamSettings(_Group):
 
 
 class InferSettings(_Group):
-    group_id: str = Field("adcast-infer", description="Consumer group of the inference workers.")
+    group_id: str = Field(
+        "adcast-infer", description="Consumer group of the inference workers; one per slot (a shadow has its own)."
+    )
+    slot: str = Field(
+        DEFAULT_SLOT,
+        pattern=SLOT_NAME,
+        description="The store slot (model generation) this deployment writes; readers read the live one.",
+    )
+    start_at: Literal["earliest", "latest"] = Field(
+        "earliest",
+        description="Where a new consumer group starts on the requests topic. A shadow deployment of a new "
+        "slot starts at `latest` and gets everyone else from `adcast rollout`.",
+    )
     model_dir: str = Field(
         ".adcast/models/demo", description="Hugging Face checkpoint directory made by `adcast train`."
     )

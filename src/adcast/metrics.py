@@ -24,11 +24,15 @@ BATCH_SIZE = Histogram(
     "adcast_batch_size", "Requests per scored micro-batch.", buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 )
 SUPERSEDED = Counter("adcast_requests_superseded_total", "Requests replaced by a newer one for the same user.")
-INFERENCE_SECONDS = Histogram("adcast_inference_seconds", "Engine time per micro-batch.")
+# The inference tier's own figures carry the store slot it writes (a shadow is metered apart).
+INFERENCE_SECONDS = Histogram("adcast_inference_seconds", "Engine time per micro-batch.", ["slot"])
 FRESHNESS_SECONDS = Histogram(
-    "adcast_freshness_seconds", "Newest event time to Redis write.", buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300)
+    "adcast_freshness_seconds",
+    "Newest event time to Redis write.",
+    ["slot"],
+    buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300),
 )
-WRITES = Counter("adcast_store_writes_total", "Redis writes by outcome.", ["outcome"])
+WRITES = Counter("adcast_store_writes_total", "Redis writes by slot and outcome.", ["slot", "outcome"])
 STORE_KEY_ERRORS = Counter(
     "adcast_store_key_errors_total",
     "Redis reads or writes of one key that failed while the rest of their batch went through.",
@@ -39,7 +43,11 @@ TOPICS_CREATED = Counter(
 )
 RETRIES = Counter("adcast_retries_total", "Retried operations.", ["operation"])
 ENGINE_FAILURES = Counter(
-    "adcast_engine_failures_total", "Engine calls that raised or ran past infer.engine_timeout_s.", ["reason"]
+    "adcast_engine_failures_total", "Engine calls that raised or ran past infer.engine_timeout_s.", ["slot", "reason"]
+)
+ROLLOUT_SKIPPED = Counter(
+    "adcast_rollout_requests_skipped_total",
+    "Rollout requests for another slot than the worker's (consumed, not scored).",
 )
 
 # The lookup service (adcast serve).

@@ -1,7 +1,9 @@
 """`adcast serve`: the HTTP lookup service for callers that don't speak Redis (aiohttp).
 
   GET /v1/affinities?user_id=u1&user_id=u2   up to `serve.max_users` ids per request; a user
-                                             without a prediction is null, not an error
+                                             without a prediction is null, not an error. From
+                                             the live slot; `&slot=g43` reads that slot, and
+                                             `&slots=g42,g43` several, in one Redis round trip
   GET /healthz                               200 while Redis answers PING, else 503
   GET /metrics                               Prometheus text
   GET /openapi.json                          the OpenAPI 3 description of these endpoints
@@ -20,6 +22,7 @@ from __future__ import annotations
 import gc
 import hmac
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -31,6 +34,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from adcast import metrics
 from adcast.config import Settings
 from adcast.core.events import MAX_ID_CHARS
+from adcast.core.slots import SLOT_NAME
 from adcast.errors import AdcastError, BadRequest, StoreUnavailable
 from adcast.store import AsyncAffinityClient, StoredAffinities
 
@@ -40,6 +44,7 @@ SETTINGS = web.AppKey("settings", Settings)
 CLIENT = web.AppKey("client", AsyncAffinityClient)
 ENDPOINTS = ("/v1/affinities", "/healthz", "/metrics", "/openapi.json")
 PROTECTED = frozenset({"/v1/affinities", "/metrics"})  # with serve.token set
+SLOT_NAME_RE = re.compile(SLOT_NAME)
 _JSON = msgspec.json.Encoder()  # the lookup answers: ~10x faster than json.dumps, aiohttp's default
 # Worst case: every character 4 bytes of UTF-8, each percent-encoded as 3.
 _QUERY_BYTES_PER_USER = len("user_id=&") + 12 * MAX_ID_CHARS
@@ -68,6 +73,25 @@ def user_ids_of(query: Any, max_users: int) -> list[str]:
     return list(dict.fromkeys(users))
 
 
+def slots_of(query: Any) -> tuple[str | None, list[str]]:
+    """The `slot` (one slot instead of the live one) and `slots` (several at once) parameters."""
+    slot = query.get("slot")
+    slots = [s for s in query.get("slots", "").split(",") if s]
+    if slot is not None and slots:
+        raise BadRequest("invalid_slot", "give either slot or slots, not both")
+    for name in [*slots, *([slot] if slot is not None else [])]:
+        if not SLOT_NAME_RE.fullmatch(name):
+            raise BadRequest("invalid_slot", f"slot {name[:40]!r} is not 1-32 of [A-Za-z0-9_.-]")
+    return slot, slots
+
+
+def _users(found: dict[str, StoredAffinities | None], now_ms: float) -> dict[str, Any]:
+    hits = sum(1 for a in found.values() if a is not None)
+    metrics.LOOKUP_USERS.labels("found").inc(hits)
+    metrics.LOOKUP_USERS.labels("missing").inc(len(found) - hits)
+    return {u: None if a is None else record(a, now_ms) for u, a in found.items()}
+
+
 def record(a: StoredAffinities, now_ms: float) -> dict[str, Any]:
     return {
         "version": a.version,
@@ -83,14 +107,17 @@ async def affinities(request: web.Request) -> web.Response:
     started = time.perf_counter()
     try:
         users = user_ids_of(request.query, request.app[SETTINGS].serve.max_users)
+        slot, slots = slots_of(request.query)
     except BadRequest as exc:
         return _error(400, exc.code, exc.message)
-    found = await request.app[CLIENT].get_many(users)
+    client = request.app[CLIENT]
     now_ms = time.time() * 1000
-    hits = sum(1 for a in found.values() if a is not None)
-    metrics.LOOKUP_USERS.labels("found").inc(hits)
-    metrics.LOOKUP_USERS.labels("missing").inc(len(found) - hits)
-    body = {"users": {u: None if a is None else record(a, now_ms) for u, a in found.items()}}
+    body: dict[str, Any]
+    if slots:
+        by_slot = await client.get_many_slots(users, slots)
+        body = {"slots": {s: _users(found, now_ms) for s, found in by_slot.items()}}
+    else:
+        body = {"users": _users(await client.get_many(users, slot), now_ms)}
     response = web.Response(body=_JSON.encode(body), content_type="application/json")
     metrics.LOOKUP_SECONDS.observe(time.perf_counter() - started)
     return response
@@ -183,7 +210,22 @@ def openapi(settings: Settings) -> dict[str, Any]:
                                 "maxItems": settings.serve.max_users,
                                 "items": {"type": "string", "minLength": 1, "maxLength": MAX_ID_CHARS},
                             },
-                        }
+                        },
+                        {
+                            "name": "slot",
+                            "in": "query",
+                            "required": False,
+                            "description": "Read this model slot instead of the live one.",
+                            "schema": {"type": "string", "pattern": SLOT_NAME},
+                        },
+                        {
+                            "name": "slots",
+                            "in": "query",
+                            "required": False,
+                            "description": "Comma-separated slots, all read in one round trip; the answer is "
+                            'then {"slots": {slot: {user: ...}}}.',
+                            "schema": {"type": "string"},
+                        },
                     ],
                     "responses": {
                         "200": {
@@ -191,7 +233,8 @@ def openapi(settings: Settings) -> dict[str, Any]:
                             "content": json_content({"$ref": "#/components/schemas/Lookup"}),
                         },
                         "400": {
-                            "description": "missing_user_id, empty_user_id, oversized_user_id or too_many_users.",
+                            "description": "missing_user_id, empty_user_id, oversized_user_id, too_many_users or "
+                            "invalid_slot.",
                             "content": json_content(error),
                         },
                         "503": {"description": "Redis is unreachable.", "content": json_content(error)},
@@ -227,12 +270,19 @@ def openapi(settings: Settings) -> dict[str, Any]:
             "schemas": {
                 "Lookup": {
                     "type": "object",
-                    "required": ["users"],
                     "properties": {
                         "users": {
                             "type": "object",
                             "additionalProperties": {"$ref": "#/components/schemas/Affinities"},
-                        }
+                        },
+                        "slots": {
+                            "type": "object",
+                            "description": "With `slots`: slot -> user -> affinities.",
+                            "additionalProperties": {
+                                "type": "object",
+                                "additionalProperties": {"$ref": "#/components/schemas/Affinities"},
+                            },
+                        },
                     },
                 },
                 "Affinities": {

@@ -33,6 +33,7 @@ from kafka_reading import committed_offsets, end_offsets, read_to_end
 
 from adcast.config import Settings, to_env
 from adcast.core.prompt import render
+from adcast.core.slots import DEFAULT_SLOT
 from adcast.data.files import read_records, write_records
 from adcast.kafka import create_topics
 from adcast.local.demo import wait_for_versions
@@ -188,7 +189,7 @@ def test_a_redis_outage_commits_nothing_unwritten_and_writes_resume(
             time.sleep(max(0.0, stopped + 8.5 - time.monotonic()))
             committed = committed_offsets(bootstrap, group, topic, partitions)
             waiting = read_to_end(bootstrap, topic)
-            snapshot = versions_in_snapshot(data_dir, tmp_path, settings.redis.key_prefix)
+            snapshot = versions_in_snapshot(data_dir, tmp_path, f"{settings.redis.key_prefix}{DEFAULT_SLOT}:")
             if restart_on == "empty-data-dir":
                 data_dir = tmp_path / "redis-data-empty"
             time.sleep(max(0.0, stopped + 10.0 - time.monotonic()))

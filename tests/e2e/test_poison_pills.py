@@ -17,6 +17,7 @@ from kafka_reading import read_to_end
 
 from adcast.config import Settings, to_env
 from adcast.core.partitioning import partition_for
+from adcast.core.slots import DEFAULT_SLOT, user_key
 from adcast.kafka import create_topics
 from adcast.local.services import free_port
 from adcast.local.workers import WorkerProcess, start_worker
@@ -144,7 +145,7 @@ def test_a_missing_dead_letter_topic_loses_no_dead_letter(pipeline):
 
 
 def test_a_key_of_another_type_in_redis_dead_letters_that_users_requests_only(pipeline):
-    key = pipeline.settings.redis.key_prefix + "pill-wrongtype"
+    key = user_key(pipeline.settings.redis.key_prefix, DEFAULT_SLOT, "pill-wrongtype")
     with AffinityClient(pipeline.settings.redis) as client:
         client.redis.set(key, "not a hash")
     pipeline.event("pill-wrongtype")

@@ -16,6 +16,7 @@ from adcast.config import to_env
 from adcast.core.affinities import Affinities
 from adcast.core.history import HistoryEvent
 from adcast.core.requests import PredictionRequest
+from adcast.core.slots import DEFAULT_SLOT
 from adcast.data.files import read_records, write_records
 from adcast.kafka import create_topics
 from adcast.store import AffinityClient, AsyncAffinityStore
@@ -45,10 +46,12 @@ def newest_times(events) -> tuple[dict[str, int], dict[str, int]]:
     return salient, dict(newest)
 
 
-def stored_keys(settings) -> list[str]:
+def stored_users(settings, slot: str = DEFAULT_SLOT) -> list[str]:
+    """The users a slot holds a key for."""
     client = AffinityClient(settings.redis)
+    prefix = f"{settings.redis.key_prefix}{slot}:"
     try:
-        return sorted(client.redis.scan_iter(match=settings.redis.key_prefix + "*"))
+        return sorted(k[len(prefix) :] for k in client.redis.scan_iter(match=prefix + "*"))
     finally:
         client.close()
 
@@ -60,7 +63,7 @@ def test_backfill_writes_one_record_per_user_and_a_rerun_writes_nothing(settings
 
     assert first.users == len(newest) and first.no_salient == len(newest) - len(salient)
     assert first.scored == first.written == len(salient) and first.stale == 0 and not first.invalid
-    assert stored_keys(settings) == sorted(settings.redis.key_prefix + u for u in salient)
+    assert stored_users(settings) == sorted(salient)
     client = AffinityClient(settings.redis)
     try:
         found = client.get_many(sorted(salient))
@@ -72,7 +75,7 @@ def test_backfill_writes_one_record_per_user_and_a_rerun_writes_nothing(settings
             probs = [p for _, p in a.top]
             assert len(a.top) == settings.infer.top_k and {x for x, _ in a.top} <= known
             assert probs == sorted(probs, reverse=True) and sum(probs) <= 1 + 1e-6
-            assert 0 < client.redis.pttl(client.key(user)) <= settings.redis.ttl_seconds * 1000
+            assert 0 < client.redis.pttl(client.key(user, DEFAULT_SLOT)) <= settings.redis.ttl_seconds * 1000
 
         second = backfill(settings, small_world, batch=32, engine=engine, progress=False)
         assert second.scored == len(salient) and second.written == 0 and second.stale == len(salient)
@@ -98,7 +101,7 @@ def test_newer_files_supersede_an_older_backfill_and_older_ones_do_not(
 
     s = backfill(settings, older, batch=64, engine=engine, progress=False)
     assert s.written == len(salient_old) and s.no_salient == 1 and s.invalid == {"unknown_event_type": 1}
-    assert settings.redis.key_prefix + "lurker" not in stored_keys(settings)
+    assert "lurker" not in stored_users(settings)
 
     s = backfill(settings, small_world, batch=64, engine=engine, progress=False)
     assert (s.written, s.stale) == (len(moved), len(salient_new) - len(moved))
@@ -123,7 +126,7 @@ def test_a_live_prediction_overwrites_a_backfilled_one_and_backfill_never_overwr
     s = backfill(settings, small_world, limit_users=3, engine=engine, progress=False)
     assert s.users == s.written == 3
     users = sorted({e["user_id"] for e in read_records(small_world, "events")})[:3]
-    assert stored_keys(settings) == [settings.redis.key_prefix + u for u in users]
+    assert stored_users(settings) == users
     live_user = users[0]
     client = AffinityClient(settings.redis)
     backfilled = client.get_many(users)
@@ -172,6 +175,15 @@ def test_a_live_prediction_overwrites_a_backfilled_one_and_backfill_never_overwr
         s = backfill(settings, small_world, limit_users=3, engine=engine, progress=False)
         assert (s.written, s.stale) == (0, 3)
         assert client.get_many(users) == after_live
+
+        # A backfill of a new slot fills that slot only: the live one keeps its live prediction.
+        s = backfill(settings, small_world, limit_users=3, engine=engine, progress=False, slot="g1")
+        assert (s.written, s.stale) == (3, 0) and stored_users(settings, "g1") == users
+        assert client.get_many(users) == after_live
+        in_new = client.get_many(users, slot="g1")
+        assert {u: (a.version, a.top) for u, a in in_new.items() if a} == {
+            u: (a.version, a.top) for u, a in backfilled.items() if a
+        }
     finally:
         client.close()
 
@@ -184,7 +196,7 @@ def test_cli_backfill_prints_its_summary(settings, redis_url, small_world, tiny_
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("backfilled 5 users in ")
     assert "written 5, skipped as stale 0" in out.stdout
-    assert len(stored_keys(settings)) == 5
+    assert len(stored_users(settings)) == 5
 
     bad = subprocess.run([*args, "--batch", "0"], env=env, capture_output=True, text=True)
     assert bad.returncode == 2 and "batch must be at least 1" in bad.stderr

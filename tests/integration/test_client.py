@@ -9,6 +9,7 @@ from pydantic import SecretStr
 from store_helpers import write
 
 from adcast.core.affinities import Affinities
+from adcast.core.slots import DEFAULT_SLOT
 from adcast.errors import ConfigError, StoreUnavailable
 from adcast.local.services import free_port
 from adcast.store import AffinityClient, AsyncAffinityClient, StoredAffinities
@@ -63,8 +64,10 @@ def test_age_is_seconds_since_computed(settings, redis_url):
 def test_a_hash_not_written_by_the_script_reads_as_missing(settings, redis_url):
     write(settings, [aff("good", 1)])
     with AffinityClient(settings.redis) as client:
-        client.redis.hset(client.key("partial"), mapping={"v": "4", "mv": "m"})
-        client.redis.hset(client.key("garbled"), mapping={"v": "4", "mv": "m", "ct": "1", "et": "1", "top": "[1]"})
+        client.redis.hset(client.key("partial", DEFAULT_SLOT), mapping={"v": "4", "mv": "m"})
+        client.redis.hset(
+            client.key("garbled", DEFAULT_SLOT), mapping={"v": "4", "mv": "m", "ct": "1", "et": "1", "top": "[1]"}
+        )
         got = client.get_many(["good", "partial", "garbled"])
     assert got["good"] is not None and got["partial"] is None and got["garbled"] is None
 

@@ -9,6 +9,7 @@ import pytest
 from store_helpers import write
 
 from adcast.core.affinities import Affinities
+from adcast.core.slots import DEFAULT_SLOT
 from adcast.errors import ConfigError
 from adcast.local.services import free_port, redis_binary
 from adcast.store import AffinityClient, AsyncAffinityClient
@@ -117,7 +118,7 @@ def test_only_newer_versions_are_written_on_a_cluster(cluster_settings, cluster)
     assert write(cluster_settings, mixed) == [True, True, False] * 10
     with AffinityClient(cluster_settings.redis) as client:
         got = client.get_many(users)
-        ttl = client.redis.ttl(client.key(users[0]))
+        ttl = client.redis.ttl(client.key(users[0], DEFAULT_SLOT))
     assert all(got[u].version == 15 and got[u].top == (("v15", 1.0),) for u in users[:10])
     assert all(got[u].version == 10 and got[u].top == aff(u, 10).top for u in users[10:])
     assert 0 < ttl <= cluster_settings.redis.ttl_seconds

@@ -15,6 +15,7 @@ from prometheus_client import REGISTRY
 
 from adcast.core.history import HistoryEvent
 from adcast.core.requests import PredictionRequest
+from adcast.core.slots import DEFAULT_SLOT
 from adcast.kafka import create_topics
 from adcast.wire import serde
 
@@ -166,7 +167,7 @@ def test_transient_errors_and_a_timeout_are_retried_then_written(settings, broke
     flaky = FailingEngine(engine, fail_first=3, sleep_first=1, sleep_s=2.5)
     users = [f"u{i}" for i in range(6)]
     retries_before = sample("adcast_retries_total", {"operation": "engine_score"})
-    timeouts_before = sample("adcast_engine_failures_total", {"reason": "engine_timeout"})
+    timeouts_before = sample("adcast_engine_failures_total", {"slot": DEFAULT_SLOT, "reason": "engine_timeout"})
 
     async def scenario():
         await produce(settings, [(u, request(u, 3)) for u in users])
@@ -184,7 +185,10 @@ def test_transient_errors_and_a_timeout_are_retried_then_written(settings, broke
     assert all(a is not None and a.version == 3 for a in found.values()), found
     assert stats.dead_letters == 0 and stats.engine_retries == 3
     assert sample("adcast_retries_total", {"operation": "engine_score"}) - retries_before == 3
-    assert sample("adcast_engine_failures_total", {"reason": "engine_timeout"}) - timeouts_before == 1
+    assert (
+        sample("adcast_engine_failures_total", {"slot": DEFAULT_SLOT, "reason": "engine_timeout"}) - timeouts_before
+        == 1
+    )
     assert committed == end
 
 

@@ -122,7 +122,8 @@ def test_health_metrics_and_openapi(settings, redis_url):
     assert 'adcast_lookup_users_total{result="missing"}' in text and "adcast_lookup_seconds_bucket" in text
     assert ostatus == 200 and spec["openapi"].startswith("3.")
     assert set(spec["paths"]) == {"/v1/affinities", "/healthz", "/metrics", "/openapi.json"}
-    [param] = spec["paths"]["/v1/affinities"]["get"]["parameters"]
+    param, *slot_params = spec["paths"]["/v1/affinities"]["get"]["parameters"]
+    assert [p["name"] for p in slot_params] == ["slot", "slots"]
     assert param["schema"]["maxItems"] == settings.serve.max_users
     assert param["schema"]["items"]["maxLength"] == MAX_ID_CHARS
     refs = {ref.split("/")[-1] for ref in _refs(spec)}

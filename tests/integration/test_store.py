@@ -5,6 +5,7 @@ import pytest
 from store_helpers import write
 
 from adcast.core.affinities import Affinities
+from adcast.core.slots import DEFAULT_SLOT, user_key
 from adcast.store import AffinityClient, StoredAffinities
 
 pytestmark = pytest.mark.integration
@@ -35,7 +36,7 @@ def test_out_of_order_batch_converges_to_the_newest(settings, redis_url):
 def test_ttl_is_set_and_missing_users_are_none(settings, redis_url):
     write(settings, [aff("u3", 1)])
     client = AffinityClient(settings.redis)
-    ttl = client.redis.ttl(settings.redis.key_prefix + "u3")
+    ttl = client.redis.ttl(user_key(settings.redis.key_prefix, DEFAULT_SLOT, "u3"))
     assert 0 < ttl <= settings.redis.ttl_seconds
     assert client.get_many(["u3", "nobody"]) == {
         "u3": StoredAffinities(*msgspec.structs.astuple(aff("u3", 1))),
@@ -47,7 +48,7 @@ def test_ttl_is_set_and_missing_users_are_none(settings, redis_url):
 def _string_at(settings, user: str) -> None:
     client = AffinityClient(settings.redis)
     try:
-        client.redis.set(settings.redis.key_prefix + user, "not a hash")
+        client.redis.set(user_key(settings.redis.key_prefix, DEFAULT_SLOT, user), "not a hash")
     finally:
         client.close()
 
@@ -61,7 +62,7 @@ def test_a_key_of_another_type_fails_its_own_write_only(settings, redis_url):
     assert isinstance(results[1], StoreKeyError) and results[1].reason == "wrong_type"
     with AffinityClient(settings.redis) as client:
         assert client.get("u1").version == 5 and client.get("u2").version == 5
-        assert client.redis.get(settings.redis.key_prefix + "bad") == "not a hash"  # left as it was
+        assert client.redis.get(user_key(settings.redis.key_prefix, DEFAULT_SLOT, "bad")) == "not a hash"  # left as it was
 
 
 def test_a_key_of_another_type_reads_as_missing_in_every_reader(settings, redis_url):

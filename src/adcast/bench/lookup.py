@@ -160,10 +160,11 @@ async def _measure(s: Settings, warmup: int, singles: list[str], batches: list[l
     """Every path on the same reads, taking turns in rounds (see _timed), so that load from other
     processes on the machine falls on all paths alike. Sync paths block the (otherwise idle) loop."""
     from adcast.core.affinities import FIELDS
+    from adcast.core.slots import DEFAULT_SLOT, user_key
     from adcast.store import AffinityClient, AsyncAffinityClient, redis_client
 
     def key(user_id: str) -> str:
-        return s.redis.key_prefix + user_id
+        return user_key(s.redis.key_prefix, DEFAULT_SLOT, user_id)
 
     def raw_batch(command: str) -> Callable[[list[str]], Any]:
         def run(users: list[str]) -> Any:
@@ -271,6 +272,7 @@ def _healthy(port: int) -> bool:
 
 
 def _delete(s: Settings, users: int) -> None:
+    from adcast.core.slots import DEFAULT_SLOT, user_key
     from adcast.store import redis_client
 
     raw = redis_client(s.redis)
@@ -278,7 +280,7 @@ def _delete(s: Settings, users: int) -> None:
         for start in range(0, users, FILL_CHUNK):
             with raw.pipeline(transaction=False) as pipe:
                 for i in range(start, min(users, start + FILL_CHUNK)):
-                    pipe.unlink(f"{s.redis.key_prefix}u{i:07d}")
+                    pipe.unlink(user_key(s.redis.key_prefix, DEFAULT_SLOT, f"u{i:07d}"))
                 pipe.execute()
     finally:
         raw.close()

@@ -86,9 +86,9 @@ class Scorer:
             except Exception as exc:
                 failure = EngineFailure("engine_error", f"{type(exc).__name__}: {exc}")
             else:
-                metrics.INFERENCE_SECONDS.observe(time.monotonic() - started)
+                metrics.INFERENCE_SECONDS.labels(self.settings.slot).observe(time.monotonic() - started)
                 return scored
-            metrics.ENGINE_FAILURES.labels(failure.reason).inc()
+            metrics.ENGINE_FAILURES.labels(self.settings.slot, failure.reason).inc()
             if self.stop.is_set():
                 raise Interrupted("told to stop while the engine failed")
             if attempt == attempts:

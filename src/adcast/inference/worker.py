@@ -1,5 +1,10 @@
 """The inference tier: prediction requests in, affinities out (Redis and the affinities topic).
 
+Slots: a worker writes one store slot (infer.slot; adcast.core.slots), says so in the slot pointer
+every HEARTBEAT_S, and reads the live requests topic and the rollout topic, taking rollout requests
+for its own slot only. Live requests come first: while the live topic has a backlog, the rollout
+partitions are paused. Affinity updates carry the slot in a header.
+
 Loop: consume requests into a micro-batch (max size, max wait), keep the newest per user, render
 prompts, score with the engine, write Redis through the version-guarded script, publish
 AffinityUpdate, and only then commit the consumed offsets. A crash anywhere before the commit
@@ -18,6 +23,7 @@ dead: the worker stops with EngineDead (that batch is neither dead-lettered nor 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import time
@@ -34,16 +40,19 @@ from adcast.core.affinities import Affinities
 from adcast.core.batching import MicroBatcher
 from adcast.core.prompt import render
 from adcast.core.requests import MAX_VERSION, MIN_VERSION, PredictionRequest
+from adcast.core.slots import SLOT_HEADER
 from adcast.engines.base import ScoringEngine
 from adcast.errors import EngineDead, EngineFailure, Interrupted, SerdeError, StoreKeyError, StoreUnavailable
 from adcast.inference.scoring import Scorer, backoff
-from adcast.kafka import aiokafka_config, ensure_dead_letter_topic
+from adcast.kafka import aiokafka_config, create_topics, ensure_dead_letter_topic
 from adcast.kafka.lag import LagReporter
 from adcast.store import AsyncAffinityStore
 from adcast.wire import serde
 from adcast.wire.schema_registry import activate as activate_schemas
 
 log = logging.getLogger(__name__)
+
+HEARTBEAT_S = 10.0  # how often a worker tells the slot pointer that its slot has a writer
 
 
 def _now_ms() -> int:
@@ -87,15 +96,21 @@ class InferenceWorker:
         self._failed_batches = 0  # micro-batches in a row of which nothing could be scored
         self.scorer = Scorer(settings.infer, engine, self.stop)
         self.lag = LagReporter("infer")
+        self.slot = settings.infer.slot
+        self._slot_header = self.slot.encode()
+        self._rollout_topic = settings.topics.name("rollout")
+        self._rollout_paused = False
 
     async def run(self) -> Stats:
         s = self.settings
         kafka = aiokafka_config(s)
+        await asyncio.to_thread(create_topics, s, 30.0, ["requests", "rollout"])
         consumer = AIOKafkaConsumer(
             s.topics.name("requests"),
+            self._rollout_topic,
             group_id=s.infer.group_id,
             enable_auto_commit=False,
-            auto_offset_reset="earliest",
+            auto_offset_reset=s.infer.start_at,
             session_timeout_ms=10_000,
             heartbeat_interval_ms=1_000,
             max_poll_interval_ms=300_000,
@@ -106,7 +121,7 @@ class InferenceWorker:
         # Not idempotent: aiokafka's InitProducerId fails on the local broker, and duplicates of
         # the affinities topic are harmless (audit log, versioned records).
         producer = AIOKafkaProducer(acks="all", linger_ms=5, max_request_size=s.kafka.max_request_bytes, **kafka)
-        store = AsyncAffinityStore(s.redis)
+        store = AsyncAffinityStore(s.redis, self.slot)
         try:
             await producer.start()
             await consumer.start()
@@ -116,13 +131,18 @@ class InferenceWorker:
             await store.close()
             raise
         log.info(
-            "inference worker started group=%s topic=%s model=%s",
+            "inference worker started group=%s topic=%s slot=%s model=%s",
             s.infer.group_id,
             s.topics.name("requests"),
+            self.slot,
             self.engine.model_version,
         )
+        announced = 0.0
         try:
             while not self.stop.is_set():
+                if time.monotonic() - announced >= HEARTBEAT_S:
+                    announced = time.monotonic()
+                    await self._announce(store)
                 timeout = self.batcher.wait_ms(_now_ms()) if len(self.batcher) else s.infer.max_wait_ms
                 # Fetch no more than the batch has room for, so a micro-batch never exceeds max_batch.
                 room = max(1, s.infer.max_batch - len(self.batcher))
@@ -132,6 +152,7 @@ class InferenceWorker:
                         await self._add(m, producer)
                         self._offsets[tp] = m.offset + 1
                 await self.lag.report(consumer.assignment(), consumer.highwater, consumer.position)
+                await self._prioritise_live(consumer)
                 if self.batcher.ready(_now_ms()) or (self._offsets and not len(self.batcher)):
                     await self._flush(consumer, producer, store)
             if len(self.batcher) or self._offsets:
@@ -158,7 +179,37 @@ class InferenceWorker:
             )
         return self.stats
 
+    async def _announce(self, store: AsyncAffinityStore) -> None:
+        try:
+            if await store.announce(_now_ms()):
+                log.info("slot %s is live: it is the first slot of this store", self.slot)
+        except StoreUnavailable as exc:
+            log.warning("could not tell the slot pointer that slot %s runs: %s", self.slot, exc)
+
+    async def _prioritise_live(self, consumer: AIOKafkaConsumer) -> None:
+        """Pause the rollout partitions while a live partition is a micro-batch or more behind,
+        and resume them once live traffic is caught up: a rollout never delays live requests."""
+        assigned = consumer.assignment()
+        rollout = [tp for tp in assigned if tp.topic == self._rollout_topic]
+        if not rollout:
+            return
+        behind = 0
+        for tp in assigned:
+            if tp.topic != self._rollout_topic:
+                high = consumer.highwater(tp)
+                if high is not None:
+                    with contextlib.suppress(Exception):  # revoked meanwhile
+                        behind += max(0, high - await consumer.position(tp))
+        pause = behind >= self.settings.infer.max_batch
+        if pause != self._rollout_paused:
+            (consumer.pause if pause else consumer.resume)(*rollout)
+            self._rollout_paused = pause
+            log.debug("rollout partitions %s, live backlog %s", "paused" if pause else "resumed", behind)
+
     async def _add(self, message: Any, producer: AIOKafkaProducer) -> None:
+        if message.topic == self._rollout_topic and not self._for_this_slot(message):
+            metrics.ROLLOUT_SKIPPED.inc()
+            return
         try:
             request = PredictionRequest.from_record(serde.decode(serde.REQUEST, message.value))
         except SerdeError as exc:
@@ -171,6 +222,9 @@ class InferenceWorker:
             await self._dead_letter_one(producer, message, "validate", "version_out_of_range", detail)
             return
         self.batcher.add(_Pending(request, message), _now_ms())
+
+    def _for_this_slot(self, message: Any) -> bool:
+        return any(k == SLOT_HEADER and v == self._slot_header for k, v in message.headers or ())
 
     async def _dead_letter_one(
         self, producer: AIOKafkaProducer, message: Any, stage: str, reason: str, detail: str
@@ -275,15 +329,22 @@ class InferenceWorker:
                 await self._dead_letter(producer, "store", refused)
             topic = self.settings.topics.name("affinities")
             sends = [
-                await producer.send(topic, serde.encode(serde.AFFINITY, a.to_record()), key=a.user_id.encode())
+                await producer.send(
+                    topic,
+                    serde.encode(serde.AFFINITY, a.to_record()),
+                    key=a.user_id.encode(),
+                    headers=[(SLOT_HEADER, self._slot_header)],
+                )
                 for a, r in zip(items, results, strict=True)
                 if not isinstance(r, StoreKeyError)
             ]
             await asyncio.gather(*sends)
             for a, r in zip(items, results, strict=True):
-                metrics.WRITES.labels("failed" if isinstance(r, StoreKeyError) else "written" if r else "stale").inc()
+                metrics.WRITES.labels(
+                    self.slot, "failed" if isinstance(r, StoreKeyError) else "written" if r else "stale"
+                ).inc()
                 if r is True:
-                    metrics.FRESHNESS_SECONDS.observe(max(0, written_at - a.newest_event_time) / 1000)
+                    metrics.FRESHNESS_SECONDS.labels(self.slot).observe(max(0, written_at - a.newest_event_time) / 1000)
             self.stats.batches += 1
             self.stats.scored += len(items)
             self.stats.written += results.count(True)

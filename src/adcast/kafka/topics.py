@@ -13,7 +13,7 @@ log = logging.getLogger(__name__)
 
 # Topics keyed by user share the partition count so one user's data stays on one worker: the
 # stream tier reads events and profiles as co-partitioned inputs of one table.
-KEYED_TOPICS = ("events", "requests", "affinities")
+KEYED_TOPICS = ("events", "requests", "affinities", "rollout")
 
 
 def topic_specs(settings: Settings) -> dict[str, tuple[int, dict[str, str]]]:

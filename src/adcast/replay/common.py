@@ -113,11 +113,12 @@ def produce(
     key: str | bytes | None,
     value: bytes,
     on_delivery: Callable[..., None] | None = None,
+    headers: list[tuple[str, bytes]] | None = None,
 ) -> None:
     raw_key = key.encode() if isinstance(key, str) else key
     while True:
         try:
-            producer.produce(topic, key=raw_key, value=value, on_delivery=on_delivery)
+            producer.produce(topic, key=raw_key, value=value, on_delivery=on_delivery, headers=headers)
             return
         except BufferError:
             producer.poll(0.05)  # local queue full: let deliveries drain

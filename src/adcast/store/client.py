@@ -1,5 +1,8 @@
 """The readers: AffinityClient (sync) and AsyncAffinityClient, one round trip per Redis node.
 
+They read the live slot (adcast.core.slots), as the slot pointer names it, by default; a named
+slot for an experiment; or several slots at once (get_many_slots).
+
 A batch read on a single Redis is one buffer of HMGETs (pack_hmgets) whose replies are read
 straight off one pooled connection; on Redis Cluster it is one pipeline, which redis-py splits by
 node. A user without a stored prediction, or with one that cannot be read, is None.
@@ -8,6 +11,7 @@ node. A user without a stored prediction, or with one that cannot be read, is No
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -15,6 +19,7 @@ from typing import Any
 from adcast import metrics
 from adcast.config import RedisSettings
 from adcast.core.affinities import FIELDS, Affinities
+from adcast.core.slots import SlotPointer, check_slot, pointer_key, user_key
 from adcast.store.connection import async_redis_client, key_error, mapped_errors, redis_client
 
 log = logging.getLogger(__name__)
@@ -95,25 +100,99 @@ def _read_replies(conn: Any, count: int) -> list[Any]:
     return replies
 
 
+READ_FIELDS = ("live", "previous")  # of the slot pointer, what a reader of the live slot needs
+
+
+class PointerCache:
+    """The slot pointer as last read, re-read once it is older than `redis.pointer_refresh_s`: a
+    promote reaches every reader within that time, and readers pay one pointer read per interval."""
+
+    def __init__(self, refresh_s: float) -> None:
+        self.refresh_s = refresh_s
+        self.pointer: SlotPointer | None = None
+        self.read_at = -math.inf
+
+    def current(self) -> SlotPointer | None:
+        return self.pointer if time.monotonic() - self.read_at < self.refresh_s else None
+
+    def update(self, values: list[str | None]) -> SlotPointer:
+        """From the reply to HMGET <pointer> READ_FIELDS (readers need no more than HMGET)."""
+        fields = {f: v for f, v in zip(READ_FIELDS, values, strict=True) if v is not None}
+        self.pointer, self.read_at = SlotPointer.from_hash(fields), time.monotonic()
+        return self.pointer
+
+
+def _slots_to_read(slot: str | None, pointer: SlotPointer) -> list[str]:
+    """A named slot alone; else the live one, then the one to fall back on (see SlotPointer)."""
+    if slot is not None:
+        return [slot]
+    live, fallback = pointer.read_slots()
+    return [live] if fallback is None else [live, fallback]
+
+
+def _by_slot(
+    users: list[str], slots: Sequence[str], rows: list[Any], settings: RedisSettings
+) -> dict[str, dict[str, StoredAffinities | None]]:
+    n = len(users)
+    return {
+        slot: {u: _decode(u, values, settings) for u, values in zip(users, rows[i * n : (i + 1) * n], strict=True)}
+        for i, slot in enumerate(slots)
+    }
+
+
+def _first_found(users: list[str], found: dict[str, dict[str, StoredAffinities | None]]) -> dict[str, Any]:
+    """Each user's record from the first slot (in read order) that holds one."""
+    out: dict[str, StoredAffinities | None] = {}
+    for u in users:
+        out[u] = next((f[u] for f in found.values() if f[u] is not None), None)
+    return out
+
+
 class AffinityClient:
-    """Synchronous reader for ranking servers and tools. Thread-safe (redis-py's connection pool)."""
+    """Synchronous reader for ranking servers and tools. Thread-safe (redis-py's connection pool).
 
-    def __init__(self, settings: RedisSettings) -> None:
+    `slot`: read this slot instead of the live one (an experiment's arm, a shadow)."""
+
+    def __init__(self, settings: RedisSettings, slot: str | None = None) -> None:
         self.settings = settings
+        self.slot = None if slot is None else check_slot(slot)
         self.redis = redis_client(settings)
+        self._pointer = PointerCache(settings.pointer_refresh_s)
 
-    def key(self, user_id: str) -> str:
-        return self.settings.key_prefix + user_id
+    def key(self, user_id: str, slot: str) -> str:
+        return user_key(self.settings.key_prefix, slot, user_id)
 
-    def get(self, user_id: str) -> StoredAffinities | None:
-        return self.get_many([user_id])[user_id]
+    def pointer(self) -> SlotPointer:
+        """The slot pointer, cached for `redis.pointer_refresh_s`."""
+        cached = self._pointer.current()
+        if cached is not None:
+            return cached
+        with mapped_errors(self.settings):
+            return self._pointer.update(self.redis.hmget(pointer_key(self.settings.key_prefix), READ_FIELDS))
 
-    def get_many(self, user_ids: Iterable[str]) -> dict[str, StoredAffinities | None]:
-        """Every requested user (duplicates once), in one round trip per Redis node."""
+    def get(self, user_id: str, slot: str | None = None) -> StoredAffinities | None:
+        return self.get_many([user_id], slot)[user_id]
+
+    def get_many(self, user_ids: Iterable[str], slot: str | None = None) -> dict[str, StoredAffinities | None]:
+        """Every requested user (duplicates once), in one round trip per Redis node, from `slot`
+        (default: the client's slot, else the live one)."""
         users = list(dict.fromkeys(user_ids))
         if not users:
             return {}
-        keys = [self.key(u) for u in users]
+        slot = slot or self.slot
+        slots = _slots_to_read(slot, SlotPointer() if slot else self.pointer())
+        return _first_found(users, self._read(users, slots))
+
+    def get_many_slots(
+        self, user_ids: Iterable[str], slots: Sequence[str]
+    ) -> dict[str, dict[str, StoredAffinities | None]]:
+        """slot -> user -> record for every named slot, all in one round trip per Redis node (an
+        A/B test reads both arms at once)."""
+        users = list(dict.fromkeys(user_ids))
+        return self._read(users, [check_slot(s) for s in dict.fromkeys(slots)]) if users else {}
+
+    def _read(self, users: list[str], slots: Sequence[str]) -> dict[str, dict[str, StoredAffinities | None]]:
+        keys = [self.key(u, slot) for slot in slots for u in users]
         with mapped_errors(self.settings):
             if self.settings.cluster:
                 with self.redis.pipeline(transaction=False) as pipe:
@@ -122,7 +201,7 @@ class AffinityClient:
                     rows = pipe.execute(raise_on_error=False)
             else:
                 rows = self._hmget_many(keys)
-            return {u: _decode(u, values, self.settings) for u, values in zip(users, rows, strict=True)}
+            return _by_slot(users, slots, rows, self.settings)
 
     def _hmget_many(self, keys: list[str]) -> list[Any]:
         import redis.exceptions as rex
@@ -171,24 +250,44 @@ async def _reply_or_error(conn: Any) -> Any:
 
 
 class AsyncAffinityClient:
-    """The asyncio reader (the HTTP lookup service uses it). Create and use it on one event loop."""
+    """The asyncio reader (the HTTP lookup service uses it). Create and use it on one event loop.
+    The same reads as AffinityClient."""
 
-    def __init__(self, settings: RedisSettings) -> None:
+    def __init__(self, settings: RedisSettings, slot: str | None = None) -> None:
         self.settings = settings
+        self.slot = None if slot is None else check_slot(slot)
         self.redis = async_redis_client(settings)
+        self._pointer = PointerCache(settings.pointer_refresh_s)
 
-    def key(self, user_id: str) -> str:
-        return self.settings.key_prefix + user_id
+    def key(self, user_id: str, slot: str) -> str:
+        return user_key(self.settings.key_prefix, slot, user_id)
 
-    async def get(self, user_id: str) -> StoredAffinities | None:
-        return (await self.get_many([user_id]))[user_id]
+    async def pointer(self) -> SlotPointer:
+        cached = self._pointer.current()
+        if cached is not None:
+            return cached
+        with mapped_errors(self.settings):
+            return self._pointer.update(await self.redis.hmget(pointer_key(self.settings.key_prefix), READ_FIELDS))
 
-    async def get_many(self, user_ids: Iterable[str]) -> dict[str, StoredAffinities | None]:
-        """Every requested user (duplicates once), in one round trip per Redis node."""
+    async def get(self, user_id: str, slot: str | None = None) -> StoredAffinities | None:
+        return (await self.get_many([user_id], slot))[user_id]
+
+    async def get_many(self, user_ids: Iterable[str], slot: str | None = None) -> dict[str, StoredAffinities | None]:
         users = list(dict.fromkeys(user_ids))
         if not users:
             return {}
-        keys = [self.key(u) for u in users]
+        slot = slot or self.slot
+        slots = _slots_to_read(slot, SlotPointer() if slot else await self.pointer())
+        return _first_found(users, await self._read(users, slots))
+
+    async def get_many_slots(
+        self, user_ids: Iterable[str], slots: Sequence[str]
+    ) -> dict[str, dict[str, StoredAffinities | None]]:
+        users = list(dict.fromkeys(user_ids))
+        return await self._read(users, [check_slot(s) for s in dict.fromkeys(slots)]) if users else {}
+
+    async def _read(self, users: list[str], slots: Sequence[str]) -> dict[str, dict[str, StoredAffinities | None]]:
+        keys = [self.key(u, slot) for slot in slots for u in users]
         with mapped_errors(self.settings):
             if self.settings.cluster:
                 async with self.redis.pipeline(transaction=False) as pipe:
@@ -197,7 +296,7 @@ class AsyncAffinityClient:
                     rows = await pipe.execute(raise_on_error=False)
             else:
                 rows = await self._hmget_many(keys)
-            return {u: _decode(u, values, self.settings) for u, values in zip(users, rows, strict=True)}
+            return _by_slot(users, slots, rows, self.settings)
 
     async def _hmget_many(self, keys: list[str]) -> list[Any]:
         import redis.exceptions as rex

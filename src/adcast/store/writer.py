@@ -9,6 +9,7 @@ from typing import Any
 
 from adcast.config import RedisSettings
 from adcast.core.affinities import Affinities
+from adcast.core.slots import DEFAULT_SLOT, WRITER, check_slot, pointer_key, user_key
 from adcast.errors import StoreKeyError
 from adcast.store.connection import async_redis_client, key_error, mapped_errors
 
@@ -18,16 +19,31 @@ def write_script() -> str:
 
 
 class AsyncAffinityStore:
-    """The inference tier's writer (redis.asyncio): store.lua per user, one pipeline per batch."""
+    """The inference tier's writer (redis.asyncio) of one slot: store.lua per user, one pipeline
+    per batch; the version guard is per slot (each slot is its own set of keys)."""
 
-    def __init__(self, settings: RedisSettings) -> None:
+    def __init__(self, settings: RedisSettings, slot: str = DEFAULT_SLOT) -> None:
         self.settings = settings
+        self.slot = check_slot(slot)
         self.redis = async_redis_client(settings)
         self._script = write_script()
         self._sha = hashlib.sha1(self._script.encode()).hexdigest()
 
     def key(self, user_id: str) -> str:
-        return self.settings.key_prefix + user_id
+        return user_key(self.settings.key_prefix, self.slot, user_id)
+
+    async def announce(self, now_ms: int) -> bool:
+        """Say, in the slot pointer, that a writer of this slot runs now; the first slot ever
+        written becomes live (a new deployment needs no promote). Returns whether it did."""
+        key = pointer_key(self.settings.key_prefix)
+        with mapped_errors(self.settings):
+            async with self.redis.pipeline(transaction=True) as pipe:  # one key: fine on a cluster
+                pipe.hsetnx(key, "live", self.slot)
+                pipe.hset(key, f"{WRITER}{self.slot}", now_ms)
+                became_live, _ = await pipe.execute()
+            if became_live:
+                await self.redis.hset(key, "updated_at", now_ms)
+        return bool(became_live)
 
     async def write_many(self, items: list[Affinities]) -> list[bool | StoreKeyError]:
         """Write each item if newer; returns per item whether it was written, or the StoreKeyError
