@@ -36,6 +36,7 @@ from adcast.wire.history_encoder import encode_request
 log = logging.getLogger(__name__)
 
 WINDOW = 5000  # changelog records whose users are deduplicated before their requests go out
+# Paced, a window is about a second of requests, so that the position is saved about every second.
 REASON = "rollout"
 _CHECK_BATCH = 1000  # users per Redis read of a coverage check
 
@@ -91,6 +92,7 @@ def rollout(
         pacer, limits, headers = Pacer(rate, None), settings.stream.history_limits(), [(SLOT_HEADER, slot.encode())]
         window: dict[str, UserHistory] = {}
         positions: dict[int, int] = {}
+        window_records = WINDOW if rate is None else max(1, min(WINDOW, int(rate)))
 
         def flush() -> None:
             now = int(time.time() * 1000)
@@ -112,7 +114,7 @@ def rollout(
                 if rec.history is not None and rec.history.version >= 0:
                     window.pop(rec.history.user_id, None)
                     window[rec.history.user_id] = rec.history
-                if summary.records % WINDOW == 0:
+                if summary.records % window_records == 0:
                     flush()
                 bar.update(1)
                 bar.set_postfix(requests=summary.requested, refresh=False)
@@ -123,6 +125,16 @@ def rollout(
     summary.seconds = time.monotonic() - started
     log.info("rollout slot=%s records=%s requests=%s", slot, summary.records, summary.requested)
     return summary
+
+
+def saved_position(settings: Settings, slot: str) -> dict[int, int]:
+    """partition -> the changelog offset a resumed rollout of the slot starts at (none saved: {})."""
+    topic = changelog_topic(settings)
+    consumer = state_consumer(settings, f"{settings.stream.app_id}-rollout-{check_slot(slot)}")
+    try:
+        return _committed(consumer, topic, list(partition_ends(consumer, topic)))
+    finally:
+        consumer.close()
 
 
 def _committed(consumer: Any, topic: str, partitions: list[int]) -> dict[int, int]:
