@@ -2,14 +2,15 @@
 
 import asyncio
 
+from adcast.core.slots import DEFAULT_SLOT
 from adcast.store import AsyncAffinityStore
 
 
-def write(settings, items):
-    """Write `items` (Affinities) with the inference tier's writer; returns one bool per item."""
+def write(settings, items, slot=DEFAULT_SLOT):
+    """Write `items` (Affinities) with the inference tier's writer into `slot`; returns one bool per item."""
 
     async def go():
-        store = AsyncAffinityStore(settings.redis)
+        store = AsyncAffinityStore(settings.redis, slot)
         try:
             return await store.write_many(items)
         finally:

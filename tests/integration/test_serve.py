@@ -219,3 +219,20 @@ def test_bench_lookup_runs_every_path(settings, redis_url):
     assert all(0 < cell["single_ms_p50"] <= cell["single_ms_p99"] for cell in report["paths"].values())
     with AffinityClient(settings.redis) as client:
         assert client.redis.keys(prefix + "*") == []  # the bench cleaned up
+
+
+def test_a_named_slot_and_several_slots_in_one_request(settings, redis_url):
+    write(settings, [aff("u1", 3)])  # the default slot, live while no pointer names another
+    write(settings, [aff("u1", 9), aff("u2", 9)], "g5")
+    (live, named, both, bad, twice) = call(
+        settings,
+        ("GET", "/v1/affinities?user_id=u1&user_id=u2"),
+        ("GET", "/v1/affinities?user_id=u1&user_id=u2&slot=g5"),
+        ("GET", "/v1/affinities?user_id=u1&slots=g0,g5"),
+        ("GET", "/v1/affinities?user_id=u1&slot=g%7B1%7D"),
+        ("GET", "/v1/affinities?user_id=u1&slot=g0&slots=g5"),
+    )
+    assert live[0] == 200 and live[2]["users"]["u1"]["version"] == 3 and live[2]["users"]["u2"] is None
+    assert named[0] == 200 and {u: r["version"] for u, r in named[2]["users"].items()} == {"u1": 9, "u2": 9}
+    assert both[0] == 200 and {s: r["u1"]["version"] for s, r in both[2]["slots"].items()} == {"g0": 3, "g5": 9}
+    assert bad[0] == twice[0] == 400 and bad[2]["error"]["code"] == twice[2]["error"]["code"] == "invalid_slot"
