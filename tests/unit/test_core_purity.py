@@ -13,6 +13,7 @@ CORE = [
     "adcast.core.requests",
     "adcast.core.examples",
     "adcast.core.affinities",
+    "adcast.core.slots",
     "adcast.errors",
 ]
 

@@ -207,18 +207,21 @@ def test_compose_stream_state_volume_is_the_configured_data_dir(settings_from: A
 
 
 def test_inference_requests_a_gpu() -> None:
-    (deployment,) = _kind("Deployment")
-    (container,) = deployment["spec"]["template"]["spec"]["containers"]
-    assert int(container["resources"]["limits"]["nvidia.com/gpu"]) == 1
+    deployments = _kind("Deployment")  # the live inference tier and its shadow
+    assert deployments
+    for deployment in deployments:
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        assert int(container["resources"]["limits"]["nvidia.com/gpu"]) == 1, deployment["metadata"]["name"]
 
 
 def test_metrics_ports_are_annotated(settings_from: Any) -> None:
-    for kind in ("StatefulSet", "Deployment"):
-        (workload,) = _kind(kind)
+    workloads = [*_kind("StatefulSet"), *_kind("Deployment")]
+    assert {w["kind"] for w in workloads} == {"StatefulSet", "Deployment"}
+    for workload in workloads:
         template = workload["spec"]["template"]
         (container,) = template["spec"]["containers"]
         port = settings_from(_container_env(container)).metrics_port
-        assert port, f"{kind} serves no metrics"
+        assert port, f"{workload['metadata']['name']} serves no metrics"
         assert template["metadata"]["annotations"]["prometheus.io/port"] == str(port)
         assert port in {p["containerPort"] for p in container["ports"]}
 
@@ -228,10 +231,10 @@ def test_secrets_stay_out_of_config_maps() -> None:
     secret = {"ADCAST_REDIS__URL"} | {n for n, kind in _settings_fields().items() if "SecretStr" in str(kind)}
     for config_map in _kind("ConfigMap"):
         assert not secret & set(config_map.get("data", {})), config_map["metadata"]["name"]
-    (deployment,) = _kind("Deployment")
-    (container,) = deployment["spec"]["template"]["spec"]["containers"]
-    refs = {e["name"] for e in container.get("env", []) if "secretKeyRef" in e.get("valueFrom", {})}
-    assert "ADCAST_REDIS__URL" in refs
+    for deployment in _kind("Deployment"):
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        refs = {e["name"] for e in container.get("env", []) if "secretKeyRef" in e.get("valueFrom", {})}
+        assert "ADCAST_REDIS__URL" in refs, deployment["metadata"]["name"]
 
 
 @pytest.mark.parametrize("path", DOCKERFILES, ids=lambda p: p.name)
@@ -308,9 +311,9 @@ def test_k8s_topics_match_topic_specs(settings_from: Any) -> None:
     expected = topic_specs(settings)
     assert _created_topics("\n".join(container["args"])) == expected
     # A worker beyond its input topic's partitions would sit idle.
-    (deployment,) = _kind("Deployment")
     assert statefulset["spec"]["replicas"] <= expected[settings.topics.name("events")][0]
-    assert deployment["spec"]["replicas"] <= expected[settings.topics.name("requests")][0]
+    for deployment in _kind("Deployment"):
+        assert deployment["spec"]["replicas"] <= expected[settings.topics.name("requests")][0]
 
 
 def _pod_specs() -> list[tuple[str, dict[str, Any]]]:

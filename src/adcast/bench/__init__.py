@@ -20,6 +20,7 @@ BENCHMARKS: dict[str, tuple[str, str | None]] = {
     "prefix-cache": ("vLLM with and without prefix caching on users' successive prompts", "vllm"),
     "ingest": ("stream-tier events/s beside Faust's and aiokafka's ceilings, same topic", None),
     "e2e": ("the whole pipeline under a live load: freshness, predictions/event, batches, lag", "torch"),
+    "rollout": ("live freshness before and during a rollout that re-scores everyone into a new slot", "torch"),
     "lookup": ("read latency p50/p99: raw redis-py, sync and async clients, HTTP service", None),
     "state-size": ("serialized bytes of the stream tier's per-user history vs its bound", None),
 }

@@ -30,6 +30,7 @@ from operator import attrgetter
 from adcast.errors import ConfigError
 
 DEFAULT_SLOT = "g0"
+ROLLOUT_REASON = "rollout"  # the reason of the prediction requests `adcast rollout` emits
 SLOT_HEADER = "adcast-slot"  # Kafka header naming the slot of a rollout request or an affinity update
 SLOT_NAME = r"^[A-Za-z0-9_.-]{1,32}$"
 _NAME = re.compile(SLOT_NAME)

@@ -40,7 +40,7 @@ from adcast.core.affinities import Affinities
 from adcast.core.batching import MicroBatcher
 from adcast.core.prompt import render
 from adcast.core.requests import MAX_VERSION, MIN_VERSION, PredictionRequest
-from adcast.core.slots import SLOT_HEADER
+from adcast.core.slots import ROLLOUT_REASON, SLOT_HEADER
 from adcast.engines.base import ScoringEngine
 from adcast.errors import EngineDead, EngineFailure, Interrupted, SerdeError, StoreKeyError, StoreUnavailable
 from adcast.inference.scoring import Scorer, backoff
@@ -339,11 +339,12 @@ class InferenceWorker:
                 if not isinstance(r, StoreKeyError)
             ]
             await asyncio.gather(*sends)
-            for a, r in zip(items, results, strict=True):
+            for (p, _), a, r in zip(scored, items, results, strict=True):
                 metrics.WRITES.labels(
                     self.slot, "failed" if isinstance(r, StoreKeyError) else "written" if r else "stale"
                 ).inc()
-                if r is True:
+                # A rollout request carries a history that may be days old: its age is no freshness.
+                if r is True and p.request.reason != ROLLOUT_REASON:
                     metrics.FRESHNESS_SECONDS.labels(self.slot).observe(max(0, written_at - a.newest_event_time) / 1000)
             self.stats.batches += 1
             self.stats.scored += len(items)

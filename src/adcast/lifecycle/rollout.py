@@ -26,7 +26,7 @@ from typing import Any
 from adcast.config import Settings
 from adcast.core.history import UserHistory
 from adcast.core.requests import PredictionRequest
-from adcast.core.slots import SLOT_HEADER, check_slot
+from adcast.core.slots import ROLLOUT_REASON, SLOT_HEADER, check_slot
 from adcast.kafka import create_topics
 from adcast.lifecycle.state import changelog_topic, partition_ends, read_range, state_consumer
 from adcast.replay.common import Pacer, event_producer, produce
@@ -37,7 +37,6 @@ log = logging.getLogger(__name__)
 
 WINDOW = 5000  # changelog records whose users are deduplicated before their requests go out
 # Paced, a window is about a second of requests, so that the position is saved about every second.
-REASON = "rollout"
 _CHECK_BATCH = 1000  # users per Redis read of a coverage check
 
 
@@ -98,7 +97,7 @@ def rollout(
             now = int(time.time() * 1000)
             for history in window.values():
                 pacer.wait(summary.requested, 0)
-                request = PredictionRequest.from_history(history, REASON, now, limits)
+                request = PredictionRequest.from_history(history, ROLLOUT_REASON, now, limits)
                 produce(producer, to_topic, history.user_id, encode_request(request), headers=headers)
                 summary.requested += 1
             producer.flush()  # delivered before the position passes them
