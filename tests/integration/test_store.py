@@ -62,7 +62,9 @@ def test_a_key_of_another_type_fails_its_own_write_only(settings, redis_url):
     assert isinstance(results[1], StoreKeyError) and results[1].reason == "wrong_type"
     with AffinityClient(settings.redis) as client:
         assert client.get("u1").version == 5 and client.get("u2").version == 5
-        assert client.redis.get(user_key(settings.redis.key_prefix, DEFAULT_SLOT, "bad")) == "not a hash"  # left as it was
+        assert (
+            client.redis.get(user_key(settings.redis.key_prefix, DEFAULT_SLOT, "bad")) == "not a hash"
+        )  # left as it was
 
 
 def test_a_key_of_another_type_reads_as_missing_in_every_reader(settings, redis_url):
