@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -133,6 +134,9 @@ def test_rollout_promote_and_retire_under_live_load(
         resumed = cli(env_b, "rollout", "--slot", "gb", "--rate", "40", "--wait", "0", "--quiet")
         assert resumed.returncode == 0, resumed.stderr
         assert "(resumed)" in resumed.stdout, resumed.stdout
+        # One request per user at most, however many changelog records a user has.
+        requested = int(re.search(r"([\d,]+) requests", resumed.stdout).group(1).replace(",", ""))
+        assert 0 < requested <= len(users), resumed.stdout
         live.join(timeout=120)
         expected = expected_versions(first.delivered + second[0].delivered)
 

@@ -7,10 +7,14 @@ inference workers of that slot (one consumer group, as many workers as partition
 write the slot; workers of other slots skip it, and every worker serves its live requests first.
 Kafka spreads the work: there is nothing else to operate.
 
+One request per user: each changelog partition is read twice, first for each user's newest record
+in the range (keys and offsets only), then to emit a request for those records. Until the broker
+compacts the changelog a user may have many records there; only the newest counts.
+
 Position: the changelog offsets done are committed in the consumer group
-`<stream.app_id>-rollout-<slot>` after the requests before them are delivered, so a restarted
-rollout resumes where the last one stopped (`restart=True` starts over). A user's requests keep
-their order (one key, one partition), and the store's version guard makes a repeat harmless.
+`<stream.app_id>-rollout-<slot>` about every second, after the requests before them are
+delivered, so a restarted rollout resumes where the last one stopped (`restart=True` starts
+over). The store's version guard makes a request sent twice harmless.
 
 Coverage: of the users the state knows (a salient event folded in), how many the slot holds a
 record for (`held`), and how many at their current version or newer (`current`).
@@ -20,23 +24,23 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from adcast.config import Settings
-from adcast.core.history import UserHistory
 from adcast.core.requests import PredictionRequest
 from adcast.core.slots import ROLLOUT_REASON, SLOT_HEADER, check_slot
 from adcast.kafka import create_topics
-from adcast.lifecycle.state import changelog_topic, partition_ends, read_range, state_consumer
+from adcast.lifecycle.state import changelog_topic, partition_ends, read_messages, read_range, state_consumer
 from adcast.replay.common import Pacer, event_producer, produce
 from adcast.store import AffinityClient, SlotAdmin
 from adcast.wire.history_encoder import encode_request
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
-WINDOW = 5000  # changelog records whose users are deduplicated before their requests go out
-# Paced, a window is about a second of requests, so that the position is saved about every second.
+SAVE_EVERY_S = 1.0  # how often the position is saved (after the requests before it are delivered)
 _CHECK_BATCH = 1000  # users per Redis read of a coverage check
 
 
@@ -70,7 +74,6 @@ class Coverage:
 def rollout(
     settings: Settings, slot: str, rate: float | None = None, restart: bool = False, progress: bool = True
 ) -> RolloutSummary:
-    from confluent_kafka import TopicPartition
     from tqdm import tqdm
 
     check_slot(slot)
@@ -89,41 +92,47 @@ def rollout(
         summary.resumed = bool(done)
         ranges = {p: (max(low, done.get(p, low)), high) for p, (low, high) in ends.items()}
         pacer, limits, headers = Pacer(rate, None), settings.stream.history_limits(), [(SLOT_HEADER, slot.encode())]
-        window: dict[str, UserHistory] = {}
-        positions: dict[int, int] = {}
-        window_records = WINDOW if rate is None else max(1, min(WINDOW, int(rate)))
-
-        def flush() -> None:
-            now = int(time.time() * 1000)
-            for history in window.values():
-                pacer.wait(summary.requested, 0)
-                request = PredictionRequest.from_history(history, ROLLOUT_REASON, now, limits)
-                produce(producer, to_topic, history.user_id, encode_request(request), headers=headers)
-                summary.requested += 1
-            producer.flush()  # delivered before the position passes them
-            if positions:
-                consumer.commit(offsets=[TopicPartition(topic, p, o) for p, o in positions.items()], asynchronous=False)
-            window.clear()
-
         total = sum(end - start for start, end in ranges.values())
-        with tqdm(total=total, unit="rec", desc=f"rollout {slot}", disable=not progress, mininterval=0.5) as bar:
-            for rec in read_range(consumer, topic, ranges):
-                summary.records += 1
-                positions[rec.partition] = rec.offset + 1
-                if rec.history is not None and rec.history.version >= 0:
-                    window.pop(rec.history.user_id, None)
-                    window[rec.history.user_id] = rec.history
-                if summary.records % window_records == 0:
-                    flush()
-                bar.update(1)
-                bar.set_postfix(requests=summary.requested, refresh=False)
-            flush()
+        bar = tqdm(total=2 * total, unit="rec", desc=f"rollout {slot}", disable=not progress, mininterval=0.5)
+        with bar:
+            for p, (start, end) in ranges.items():
+                if start >= end:
+                    continue
+                # First pass: each user's newest record in the range (a set of offsets, not histories).
+                newest = {m.key(): m.offset() for m in _counted(read_messages(consumer, topic, {p: (start, end)}), bar)}
+                wanted = set(newest.values())
+                saved_at = time.monotonic()
+                for rec in _counted(read_range(consumer, topic, {p: (start, end)}), bar):
+                    summary.records += 1
+                    h = rec.history
+                    if rec.offset in wanted and h is not None and h.version >= 0:
+                        pacer.wait(summary.requested, 0)
+                        request = PredictionRequest.from_history(h, ROLLOUT_REASON, int(time.time() * 1000), limits)
+                        produce(producer, to_topic, h.user_id, encode_request(request), headers=headers)
+                        summary.requested += 1
+                        bar.set_postfix(requests=summary.requested, refresh=False)
+                    if time.monotonic() - saved_at >= SAVE_EVERY_S or rec.offset + 1 >= end:
+                        _save(producer, consumer, topic, p, rec.offset + 1)
+                        saved_at = time.monotonic()
     finally:
         producer.flush()
         consumer.close()
     summary.seconds = time.monotonic() - started
     log.info("rollout slot=%s records=%s requests=%s", slot, summary.records, summary.requested)
     return summary
+
+
+def _counted(items: Iterator[T], bar: Any) -> Iterator[T]:
+    for item in items:
+        bar.update(1)
+        yield item
+
+
+def _save(producer: Any, consumer: Any, topic: str, partition: int, offset: int) -> None:
+    from confluent_kafka import TopicPartition
+
+    producer.flush()  # the requests before the position are delivered first
+    consumer.commit(offsets=[TopicPartition(topic, partition, offset)], asynchronous=False)
 
 
 def saved_position(settings: Settings, slot: str) -> dict[int, int]:
