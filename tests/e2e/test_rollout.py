@@ -157,6 +157,11 @@ def test_rollout_promote_and_retire_under_live_load(
         assert report["slots"]["gb"]["coverage"] == 1.0 and report["slots"]["ga"]["known_users"] == len(expected)
         assert report["slots"]["ga"]["online"]["engagements_judged"] > 0  # the late events followed ga's predictions
 
+        listed = cli(env_b, "slots", "--coverage", "--count")
+        assert listed.returncode == 0, listed.stderr
+        slots = json.loads(listed.stdout)
+        assert (slots["live"], slots["candidate"]) == ("ga", "gb")
+        assert slots["slots"]["gb"]["current"] == slots["slots"]["gb"]["keys"] == len(expected)
         promoted = cli(env_b, "promote", "gb")
         assert promoted.returncode == 0, promoted.stderr
         assert infer_a.stop() in (0, -15)  # the old deployment goes away before its slot does

@@ -128,19 +128,23 @@ def compare(
     return report
 
 
+def _num(x: float | None) -> str:
+    return "-" if x is None else f"{x:.4f}"
+
+
 def format_report(report: dict[str, Any]) -> str:
     k = report["k"]
     agree = report["agreement"]
     lines = [
-        f"agreement over {agree['users']:,} users held by both: overlap@{k} {agree[f'overlap@{k}']}, "
-        f"Spearman {agree['spearman']}",
+        f"agreement over {agree['users']:,} users held by both: overlap@{k} {_num(agree[f'overlap@{k}'])}, "
+        f"Spearman {_num(agree['spearman'])}",
         f"{'slot':<12} {'coverage':>9} {'held':>9} {'known':>9} {'fresh p50':>10} {'fresh p99':>10} "
         f"{'judged':>8} {f'hit@{k}':>8}",
     ]
     for slot, r in report["slots"].items():
         f, o = r["freshness"], r["online"]
         lines.append(
-            f"{slot:<12} {r['coverage']:>9.2%} {r['held']:>9,} {r['known_users']:>9,} {f['p50_s']:>9}s "
-            f"{f['p99_s']:>9}s {o['engagements_judged']:>8,} {str(o[f'hit_rate@{k}']):>8}"
+            f"{slot:<12} {r['coverage']:>9.2%} {r['held']:>9,} {r['known_users']:>9,} {f['p50_s']:>9.2f}s "
+            f"{f['p99_s']:>9.2f}s {o['engagements_judged']:>8,} {_num(o[f'hit_rate@{k}']):>8}"
         )
     return "\n".join(lines)
