@@ -41,7 +41,8 @@ def ensure_world(home: Path, users: int) -> Path:
 
 
 def ensure_model(home: Path, world: Path) -> Path:
-    from adcast.train.trainer import TrainConfig, data_fingerprint, train
+    from adcast.train.shards import data_fingerprint
+    from adcast.train.trainer import TrainConfig, train
 
     model = home / "models" / "demo"
     meta = model / META_FILE

@@ -4,6 +4,7 @@ settings changed."""
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -61,8 +62,6 @@ class Checkpoints:
         return state["epoch"], state["step"], list(state["losses"])
 
     def clear(self) -> None:
-        """Remove the run's resumable state: this file and any other state beside it (best.pt)."""
-        for state in self.folder.glob("*.pt"):
-            state.unlink()
-        if self.folder.is_dir() and not any(self.folder.iterdir()):
-            self.folder.rmdir()
+        """Remove the run's resumable state: the checkpoint folder and everything in it (best.pt,
+        the example shards built from a data directory, the encoded examples)."""
+        shutil.rmtree(self.folder, ignore_errors=True)

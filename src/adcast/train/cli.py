@@ -1,4 +1,4 @@
-"""The model's commands: `adcast train` and `adcast import-model`. Nothing here imports torch
+"""The model's commands: `adcast examples`, `adcast train` and `adcast import-model`. Nothing here imports torch
 until a command runs, so the stream tier's environment still builds the whole command line."""
 
 from __future__ import annotations
@@ -52,6 +52,23 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_examples(args: argparse.Namespace, settings: Settings) -> int:
+    require("duckdb", "infer-cpu")
+    from adcast.train.shards import build_shards
+
+    m = build_shards(
+        args.data,
+        args.out,
+        args.cutoff_fraction,
+        settings.stream.history_limits(),
+        shard_examples=args.shard_examples,
+        memory_limit=args.memory_limit,
+        progress=not args.quiet,
+    )
+    print(f"{m.examples:,} examples from {m.events:,} events in {len(m.shards)} shards; saved to {args.out}")
+    return 0
+
+
 def cmd_import_model(args: argparse.Namespace, settings: Settings) -> int:
     require("torch", "infer-cpu")
     from adcast.train.import_model import format_report, import_gguf
@@ -61,9 +78,31 @@ def cmd_import_model(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def add_model_commands(add: Callable[[str, Callable[[argparse.Namespace, Settings], int], str], Any]) -> None:
-    """Add `train` and `import-model` through the command line's `add(name, fn, help)`."""
+    """Add `examples`, `train` and `import-model` through the command line's `add(name, fn, help)`."""
+    ex = add(
+        "examples",
+        cmd_examples,
+        "build the training examples of a data directory as Parquet shards, out of core (DuckDB sorts the "
+        "events on disk); adcast train --data SHARDS trains from them",
+    )
+    ex.add_argument("--data", required=True, help="data directory in the interchange format")
+    ex.add_argument("--out", required=True, help="output folder of the shards")
+    ex.add_argument(
+        "--cutoff-fraction", type=float, default=0.8, help="targets before this time quantile (default: 0.8)"
+    )
+    ex.add_argument("--shard-examples", type=int, default=200_000, help="examples per shard (default: 200000)")
+    ex.add_argument(
+        "--memory-limit", default="1GB", help="DuckDB's memory for the sort before it spills to disk (default: 1GB)"
+    )
+    ex.add_argument("--quiet", action="store_true", help="no progress bar")
+
     t = add("train", cmd_train, "train the advertiser predictor; writes a Hugging Face checkpoint directory")
-    t.add_argument("--data", required=True, help="data directory in the interchange format")
+    t.add_argument(
+        "--data",
+        required=True,
+        help="data directory in the interchange format, or example shards made by adcast examples (the "
+        "examples of a data directory are built as shards first, out of core)",
+    )
     t.add_argument("--out", required=True, help="output model directory")
     t.add_argument(
         "--base",

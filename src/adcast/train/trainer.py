@@ -6,7 +6,6 @@ prompt's last position: exactly what the engines score at serving time.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import random
@@ -16,25 +15,27 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, cast
 
+import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from adcast.core.examples import cutoff_time, iter_examples, target_kind
 from adcast.core.history import HistoryLimits
-from adcast.core.prompt import advertiser_token, render
-from adcast.data.files import read_records
+from adcast.core.prompt import advertiser_token
 from adcast.errors import ConfigError, TrainingInterrupted
 from adcast.model_meta import ModelMeta
 from adcast.train.checkpoints import CHECKPOINT_DIR, Checkpoints
-from adcast.train.copy_score import COPY_LR_SCALE, CopyScore, prompt_slots
+from adcast.train.copy_score import COPY_LR_SCALE, CopyScore
 from adcast.train.distributed import Ranks, barrier, check_same_weights, join, leave, sum_over_ranks
+from adcast.train.example_set import KINDS, encode
+from adcast.train.example_set import prompts as shard_prompts
 from adcast.train.head import AdvertiserHead
 from adcast.train.lora import DEFAULT_TARGETS, LoraSettings, apply_lora, embedding_matrices, merge
 from adcast.train.models import init_advertiser_rows, tiny_llama
-from adcast.train.targets import Relabeller, relabelled_copies, soft_targets, target_spreads
-from adcast.train.validation import BestEpoch, held_out
+from adcast.train.shards import MANIFEST, Manifest, build_shards, data_fingerprint
+from adcast.train.targets import Relabeller, Spreads, relabelled_copies, soft_targets
+from adcast.train.validation import BestEpoch
 from adcast.train.vocab import add_advertiser_tokens, build_word_tokenizer
 
 log = logging.getLogger(__name__)
@@ -85,15 +86,6 @@ class TrainReport:
     first_loss: float
     last_loss: float
     model_dir: str
-
-
-def data_fingerprint(data_dir: str | Path) -> str:
-    h = hashlib.sha256()
-    for kind in ("events", "advertisers", "profiles"):
-        for p in sorted(Path(data_dir).glob(f"{kind}.*")):
-            h.update(p.name.encode())
-            h.update(p.read_bytes())
-    return h.hexdigest()[:16]
 
 
 def _batches(lengths: list[int], batch_size: int, rng: random.Random) -> list[list[int]]:
@@ -148,6 +140,33 @@ def train(
         leave(ranks)
 
 
+def example_shards(
+    data: str | Path, out: Path, cutoff_fraction: float, limits: HistoryLimits, ranks: Ranks, progress: bool
+) -> tuple[Path, Manifest]:
+    """The example shards to train on: `data` itself when it holds shards (adcast examples), else
+    shards built from the data directory into the run's checkpoint folder (kept for a resume)."""
+    given = Path(data)
+    if (given / MANIFEST).exists():
+        manifest = Manifest.load(given)
+        folder = given
+    else:
+        folder = out / CHECKPOINT_DIR / "examples"
+        if ranks.main:
+            wanted = (data_fingerprint(given), cutoff_fraction, asdict(limits))
+            held = Manifest.load(folder) if (folder / MANIFEST).exists() else None
+            if held is None or (held.data_fingerprint, held.cutoff_fraction, held.limits) != wanted:
+                build_shards(given, folder, cutoff_fraction, limits, progress=progress)
+        barrier(ranks)  # the other ranks read what rank 0 built
+        manifest = Manifest.load(folder)
+    if manifest.cutoff_fraction != cutoff_fraction or manifest.limits != asdict(limits):
+        raise ConfigError(
+            f"the example shards in {folder} were built with cutoff fraction {manifest.cutoff_fraction} and "
+            f"history limits {manifest.limits}, this run asks for {cutoff_fraction} and {asdict(limits)}: "
+            "rebuild them (adcast examples) with the run's settings"
+        )
+    return folder, manifest
+
+
 def _train(
     data_dir: str | Path,
     out_dir: str | Path,
@@ -170,18 +189,15 @@ def _train(
     limits = limits or HistoryLimits()
     started = time.monotonic()
     torch.manual_seed(cfg.seed)
-    advertisers = list(read_records(data_dir, "advertisers"))
-    profiles = {p["user_id"]: p["attributes"] for p in read_records(data_dir, "profiles")}
-    events = list(read_records(data_dir, "events"))
-    cutoff = cutoff_time((e["event_time"] for e in events), cfg.cutoff_fraction)
+    shard_dir, manifest = example_shards(data_dir, Path(out_dir), cfg.cutoff_fraction, limits, ranks, progress)
+    advertisers = manifest.advertisers
     adv_ids = [a["advertiser_id"] for a in advertisers]
-    examples = list(iter_examples(events, profiles, set(adv_ids), limits, end=cutoff))
-    if not examples:
+    cutoff = manifest.cutoff
+    if not manifest.examples:
         raise ConfigError(
             f"no training examples before the cutoff in {data_dir}: need engagements "
             "(click, save, add_to_cart, checkout) with a known advertiser and some history"
         )
-    prompts = [render(ex) for ex in examples]
     adv_tokens = [advertiser_token(a) for a in adv_ids]
 
     model: Any
@@ -191,7 +207,7 @@ def _train(
         model = AutoModelForCausalLM.from_pretrained(base)
         model.resize_token_embeddings(len(tokenizer))
     else:
-        tokenizer = build_word_tokenizer(prompts, adv_tokens)
+        tokenizer = build_word_tokenizer(shard_prompts(shard_dir, manifest), adv_tokens)
         shape = (cfg.hidden_size, cfg.layers, cfg.heads, cfg.max_positions)
         model = tiny_llama(len(tokenizer), *shape, tokenizer.pad_token_id)
     token_ids: list[int] = tokenizer.convert_tokens_to_ids(adv_tokens)
@@ -206,19 +222,25 @@ def _train(
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.train()
     adv_rows = torch.tensor(token_ids, device=device)
-    target_index = {a: i for i, a in enumerate(adv_ids)}
-    encoded = [x[-cfg.max_positions :] for x in tokenizer(prompts, add_special_tokens=False)["input_ids"]]
-    targets = [target_index[ex.target] for ex in examples]
-    spreads = target_spreads(examples, advertisers, target_index, cfg.return_smoothing, cfg.new_smoothing)
-    slots = prompt_slots(prompts, {t: i for i, t in enumerate(adv_tokens)})
+    examples = encode(
+        shard_dir,
+        manifest,
+        lambda texts: tokenizer(texts, add_special_tokens=False)["input_ids"],
+        cfg.max_positions,
+        {t: i for i, t in enumerate(adv_tokens)},
+        cfg.validation,
+        cfg.seed,
+        Path(out_dir) / CHECKPOINT_DIR / f"encoded-{ranks.rank}",
+    )
+    counts = np.bincount(examples.targets, minlength=len(adv_ids)).tolist()
+    spreads = Spreads(advertisers, counts, cfg.return_smoothing, cfg.new_smoothing)
     copy_score = CopyScore().to(device)
-    held = held_out([ex.user_id for ex in examples], cfg.validation, cfg.seed)
-    train_ids = [i for i, ex in enumerate(examples) if ex.user_id not in held]
-    val_ids = [i for i, ex in enumerate(examples) if ex.user_id in held]
+    train_ids = np.flatnonzero(~examples.held).tolist()
+    val_ids = np.flatnonzero(examples.held).tolist()
     n_train = len(train_ids)  # positions past these in an epoch's list are relabelled copies
     if cfg.validation > 0 and not (train_ids and val_ids):
         raise ConfigError(f"--validation {cfg.validation} leaves no training or no validation examples")
-    copyable = [i for i in train_ids if target_kind(examples[i]) != "new"]
+    copyable = np.flatnonzero(~examples.held & (examples.kinds != KINDS.index("new"))).tolist()
     relabel_copies = auto_relabel(len(examples), len(adv_ids)) if cfg.relabel is None else cfg.relabel
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
 
@@ -240,7 +262,7 @@ def _train(
     sched = torch.optim.lr_scheduler.LambdaLR(
         optim, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, total) / total))
     )
-    fingerprint = data_fingerprint(data_dir)
+    fingerprint = manifest.data_fingerprint
     # What a resumed run must share with the one that wrote the checkpoint.
     run_config = {k: v for k, v in asdict(cfg).items() if k not in ("checkpoint_every", "stop_after_steps")}
     identity = {"data": fingerprint, "config": run_config, "base": base}
@@ -257,20 +279,27 @@ def _train(
         best.load(checkpoints.folder)
     bar = tqdm(total=total, initial=len(losses), desc="train", unit="step", disable=not progress, mininterval=0.5)
     use_bf16 = device.type == "cuda"
-    lengths = [len(x) for x in encoded]
+    lengths = examples.lengths
     relabel = Relabeller(token_ids, model.get_input_embeddings().weight.shape[0])
 
     def micro_loss(batch: list[int], copies: list[int], rng: random.Random, net: Any = forward) -> torch.Tensor:
         """The mean loss of one forward pass over examples `batch` (rows `copies` relabelled)."""
-        width = max(len(encoded[i]) for i in batch)
+        rows = [examples.tokens[i] for i in batch]
+        width = max(len(x) for x in rows)
         ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
         mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for r, i in enumerate(batch):
-            ids[r, : len(encoded[i])] = torch.tensor(encoded[i])
-            mask[r, : len(encoded[i])] = 1
-        target = soft_targets([targets[i] for i in batch], [spreads[i] for i in batch], len(token_ids))
+        for r, x in enumerate(rows):
+            ids[r, : len(x)] = torch.from_numpy(x.astype(np.int64))
+            mask[r, : len(x)] = 1
+        targets = [int(examples.targets[i]) for i in batch]
+        shares = [
+            spreads.of(t, bool(examples.in_own[i]), examples.own[i].tolist())
+            for t, i in zip(targets, batch, strict=True)
+        ]
+        target = soft_targets(targets, shares, len(token_ids))
         ids, target, perm = relabel(ids, target, copies, rng)
-        logits = net(ids.to(device), mask.to(device), [slots[i] for i in batch], perm, copies, use_bf16)
+        slots = [(examples.named[i].tolist(), examples.slots[i].tolist()) for i in batch]
+        logits = net(ids.to(device), mask.to(device), slots, perm, copies, use_bf16)
         return torch.nn.functional.cross_entropy(logits, target.to(device))
 
     for epoch in range(epoch0, cfg.epochs):

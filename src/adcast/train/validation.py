@@ -17,16 +17,12 @@ import torch
 BEST_FILE = "best.pt"
 
 
-def held_out(user_ids: list[str], share: float, seed: int) -> set[str]:
-    """The users whose examples form the validation slice: about `share` of them."""
+def held_user(user_id: str, share: float, seed: int) -> bool:
+    """Whether a user's examples form part of the validation slice (about `share` of users)."""
     if share <= 0:
-        return set()
-    cut = int(share * 2**32)
-    return {
-        u
-        for u in set(user_ids)
-        if int.from_bytes(hashlib.blake2b(f"{seed}:{u}".encode(), digest_size=4).digest(), "big") < cut
-    }
+        return False
+    digest = hashlib.blake2b(f"{seed}:{user_id}".encode(), digest_size=4).digest()
+    return int.from_bytes(digest, "big") < int(share * 2**32)
 
 
 class BestEpoch:
