@@ -13,13 +13,11 @@ COPY_LR_SCALE = 20.0
 Slots = tuple[list[int], list[int]]  # (advertiser positions, slots) of one prompt
 
 
-def prompt_slots(prompts: list[str], index: dict[str, int]) -> list[Slots]:
-    """Per prompt, the advertisers it names with a copy weight and the slot of each."""
-    out: list[Slots] = []
-    for prompt in prompts:
-        named = [(index[t], slot) for t, slot in copy_slots(prompt) if t in index]
-        out.append(([a for a, _ in named], [slot for _, slot in named]))
-    return out
+def named_slots(prompt: str, index: dict[str, int]) -> Slots:
+    """The advertisers a prompt names with a copy weight (`index`: token -> advertiser position),
+    and the slot of each."""
+    named = [(index[t], slot) for t, slot in copy_slots(prompt) if t in index]
+    return [a for a, _ in named], [slot for _, slot in named]
 
 
 class CopyScore(torch.nn.Module):

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from adcast.core.copy import copy_slots
+from adcast.train.copy_score import named_slots
 from adcast.train.shards import Manifest
 from adcast.train.validation import held_user
 
@@ -108,9 +108,9 @@ def encode(
         table: dict[str, list[Any]] = pq.read_table(folder / name).to_pydict()
         for ids, prompt in zip(tokenize(table["prompt"]), table["prompt"], strict=True):
             writers["tokens"].add(ids[-max_positions:])
-            named = [(token_index[t], slot) for t, slot in copy_slots(prompt) if t in token_index]
-            writers["named"].add([a for a, _ in named])
-            writers["slots"].add([s for _, s in named])
+            advertisers, slots = named_slots(prompt, token_index)
+            writers["named"].add(advertisers)
+            writers["slots"].add(slots)
         for user, target, kind, own in zip(table["user_id"], table["target"], table["kind"], table["own"], strict=True):
             targets.append(target_index[target])
             kinds.append(KINDS.index(kind))

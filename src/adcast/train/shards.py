@@ -26,7 +26,7 @@ import json
 import logging
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -250,3 +250,34 @@ def build_shards(
     (out / MANIFEST).write_text(json.dumps(asdict(manifest), indent=1) + "\n")
     log.info("example shards: %s examples in %s shards, %.1f s", total, len(shards), time.monotonic() - started)
     return manifest
+
+
+def shards_for_run(
+    data: str | Path,
+    folder: Path,
+    cutoff_fraction: float,
+    limits: HistoryLimits,
+    main: bool,
+    wait: Callable[[], None],
+    progress: bool,
+) -> tuple[Path, Manifest]:
+    """The example shards a training run reads: `data` itself when it holds shards (adcast
+    examples), else shards of the data directory built into `folder` (kept for a resume) by the
+    main process while the others `wait`. Shards of another cutoff or other limits are refused."""
+    given = Path(data)
+    if not (given / MANIFEST).exists():
+        if main:
+            wanted = (data_fingerprint(given), cutoff_fraction, asdict(limits))
+            held = Manifest.load(folder) if (folder / MANIFEST).exists() else None
+            if held is None or (held.data_fingerprint, held.cutoff_fraction, held.limits) != wanted:
+                build_shards(given, folder, cutoff_fraction, limits, progress=progress)
+        wait()
+        given = folder
+    manifest = Manifest.load(given)
+    if manifest.cutoff_fraction != cutoff_fraction or manifest.limits != asdict(limits):
+        raise ConfigError(
+            f"the example shards in {given} were built with cutoff fraction {manifest.cutoff_fraction} and "
+            f"history limits {manifest.limits}, this run asks for {cutoff_fraction} and {asdict(limits)}: "
+            "rebuild them (adcast examples) with the run's settings"
+        )
+    return given, manifest

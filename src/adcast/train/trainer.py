@@ -33,7 +33,7 @@ from adcast.train.example_set import prompts as shard_prompts
 from adcast.train.head import AdvertiserHead
 from adcast.train.lora import DEFAULT_TARGETS, LoraSettings, apply_lora, embedding_matrices, merge
 from adcast.train.models import init_advertiser_rows, tiny_llama
-from adcast.train.shards import MANIFEST, Manifest, build_shards, data_fingerprint
+from adcast.train.shards import shards_for_run
 from adcast.train.targets import Relabeller, Spreads, relabelled_copies, soft_targets
 from adcast.train.validation import BestEpoch
 from adcast.train.vocab import add_advertiser_tokens, build_word_tokenizer
@@ -140,33 +140,6 @@ def train(
         leave(ranks)
 
 
-def example_shards(
-    data: str | Path, out: Path, cutoff_fraction: float, limits: HistoryLimits, ranks: Ranks, progress: bool
-) -> tuple[Path, Manifest]:
-    """The example shards to train on: `data` itself when it holds shards (adcast examples), else
-    shards built from the data directory into the run's checkpoint folder (kept for a resume)."""
-    given = Path(data)
-    if (given / MANIFEST).exists():
-        manifest = Manifest.load(given)
-        folder = given
-    else:
-        folder = out / CHECKPOINT_DIR / "examples"
-        if ranks.main:
-            wanted = (data_fingerprint(given), cutoff_fraction, asdict(limits))
-            held = Manifest.load(folder) if (folder / MANIFEST).exists() else None
-            if held is None or (held.data_fingerprint, held.cutoff_fraction, held.limits) != wanted:
-                build_shards(given, folder, cutoff_fraction, limits, progress=progress)
-        barrier(ranks)  # the other ranks read what rank 0 built
-        manifest = Manifest.load(folder)
-    if manifest.cutoff_fraction != cutoff_fraction or manifest.limits != asdict(limits):
-        raise ConfigError(
-            f"the example shards in {folder} were built with cutoff fraction {manifest.cutoff_fraction} and "
-            f"history limits {manifest.limits}, this run asks for {cutoff_fraction} and {asdict(limits)}: "
-            "rebuild them (adcast examples) with the run's settings"
-        )
-    return folder, manifest
-
-
 def _train(
     data_dir: str | Path,
     out_dir: str | Path,
@@ -189,7 +162,15 @@ def _train(
     limits = limits or HistoryLimits()
     started = time.monotonic()
     torch.manual_seed(cfg.seed)
-    shard_dir, manifest = example_shards(data_dir, Path(out_dir), cfg.cutoff_fraction, limits, ranks, progress)
+    shard_dir, manifest = shards_for_run(
+        data_dir,
+        Path(out_dir) / CHECKPOINT_DIR / "examples",
+        cfg.cutoff_fraction,
+        limits,
+        ranks.main,
+        lambda: barrier(ranks),
+        progress,
+    )
     advertisers = manifest.advertisers
     adv_ids = [a["advertiser_id"] for a in advertisers]
     cutoff = manifest.cutoff
