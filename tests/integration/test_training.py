@@ -1,4 +1,5 @@
 import json
+import math
 
 import pytest
 
@@ -118,14 +119,33 @@ def test_gradient_accumulation_trains_with_the_global_batch(small_world, tmp_pat
     [
         ({"batch_size": 16, "global_batch": 40}, "must be a multiple of the batch size"),
         ({"lora_rank": 8}, "give it one with --base"),  # LoRA adapts a pretrained model
+        ({"max_minutes": 5, "resume": True}, "cannot resume"),  # a time box follows the clock
     ],
 )
 def test_training_settings_that_cannot_work_say_why(small_world, tmp_path, settings, message):
     from adcast.errors import ConfigError
     from adcast.train.trainer import TrainConfig, train
 
+    resume = settings.pop("resume", False)
     with pytest.raises(ConfigError, match=message):
-        train(small_world, tmp_path / "m", TrainConfig(**settings), progress=False)
+        train(small_world, tmp_path / "m", TrainConfig(**settings), progress=False, resume=resume)
+
+
+def test_a_time_box_ends_the_run_early_and_saves_the_model_with_its_partial_epoch_scored(small_world, tmp_path):
+    """Ten thousand epochs asked for, a box of about a second: the run stops after a fraction of
+    them, scores the weights it stopped with on the validation slice, and saves a loadable model."""
+    from transformers import AutoModelForCausalLM
+
+    from adcast.train.trainer import TrainConfig, train
+
+    cfg = TrainConfig(epochs=10_000, validation=0.2, max_minutes=0.02)
+    report = train(small_world, tmp_path / "m", cfg, progress=False)
+    trained = json.loads((tmp_path / "m" / META_FILE).read_text())["trained"]
+    assert 0 < report.epochs < cfg.epochs
+    assert trained["max_minutes"] == cfg.max_minutes and trained["steps"] > 0
+    assert len(trained["validation_losses"]) == math.ceil(report.epochs) and trained["best_epoch"] >= 1
+    assert not (tmp_path / "m" / "checkpoint").exists()
+    AutoModelForCausalLM.from_pretrained(tmp_path / "m")
 
 
 def test_a_validation_slice_keeps_the_best_epoch_and_stops_when_it_stops_improving(small_world, tmp_path):

@@ -42,11 +42,12 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
         lora_targets=targets,
         validation=args.validation,
         patience=args.patience,
+        max_minutes=args.max_minutes,
     )
     limits = settings.stream.history_limits()  # the prompts the stream tier will send
     report = train(args.data, args.out, cfg, args.base, limits, progress=not args.quiet, resume=args.resume)
     print(
-        f"trained on {report.examples} examples, {report.epochs} epochs in {report.seconds:.0f}s; "
+        f"trained on {report.examples} examples, {report.epochs:.3g} epochs in {report.seconds:.0f}s; "
         f"loss {report.first_loss:.3f} -> {report.last_loss:.3f}; saved to {report.model_dir}"
     )
     return 0
@@ -169,6 +170,15 @@ def add_model_commands(add: Callable[[str, Callable[[argparse.Namespace, Setting
     )
     t.add_argument(
         "--patience", type=int, default=0, help="with --validation: stop after this many epochs without improvement"
+    )
+    t.add_argument(
+        "--max-minutes",
+        type=float,
+        default=0.0,
+        metavar="M",
+        help="time box: end training after M minutes of steps (the clock starts once the examples are built) and "
+        "save the model; the learning rate decays over the steps or the minutes, whichever runs out first, so "
+        "give --epochs enough to fill the box (default: 0, no box; cannot --resume)",
     )
     t.add_argument("--checkpoint-every", type=int, default=200, help="steps between resumable checkpoints (0: none)")
     t.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")

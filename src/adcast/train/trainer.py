@@ -33,6 +33,7 @@ from adcast.train.example_set import prompts as shard_prompts
 from adcast.train.head import AdvertiserHead
 from adcast.train.lora import DEFAULT_TARGETS, LoraSettings, apply_lora, embedding_matrices, merge
 from adcast.train.models import init_advertiser_rows, tiny_llama
+from adcast.train.schedule import TimeBox, accumulation_steps, batches_by_length, cosine_schedule
 from adcast.train.shards import shards_for_run
 from adcast.train.targets import Relabeller, Spreads, relabelled_copies, soft_targets
 from adcast.train.validation import BestEpoch
@@ -63,7 +64,10 @@ class TrainConfig:
     max_positions: int = 512
     device: str = "cpu"
     checkpoint_every: int = 200  # steps between resumable checkpoints (0: none)
-    stop_after_steps: int = 0  # stop early with a checkpoint (time-boxed runs, tests); 0: never
+    stop_after_steps: int = 0  # stop early with a resumable checkpoint (tests); 0: never
+    # A time box: the run ends after this many minutes with its schedule decayed (see
+    # adcast.train.schedule) and saves its model; 0: none.
+    max_minutes: float = 0.0
     # Examples per optimizer step: batch_size examples per forward pass, gradients accumulated
     # over global_batch / batch_size of them. None: batch_size.
     global_batch: int | None = None
@@ -81,34 +85,11 @@ class TrainConfig:
 @dataclass(frozen=True)
 class TrainReport:
     examples: int
-    epochs: int
+    epochs: float  # trained: fewer than asked when a time box or early stopping ended the run
     seconds: float
     first_loss: float
     last_loss: float
     model_dir: str
-
-
-def _batches(lengths: list[int], batch_size: int, rng: random.Random) -> list[list[int]]:
-    """Batches of similar prompt length (much less padding), in random order."""
-    order = sorted(range(len(lengths)), key=lambda i: (lengths[i], rng.random()))
-    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-    rng.shuffle(batches)
-    return batches
-
-
-def accumulation_steps(cfg: TrainConfig, world: int = 1) -> int:
-    """Micro-batches per optimizer step on each of `world` ranks: global_batch / (batch_size x
-    world), which must be a whole number."""
-    if cfg.global_batch is None:
-        return 1
-    per_pass = cfg.batch_size * world
-    if cfg.global_batch < per_pass or cfg.global_batch % per_pass:
-        raise ConfigError(
-            f"--global-batch {cfg.global_batch} must be a multiple of the batch size {cfg.batch_size}"
-            + (f" times the {world} ranks" if world > 1 else "")
-            + " (examples per forward pass)"
-        )
-    return cfg.global_batch // per_pass
 
 
 def auto_relabel(examples: int, advertisers: int) -> float:
@@ -156,7 +137,9 @@ def _train(
             raise ConfigError(f"{name} is a share of the target, between 0 and 1; got {getattr(cfg, name)}")
     if cfg.relabel is not None and cfg.relabel < 0:
         raise ConfigError(f"relabel is a number of copies per example, 0 or more; got {cfg.relabel}")
-    accumulate = accumulation_steps(cfg, ranks.world)
+    accumulate = accumulation_steps(cfg.global_batch, cfg.batch_size, ranks.world)
+    if resume and cfg.max_minutes:
+        raise ConfigError("a time-boxed run follows its clock and cannot resume: rerun it, or drop --max-minutes")
     if cfg.lora_rank and not base:
         raise ConfigError("--lora-rank adapts a pretrained model: give it one with --base (see adcast import-model)")
     limits = limits or HistoryLimits()
@@ -239,10 +222,8 @@ def _train(
         ]
     groups.append({"params": list(copy_score.parameters()), "lr": cfg.lr * COPY_LR_SCALE, "weight_decay": 0.0})
     optim = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    warmup = max(1, total // 20)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        optim, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, total) / total))
-    )
+    box = TimeBox(cfg.max_minutes, ranks)
+    sched = cosine_schedule(optim, total, box)
     fingerprint = manifest.data_fingerprint
     # What a resumed run must share with the one that wrote the checkpoint.
     run_config = {k: v for k, v in asdict(cfg).items() if k not in ("checkpoint_every", "stop_after_steps")}
@@ -288,7 +269,7 @@ def _train(
         epoch_rng = random.Random(f"{cfg.seed}:{epoch}")
         # What the epoch sees: every example, then relabelled copies (positions past the examples).
         seen = train_ids + relabelled_copies(copyable, relabel_copies, epoch_rng)
-        batches = _batches([lengths[i] for i in seen], cfg.batch_size, epoch_rng)
+        batches = batches_by_length([lengths[i] for i in seen], cfg.batch_size, epoch_rng)
         # An optimizer step takes `accumulate` consecutive micro-batches per rank; rank r computes
         # micro-batches r, r + world, ...: together the ranks take one process's global batch.
         per_step = accumulate * ranks.world
@@ -312,6 +293,7 @@ def _train(
             loss = sum_over_ranks(loss, ranks)
             torch.nn.utils.clip_grad_norm_(trained, 1.0)
             optim.step()
+            box.tick()
             sched.step()
             losses.append(loss.item())
             bar.update(1)
@@ -326,6 +308,10 @@ def _train(
                 barrier(ranks)
                 bar.close()
                 raise TrainingInterrupted(f"stopped after {len(losses)} steps; resume with --resume")
+            if box.expired:
+                log.info("time box of %g minutes spent after %d steps: saving the model", cfg.max_minutes, len(losses))
+                break
+        # A time box may end an epoch early: its weights are scored like a whole epoch's.
         if val_ids and len(best.losses) <= epoch:
             trainable.eval()
             with torch.no_grad():  # the same loss on every rank: the same weights and examples
@@ -339,6 +325,8 @@ def _train(
             if best.should_stop():
                 log.info("no better validation loss for %d epochs: stopping", cfg.patience)
                 break
+        if box.expired:
+            break
     bar.close()
     if best.state is not None:
         trainable.load_state_dict(best.state)  # the best epoch's weights are the ones saved
@@ -346,7 +334,8 @@ def _train(
     out = Path(out_dir)
     if not ranks.main:
         barrier(ranks)  # rank 0 writes the model
-        return TrainReport(len(examples), cfg.epochs, time.monotonic() - started, losses[0], losses[-1], str(out))
+        seconds = time.monotonic() - started
+        return TrainReport(len(examples), len(losses) / steps_per_epoch, seconds, losses[0], losses[-1], str(out))
     out.mkdir(parents=True, exist_ok=True)
     if adapted is not None:
         model = merge(adapted)  # a plain checkpoint: the adapters folded into the weights
@@ -382,6 +371,8 @@ def _train(
             "shown_impressions": limits.shown,
             "base": base,
             "lora_rank": cfg.lora_rank,
+            "steps": len(losses),
+            "max_minutes": cfg.max_minutes,
             "global_batch": cfg.batch_size * accumulate * ranks.world,
             "ranks": ranks.world,
             "validation": cfg.validation,
@@ -394,4 +385,4 @@ def _train(
         },
     ).save(out)
     barrier(ranks)
-    return TrainReport(len(examples), cfg.epochs, seconds, first, last_loss, str(out))
+    return TrainReport(len(examples), len(losses) / steps_per_epoch, seconds, first, last_loss, str(out))
