@@ -194,6 +194,13 @@ def create_app(settings: Settings) -> faust.App:
         metrics.EVENTS_IN.inc(outcome.events)
         metrics.DUPLICATES.inc(outcome.duplicates)
 
+    # Held from a batch's first read of the table to its last write. Faust does not wait for the
+    # agent when partitions are revoked (stream_wait_empty=False); a batch still in flight then
+    # would write its histories to a changelog the partition's new owner has already recovered
+    # from and written to, and this worker, given the partition back, would resume its recovery
+    # after its own stale write. The revoke waits for this instead.
+    in_flight = asyncio.Lock()
+
     @app.agent(inputs)
     async def process(stream: faust.StreamT) -> None:
         # Faust acks a batch's offsets once the loop body returns, so effects precede commits.
@@ -202,20 +209,21 @@ def create_app(settings: Settings) -> faust.App:
                 Input(kinds[m.topic], m.value, m.partition, m.offset, e, m.key) for e in batch for m in (e.message,)
             ]
             held = _HeldWrites(store)
-            try:
-                outcome = processor.on_batch(held, items, _now_ms())
-                metrics.INGEST_BATCH_SIZE.observe(len(items))
-                # Shielded: a shutdown arriving mid-send must not leave the acked batch's requests unsent.
-                await asyncio.shield(send(outcome))
-                await asyncio.shield(held.release())
-            except asyncio.CancelledError:
-                held.release_now()  # Faust acks the batch on the way out: its state must be written
-                raise
-            except BaseException as exc:
-                # Not one bad input (those are dead-lettered inside on_batch) but the state store or
-                # the producer failing. Faust would restart the agent and ack this batch on the way
-                # out, losing it; exiting now, before any ack, makes the restart re-read it instead.
-                exit_to_reread("batch failed", exc)
+            async with in_flight:
+                try:
+                    outcome = processor.on_batch(held, items, _now_ms())
+                    metrics.INGEST_BATCH_SIZE.observe(len(items))
+                    # Shielded: a shutdown arriving mid-send must not leave the acked batch's requests unsent.
+                    await asyncio.shield(send(outcome))
+                    await asyncio.shield(held.release())
+                except asyncio.CancelledError:
+                    held.release_now()  # Faust acks the batch on the way out: its state must be written
+                    raise
+                except BaseException as exc:
+                    # Not one bad input (those are dead-lettered inside on_batch) but the state store or
+                    # the producer failing. Faust would restart the agent and ack this batch on the way
+                    # out, losing it; exiting now, before any ack, makes the restart re-read it instead.
+                    exit_to_reread("batch failed", exc)
 
     @app.timer(interval=s.tick_ms / 1000)
     async def tick() -> None:
@@ -231,10 +239,16 @@ def create_app(settings: Settings) -> faust.App:
         pending = processor.reindex(list(table.items()))
         log.info("recovered table pending_users=%s", pending)
 
-    async def forget_cached(sender: Any, *args: Any, signal: Any = None, **kwargs: Any) -> None:
+    async def revoked(sender: Any, *args: Any, signal: Any = None, **kwargs: Any) -> None:
+        # Awaited inside the rebalance: no new owner reads a changelog before this returns.
+        async with in_flight:  # the batch in flight, if any, has handed its histories over
+            processor.forget_cached()
+            await producer().flush()  # and they have reached the changelog
+
+    async def assigned(sender: Any, *args: Any, signal: Any = None, **kwargs: Any) -> None:
         processor.forget_cached()  # partitions moved: read state from the table again
 
-    app.on_partitions_revoked.connect(cast(Any, forget_cached))  # Faust's signal typing rejects async handlers
-    app.on_partitions_assigned.connect(cast(Any, forget_cached))
+    app.on_partitions_revoked.connect(cast(Any, revoked))  # Faust's signal typing rejects async handlers
+    app.on_partitions_assigned.connect(cast(Any, assigned))
 
     return app
