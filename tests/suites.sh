@@ -20,6 +20,9 @@ selection="${1:-not bench}"
 workers="${TEST_WORKERS:-3}"
 stream_py="${STREAM_PY:-.venv-stream/bin/python}"
 infer_py="${INFER_PY:-.venv-infer/bin/python}"
+# One compute thread per process (torch, OpenMP, the workers a test starts): the runs side by side
+# fill the cores; two threads each would oversubscribe them and slow every run.
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 logs=.adcast/test-logs
 mkdir -p "$logs"
 infer_tests=(tests/unit tests/integration tests/e2e)
