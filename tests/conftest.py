@@ -57,6 +57,17 @@ pytest_runtest_setup = pytest.hookimpl(wrapper=True)(_guard_vllm_marker)
 pytest_runtest_call = pytest.hookimpl(wrapper=True)(_guard_vllm_marker)
 
 
+@pytest.fixture(autouse=True)
+def file_registry_after() -> Iterator[None]:
+    """Every test ends with this process reading and writing through the embedded file registry:
+    a test that activates a Schema Registry (serde.use is process-wide) must not hand its ids to
+    whatever test runs next in the same process."""
+    from adcast.wire import serde
+
+    yield
+    serde.use(serde.FileSchemas())
+
+
 @pytest.fixture(scope="session")
 def services_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("services")

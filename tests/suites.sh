@@ -39,12 +39,12 @@ launch() {  # launch NAME COMMAND...: in the background, output to its log
   pid[$name]=$!
 }
 
-launch stream "$stream_py" -m pytest -q -p no:cacheprovider -m "$selection" tests/unit tests/stream
-launch vllm "$infer_py" -m pytest -q -p no:cacheprovider -m "vllm and ($selection)" "${infer_tests[@]}"
+launch stream "$stream_py" -m pytest -q -p no:cacheprovider --durations=15 -m "$selection" tests/unit tests/stream
+launch vllm "$infer_py" -m pytest -q -p no:cacheprovider --durations=15 -m "vllm and ($selection)" "${infer_tests[@]}"
 parallel=()
 # --no-loadscope-reorder: keep the collection order (tests/conftest.py puts the longest files first)
 [ "$workers" -gt 1 ] && parallel=(-n "$workers" --dist loadfile --no-loadscope-reorder)
-launch infer "$infer_py" -m pytest -q -p no:cacheprovider "${parallel[@]}" -m "not vllm and ($selection)" \
+launch infer "$infer_py" -m pytest -q -p no:cacheprovider --durations=15 "${parallel[@]}" -m "not vllm and ($selection)" \
   "${infer_tests[@]}"
 
 failed=()

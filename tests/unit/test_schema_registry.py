@@ -7,7 +7,6 @@ import io
 import itertools
 import json
 import struct
-from collections.abc import Iterator
 
 import fastavro
 import pytest
@@ -33,12 +32,6 @@ EVENT = {
     "brand": "acme",
     "text": None,
 }
-
-
-@pytest.fixture(autouse=True)
-def file_registry_after() -> Iterator[None]:
-    yield
-    serde.use(serde.FileSchemas())
 
 
 @pytest.fixture
