@@ -15,7 +15,7 @@ from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
-from adcast.core.events import MAX_ID_CHARS, validate_event
+from adcast.core.events import MAX_ID_CHARS, check_id, validate_event
 from adcast.core.history import HistoryLimits, UserHistory, bounded_profile, fold_event
 from adcast.core.partitioning import partition_for
 from adcast.core.requests import PredictionRequest
@@ -211,10 +211,10 @@ class StreamProcessor:
         except SerdeError as exc:
             out.dead_letters.append((item, DeadLetter("decode", exc.reason, exc.detail)))
             return
-        user_id = record["user_id"]
-        if not user_id or len(user_id) > MAX_ID_CHARS:
-            detail = f"profile user_id empty or over {MAX_ID_CHARS} characters"
-            out.dead_letters.append((item, DeadLetter("validate", "bad_user_id", detail)))
+        try:
+            user_id = check_id("user_id", record["user_id"])  # the events' rule: a blank id is no id
+        except InvalidEvent as exc:
+            out.dead_letters.append((item, DeadLetter("validate", exc.reason, exc.detail)))
             return
         broken = self._contract_broken(item, user_id)
         if broken is not None:

@@ -103,3 +103,40 @@ def test_newest_request_per_user_lands_in_redis_then_offsets_are_committed(setti
     published = {serde.decode(serde.AFFINITY, u)["user_id"] for u in updates}
     assert published >= set(users)
     assert committed == end  # everything consumed was committed, after its effects
+
+
+def test_a_request_dead_lettered_at_decode_creates_a_missing_dead_letter_topic_first(
+    settings, broker, redis_url, tiny_model
+):
+    """Each of the tier's dead letters, a decode failure's too, goes through the one path that
+    makes sure the topic exists: on a broker that creates no topic on a send, none is lost."""
+    from prometheus_client import REGISTRY
+
+    from adcast.engines import create_engine
+    from adcast.inference.worker import InferenceWorker
+
+    create_topics(settings, only=["requests", "affinities", "rollout"])
+    engine = create_engine("torch", str(tiny_model))
+    created = {"topic": "dead_letters"}
+    before = REGISTRY.get_sample_value("adcast_topics_created_total", created) or 0
+
+    async def scenario():
+        await produce(settings, [("bad", b"\x00\x00\x00\x00\x04garbage")])
+        worker = InferenceWorker(settings, engine)
+        task = asyncio.create_task(worker.run())
+        try:
+            for _ in range(200):
+                if worker.stats.dead_letters:
+                    break
+                await asyncio.sleep(0.1)
+        finally:
+            worker.stop.set()
+            stats = await task
+        return stats, await read_all(settings, settings.topics.name("dead_letters"), 1)
+
+    stats, dead = asyncio.run(scenario())
+    assert stats.dead_letters == 1
+    (letter,) = [serde.decode(serde.DEAD_LETTER, d) for d in dead]
+    assert letter["stage"] == "decode" and letter["raw"] == b"\x00\x00\x00\x00\x04garbage"
+    # The worker made the topic itself before sending, not the broker on the send.
+    assert REGISTRY.get_sample_value("adcast_topics_created_total", created) == before + 1

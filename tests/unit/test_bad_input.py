@@ -320,3 +320,16 @@ def test_partition_for_places_keys_where_the_java_client_and_aiokafka_do(key, pa
 
     every = list(range(partitions))
     assert partition_for(key, partitions) == DefaultPartitioner()(key, every, every)
+
+
+@pytest.mark.parametrize(
+    "user_id,reason",
+    [("", "empty_user_id"), ("   ", "empty_user_id"), ("u" * (MAX_ID_CHARS + 1), "oversized_user_id")],
+)
+def test_a_profile_is_held_to_the_events_rule_for_user_ids(user_id, reason):
+    """A blank user id is no id, in a profile as in an event: dead-lettered with the events' reason."""
+    p, table = StreamProcessor(HistoryLimits(), POLICY, partitions=None), MappingStore()
+    profile = serde.encode(serde.PROFILE, {"user_id": user_id, "attributes": {"age": "30"}, "updated_at": NOW})
+    out = p.on_profile(table, profile, 0, NOW, key=user_id.encode())
+    assert [(d.stage, d.reason) for _, d in out.dead_letters] == [("validate", reason)]
+    assert table.data == {} and p.pending == {}

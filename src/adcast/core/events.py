@@ -47,7 +47,8 @@ class Event(NamedTuple):
         return self._asdict()
 
 
-def _check_id(name: str, value: Any) -> str:
+def check_id(name: str, value: Any) -> str:
+    """`value` as an id (events' and profiles' alike), or InvalidEvent: empty_<name>, oversized_<name>."""
     if not isinstance(value, str) or not value.strip():
         raise InvalidEvent(f"empty_{name}", f"{name} is missing or blank")
     if len(value) > MAX_ID_CHARS:
@@ -87,8 +88,8 @@ def validate_event(record: dict[str, Any], now_ms: int) -> Event:
             raise InvalidEvent("bad_field", "text must be a string or null")
         text = text[:MAX_TEXT_CHARS] or None
     return Event(
-        event_id=_check_id("event_id", record.get("event_id")),
-        user_id=_check_id("user_id", record.get("user_id")),
+        event_id=check_id("event_id", record.get("event_id")),
+        user_id=check_id("user_id", record.get("user_id")),
         event_time=event_time,
         event_type=event_type,
         advertiser_id=_check_field("advertiser_id", record.get("advertiser_id")),

@@ -229,47 +229,39 @@ class InferenceWorker:
     async def _dead_letter_one(
         self, producer: AIOKafkaProducer, message: Any, stage: str, reason: str, detail: str
     ) -> None:
-        key, letter = serde.dead_letter(
-            message, stage, reason, detail, _now_ms(), self.settings.kafka.max_request_bytes
-        )
-        await producer.send_and_wait(self.settings.topics.name("dead_letters"), letter, key=key)
-        metrics.DEAD_LETTERS.labels(stage, reason).inc()
-        self.stats.dead_letters += 1
-        log.warning(
-            "dead-letter stage=%s reason=%s partition=%s offset=%s detail=%s",
-            stage,
-            reason,
-            message.partition,
-            message.offset,
-            detail,
-        )
+        await self._send_dead_letters(producer, stage, [(message, reason, detail, None)])
 
     async def _dead_letter(
         self, producer: AIOKafkaProducer, stage: str, failed: Sequence[tuple[_Pending, EngineFailure | StoreKeyError]]
     ) -> None:
+        await self._send_dead_letters(producer, stage, [(p.message, e.reason, e.detail, p.user_id) for p, e in failed])
+
+    async def _send_dead_letters(
+        self, producer: AIOKafkaProducer, stage: str, letters: Sequence[tuple[Any, str, str, str | None]]
+    ) -> None:
+        """The tier's one dead-letter path: make sure the topic exists, send every letter of
+        (message, reason, detail, user), wait for delivery (before the offsets are committed),
+        count and log each."""
         topic = self.settings.topics.name("dead_letters")
         await asyncio.to_thread(ensure_dead_letter_topic, self.settings)
         now = _now_ms()
         sends = []
-        for p, exc in failed:
-            m = p.message
-            key, letter = serde.dead_letter(
-                m, stage, exc.reason, exc.detail, now, self.settings.kafka.max_request_bytes
-            )
+        for m, reason, detail, user in letters:
+            key, letter = serde.dead_letter(m, stage, reason, detail, now, self.settings.kafka.max_request_bytes)
             sends.append(await producer.send(topic, letter, key=key))
-            metrics.DEAD_LETTERS.labels(stage, exc.reason).inc()
+            metrics.DEAD_LETTERS.labels(stage, reason).inc()
             log.warning(
                 "dead-letter stage=%s reason=%s user=%s topic=%s partition=%s offset=%s detail=%s",
                 stage,
-                exc.reason,
-                p.user_id,
+                reason,
+                user,
                 m.topic,
                 m.partition,
                 m.offset,
-                exc.detail,
+                detail,
             )
-        await asyncio.gather(*sends)  # delivered before the offsets are committed
-        self.stats.dead_letters += len(failed)
+        await asyncio.gather(*sends)
+        self.stats.dead_letters += len(letters)
 
     async def _write(self, store: AsyncAffinityStore, items: list[Affinities]) -> list[bool | StoreKeyError]:
         """Write until Redis takes it: nothing is committed before its write succeeds. A stop
