@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import time
 from collections.abc import Awaitable
 from typing import Any, NoReturn, cast
 
@@ -22,6 +21,7 @@ import faust
 
 from adcast import metrics
 from adcast.config import ROCKSDB_WRITE_BUFFERS, Settings
+from adcast.core.clock import now_ms
 from adcast.core.triggers import TriggerPolicy
 from adcast.kafka import ensure_dead_letter_topic
 from adcast.wire import serde
@@ -32,10 +32,6 @@ from stream.processor import EVENT, PROFILE, TICK, Input, Outcome, StreamProcess
 from stream.table import FaustTableStore
 
 log = logging.getLogger(__name__)
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 class _HeldWrites:
@@ -178,7 +174,7 @@ def create_app(settings: Settings) -> faust.App:
             await asyncio.to_thread(ensure_dead_letter_topic, settings)
         for item, d in outcome.dead_letters:
             message = item.ref.message
-            key, letter = serde.dead_letter(message, d.stage, d.reason, d.detail, _now_ms(), max_request)
+            key, letter = serde.dead_letter(message, d.stage, d.reason, d.detail, now_ms(), max_request)
             sent.append(await dead_letters.send(key=key, value=letter))
             metrics.DEAD_LETTERS.labels(d.stage, d.reason).inc()
             log.warning(
@@ -211,7 +207,7 @@ def create_app(settings: Settings) -> faust.App:
             held = _HeldWrites(store)
             async with in_flight:
                 try:
-                    outcome = processor.on_batch(held, items, _now_ms())
+                    outcome = processor.on_batch(held, items, now_ms())
                     metrics.INGEST_BATCH_SIZE.observe(len(items))
                     # Shielded: a shutdown arriving mid-send must not leave the acked batch's requests unsent.
                     await asyncio.shield(send(outcome))

@@ -21,8 +21,10 @@ workers="${TEST_WORKERS:-3}"
 stream_py="${STREAM_PY:-.venv-stream/bin/python}"
 infer_py="${INFER_PY:-.venv-infer/bin/python}"
 # One compute thread per process (torch, OpenMP, the workers a test starts): the runs side by side
-# fill the cores; two threads each would oversubscribe them and slow every run.
-export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
+# fill the cores; two threads each would oversubscribe them and slow every run. The vLLM run keeps
+# two: its few tests fine-tune and score a 135M-parameter model, the longest single piece of work.
+threads="${OMP_NUM_THREADS:-1}"
+export OMP_NUM_THREADS="$threads"
 logs=.adcast/test-logs
 mkdir -p "$logs"
 infer_tests=(tests/unit tests/integration tests/e2e)
@@ -40,7 +42,7 @@ launch() {  # launch NAME COMMAND...: in the background, output to its log
 }
 
 launch stream "$stream_py" -m pytest -q -p no:cacheprovider --durations=15 -m "$selection" tests/unit tests/stream
-launch vllm "$infer_py" -m pytest -q -p no:cacheprovider --durations=15 -m "vllm and ($selection)" "${infer_tests[@]}"
+launch vllm env OMP_NUM_THREADS="$((threads > 2 ? threads : 2))" "$infer_py" -m pytest -q -p no:cacheprovider --durations=15 -m "vllm and ($selection)" "${infer_tests[@]}"
 parallel=()
 # --no-loadscope-reorder: keep the collection order (tests/conftest.py puts the longest files first)
 [ "$workers" -gt 1 ] && parallel=(-n "$workers" --dist loadfile --no-loadscope-reorder)

@@ -37,6 +37,7 @@ from typing import Any
 
 from adcast.config import Settings
 from adcast.core.affinities import Affinities
+from adcast.core.clock import now_ms
 from adcast.core.events import validate_event
 from adcast.core.history import HistoryLimits, UserHistory, bounded_profile, fold_event
 from adcast.core.prompt import render
@@ -125,8 +126,8 @@ def backfill(
     s = settings.stream
     limits = s.history_limits()
     profiles = {p["user_id"]: p.get("attributes") or {} for p in read_records(data_dir, "profiles")}
-    now_ms = int(time.time() * 1000)
-    histories = fold_histories(read_records(data_dir, "events"), profiles, limits, now_ms, summary.invalid)
+    now = now_ms()
+    histories = fold_histories(read_records(data_dir, "events"), profiles, limits, now, summary.invalid)
     if summary.invalid:
         log.warning("skipped %d invalid events: %s", summary.invalid.total(), dict(summary.invalid))
     users = sorted(histories)[:limit_users]
@@ -137,7 +138,7 @@ def backfill(
         if not history.events:
             summary.no_salient += 1
             continue
-        requests.append(PredictionRequest.from_history(history, REASON, now_ms, limits))
+        requests.append(PredictionRequest.from_history(history, REASON, now, limits))
     del histories
 
     owned = engine is None
@@ -173,7 +174,7 @@ async def _score_and_write(
         with tqdm(total=len(requests), unit="user", desc="backfill", disable=not progress, mininterval=0.5) as bar:
             for chunk in _batches(requests, batch):
                 scored = engine.score([render(r) for r in chunk], settings.infer.top_k)
-                computed_at = int(time.time() * 1000)
+                computed_at = now_ms()
                 items = [
                     Affinities(r.user_id, r.version, engine.model_version, computed_at, r.newest_event_time, tuple(top))
                     for r, top in zip(chunk, scored, strict=True)

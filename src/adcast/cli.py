@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 from adcast.bench import add_bench_commands, benchmark_in
 from adcast.config import Settings, load_settings, masked
+from adcast.core.examples import DEFAULT_CUTOFF_FRACTION
 from adcast.errors import AdcastError, ConfigError, require
 from adcast.lifecycle.cli import add_lifecycle_commands
 from adcast.train.cli import add_model_commands
@@ -287,7 +288,10 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     ev.add_argument("--data", required=True, help="data directory in the interchange format")
     ev.add_argument("--model", default=None, help="model directory (omit to evaluate only the baselines)")
     ev.add_argument(
-        "--cutoff-fraction", type=float, default=0.8, help="targets are engagements after this time quantile"
+        "--cutoff-fraction",
+        type=float,
+        default=DEFAULT_CUTOFF_FRACTION,
+        help="targets are engagements after this time quantile",
     )
     ev.add_argument("--k", default="1,5,10,50", help="comma-separated cut-offs (default: 1,5,10,50)")
     ev.add_argument("--engine", default="torch", help="scoring engine (default: torch)")

@@ -191,8 +191,8 @@ class InferSettings(_Group):
     model_dir: str = Field(
         ".adcast/models/demo", description="Hugging Face checkpoint directory made by `adcast train`."
     )
-    engine: str = Field("torch", description="Scoring engine: torch or vllm.")
-    device: str = Field("cpu", description="cpu or cuda.")
+    engine: Literal["torch", "vllm"] = Field("torch", description="Scoring engine: torch or vllm.")
+    device: Literal["cpu", "cuda"] = Field("cpu", description="cpu or cuda.")
     cpu_threads: int = Field(
         1,
         description="Torch threads on the CPU; 0 lets torch use every core. Keep it low "

@@ -21,7 +21,15 @@ from typing import Any
 
 from adcast.core.baselines import Cooccurrence, Popularity, engaged_sequence, recent, recent_shown
 from adcast.core.events import Event
-from adcast.core.examples import TARGET_KINDS, Example, cutoff_time, iter_examples, target_kind, to_event
+from adcast.core.examples import (
+    DEFAULT_CUTOFF_FRACTION,
+    TARGET_KINDS,
+    Example,
+    cutoff_time,
+    iter_examples,
+    target_kind,
+    to_event,
+)
 from adcast.core.history import HistoryLimits
 from adcast.core.prompt import render
 from adcast.core.ranking import merge_half_and_half, rank_of, recall_at, summarize
@@ -34,7 +42,7 @@ BASELINES = ("popularity", "recent", "recent_shown", "cooccurrence")
 def evaluate(
     data_dir: str | Path,
     model_dir: str | Path | None,
-    cutoff_fraction: float = 0.8,
+    cutoff_fraction: float = DEFAULT_CUTOFF_FRACTION,
     ks: Sequence[int] = (1, 5, 10, 50),
     engine: str = "torch",
     device: str = "cpu",

@@ -33,6 +33,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from adcast import metrics
 from adcast.config import Settings
+from adcast.core.clock import now_ms
 from adcast.core.events import MAX_ID_CHARS
 from adcast.core.slots import SLOT_NAME
 from adcast.errors import AdcastError, BadRequest, StoreUnavailable
@@ -111,13 +112,13 @@ async def affinities(request: web.Request) -> web.Response:
     except BadRequest as exc:
         return _error(400, exc.code, exc.message)
     client = request.app[CLIENT]
-    now_ms = time.time() * 1000
+    now = now_ms()
     body: dict[str, Any]
     if slots:
         by_slot = await client.get_many_slots(users, slots)
-        body = {"slots": {s: _users(found, now_ms) for s, found in by_slot.items()}}
+        body = {"slots": {s: _users(found, now) for s, found in by_slot.items()}}
     else:
-        body = {"users": _users(await client.get_many(users, slot), now_ms)}
+        body = {"users": _users(await client.get_many(users, slot), now)}
     response = web.Response(body=_JSON.encode(body), content_type="application/json")
     metrics.LOOKUP_SECONDS.observe(time.perf_counter() - started)
     return response

@@ -77,6 +77,16 @@ def test_a_misspelt_setting_is_an_error_that_names_it(monkeypatch, tmp_path, cap
     assert "ADCAST_STREAM__QUIET_MSEC is not a setting" in capsys.readouterr().err
 
 
+def test_an_engine_or_device_that_does_not_exist_is_refused_when_the_settings_load(monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("ADCAST_CONFIG", str(tmp_path / "absent.toml"))
+    monkeypatch.setenv("ADCAST_INFER__ENGINE", "tensorrt")
+    monkeypatch.setenv("ADCAST_INFER__DEVICE", "gpu")
+    assert main(["config"]) == 2
+    err = capsys.readouterr().err
+    assert "ADCAST_INFER__ENGINE: Input should be 'torch' or 'vllm'" in err
+    assert "ADCAST_INFER__DEVICE: Input should be 'cpu' or 'cuda'" in err
+
+
 def test_the_command_line_loads_a_benchmark_only_when_it_runs():
     code = (
         "import sys\n"

@@ -35,6 +35,7 @@ from typing import Any
 
 from adcast.bench._harness import delete_run_topics, scrape, start_local_services, tree_cpu_seconds
 from adcast.config import Settings, to_env
+from adcast.core.clock import now_ms
 from adcast.errors import ServiceError
 from adcast.wire import serde
 
@@ -210,7 +211,7 @@ def bench_ingest(args: argparse.Namespace, settings: Settings) -> dict[str, Any]
     try:
         create_topics(s)
         say(f"producing {args.events:,} events of {args.users:,} users to {s.topics.name('events')}")
-        fill_topic(s, synthetic_events(args.events, args.users, args.seed, int(time.time() * 1000)))
+        fill_topic(s, synthetic_events(args.events, args.users, args.seed, now_ms()))
         say("raw aiokafka consumer ...")
         raw = asyncio.run(_raw_rate(s, args.events, args.timeout))
         rounds = []

@@ -39,6 +39,7 @@ from urllib.parse import urlencode
 
 from adcast.config import Settings, redact_url, to_env
 from adcast.core.affinities import Affinities
+from adcast.core.clock import now_ms
 from adcast.core.ranking import percentile
 from adcast.errors import ServiceError
 from adcast.local.services import free_port
@@ -72,7 +73,7 @@ def records(n: int, advertisers: int, top_k: int, seed: int) -> Iterator[Affinit
     """Predictions shaped like the engine's: distinct advertisers, a long-tailed softmax mass."""
     rng = random.Random(seed)
     pool = [f"a{j:05d}" for j in range(advertisers)]
-    now = int(time.time() * 1000)
+    now = now_ms()
     for i in range(n):
         weights = sorted((rng.random() ** 4 for _ in range(top_k)), reverse=True)
         mass = rng.uniform(0.3, 0.95) / sum(weights)  # the top-K of a softmax over all advertisers

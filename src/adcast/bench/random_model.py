@@ -34,10 +34,6 @@ SHAPES: dict[str, dict[str, Any]] = {
 }  # fmt: skip
 
 
-def shape_names() -> list[str]:
-    return list(SHAPES)
-
-
 def build_random_model(
     shape: str,
     out_dir: str | Path,

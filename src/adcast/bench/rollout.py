@@ -32,6 +32,7 @@ from typing import Any
 
 from adcast.bench._harness import delete_run_topics, start_local_services
 from adcast.config import Settings, to_env
+from adcast.core.clock import now_ms
 from adcast.core.ranking import percentile
 from adcast.core.slots import SLOT_HEADER
 from adcast.errors import ConfigError
@@ -139,12 +140,12 @@ def bench_rollout(args: argparse.Namespace, settings: Settings) -> dict[str, Any
 
         def roll() -> None:
             time.sleep(args.rollout_after)
-            window["start_ms"] = int(time.time() * 1000)
+            window["start_ms"] = now_ms()
             window["summary"] = rollout(shadow, "gb", rate=args.rollout_rate, progress=False)
-            window["end_ms"] = int(time.time() * 1000)
+            window["end_ms"] = now_ms()
 
         roller = threading.Thread(target=roll, daemon=True)
-        live_start_ms = int(time.time() * 1000)
+        live_start_ms = now_ms()
         roller.start()
         second = replay(settings, live, rate=args.rate, live=True, collect=True, progress=progress)
         roller.join()

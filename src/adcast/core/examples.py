@@ -51,6 +51,10 @@ def target_kind(example: Example) -> str:
     return "return" if example.target in example.own else "new"
 
 
+# The time quantile that splits training from evaluation (adcast train, examples, eval).
+DEFAULT_CUTOFF_FRACTION = 0.8
+
+
 def cutoff_time(event_times: Iterable[int], fraction: float) -> int:
     """The event time at `fraction` of all events sorted by time (the evaluation protocol)."""
     times = sorted(event_times)

@@ -12,7 +12,10 @@ random-weight benchmark models have no tokenizer at all.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Protocol
+from typing import Any, Protocol
+
+from adcast.errors import ModelError
+from adcast.model_meta import ModelMeta
 
 Scored = list[tuple[str, float]]
 
@@ -30,3 +33,27 @@ class ScoringEngine(Protocol):
     def score(self, prompts: list[str], k: int) -> list[Scored]: ...
 
     def close(self) -> None: ...
+
+
+class PromptScoring:
+    """`encode` and `score` on top of an engine's `score_tokens`: the engines' shared text side
+    (the model's tokenizer, then its copy score per prompt)."""
+
+    tokenizer: Any  # a Hugging Face tokenizer, or None for random-weight benchmark models
+    meta: ModelMeta
+    model_version: str
+
+    def score_tokens(
+        self, token_ids: list[list[int]], k: int, biases: Sequence[Mapping[int, float]] | None = None
+    ) -> list[Scored]:
+        raise NotImplementedError
+
+    def encode(self, prompts: list[str]) -> list[list[int]]:
+        if self.tokenizer is None:
+            raise ModelError(f"model {self.model_version} has no tokenizer; score token ids with score_tokens")
+        return list(self.tokenizer(prompts, add_special_tokens=False)["input_ids"])
+
+    def score(self, prompts: list[str], k: int) -> list[Scored]:
+        if not prompts:
+            return []
+        return self.score_tokens(self.encode(prompts), k, [self.meta.copy_bias(p) for p in prompts])

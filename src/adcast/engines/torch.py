@@ -17,14 +17,14 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from adcast.engines.base import Scored
+from adcast.engines.base import PromptScoring, Scored
 from adcast.errors import ModelError
 from adcast.model_meta import ModelMeta, has_tokenizer
 
 log = logging.getLogger(__name__)
 
 
-class TorchEngine:
+class TorchEngine(PromptScoring):
     def __init__(
         self, model_dir: str, device: str = "cpu", max_batch_tokens: int = 65_536, compile: bool = False
     ) -> None:
@@ -49,11 +49,6 @@ class TorchEngine:
         self.max_batch_tokens = max_batch_tokens
         pad = self.tokenizer.pad_token_id if self.tokenizer is not None else None
         self.pad_id = pad if pad is not None else 0
-
-    def encode(self, prompts: list[str]) -> list[list[int]]:
-        if self.tokenizer is None:
-            raise ModelError(f"model {self.model_version} has no tokenizer; score token ids with score_tokens")
-        return list(self.tokenizer(prompts, add_special_tokens=False)["input_ids"])
 
     @torch.inference_mode()
     def last_hidden(self, token_ids: list[list[int]]) -> torch.Tensor:
@@ -100,11 +95,6 @@ class TorchEngine:
                 results[i] = [(self.advertiser_ids[j], p) for p, j in zip(top_p[row], top_i[row], strict=True)]
             start = end
         return results
-
-    def score(self, prompts: list[str], k: int) -> list[Scored]:
-        if not prompts:
-            return []
-        return self.score_tokens(self.encode(prompts), k, [self.meta.copy_bias(p) for p in prompts])
 
     def close(self) -> None:
         pass

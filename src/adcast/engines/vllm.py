@@ -20,7 +20,7 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from adcast.engines.base import Scored
+from adcast.engines.base import PromptScoring, Scored
 from adcast.errors import ModelError
 from adcast.model_meta import ModelMeta, has_tokenizer
 
@@ -58,7 +58,7 @@ def _in_process(device: str) -> bool:
     return os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0"
 
 
-class VllmEngine:
+class VllmEngine(PromptScoring):
     def __init__(
         self,
         model_dir: str,
@@ -106,11 +106,6 @@ class VllmEngine:
         self.max_len = int(self.llm.llm_engine.model_config.max_model_len)
         self.cached_prompt_tokens = 0  # prompt tokens served from the prefix cache, since start
 
-    def encode(self, prompts: list[str]) -> list[list[int]]:
-        if self.tokenizer is None:
-            raise ModelError(f"model {self.model_version} has no tokenizer; score token ids with score_tokens")
-        return list(self.tokenizer(prompts, add_special_tokens=False)["input_ids"])
-
     def score_tokens(
         self, token_ids: list[list[int]], k: int, biases: Sequence[Mapping[int, float]] | None = None
     ) -> list[Scored]:
@@ -144,11 +139,6 @@ class VllmEngine:
             ranked = sorted(logprobs.items(), key=lambda item: -item[1].logprob)[:k]
             results.append([(self._by_token[token], math.exp(lp.logprob)) for token, lp in ranked])
         return results
-
-    def score(self, prompts: list[str], k: int) -> list[Scored]:
-        if not prompts:
-            return []
-        return self.score_tokens(self.encode(prompts), k, [self.meta.copy_bias(p) for p in prompts])
 
     def reset_prefix_cache(self) -> None:
         """Empty the prefix cache (benchmarks: what the next prompts cost without it)."""

@@ -38,6 +38,7 @@ from adcast import metrics
 from adcast.config import Settings
 from adcast.core.affinities import Affinities
 from adcast.core.batching import MicroBatcher
+from adcast.core.clock import now_ms
 from adcast.core.prompt import render
 from adcast.core.requests import MAX_VERSION, MIN_VERSION, PredictionRequest
 from adcast.core.slots import ROLLOUT_REASON, SLOT_HEADER
@@ -53,10 +54,6 @@ from adcast.wire.schema_registry import activate as activate_schemas
 log = logging.getLogger(__name__)
 
 HEARTBEAT_S = 10.0  # how often a worker tells the slot pointer that its slot has a writer
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 @dataclass
@@ -143,7 +140,7 @@ class InferenceWorker:
                 if time.monotonic() - announced >= HEARTBEAT_S:
                     announced = time.monotonic()
                     await self._announce(store)
-                timeout = self.batcher.wait_ms(_now_ms()) if len(self.batcher) else s.infer.max_wait_ms
+                timeout = self.batcher.wait_ms(now_ms()) if len(self.batcher) else s.infer.max_wait_ms
                 # Fetch no more than the batch has room for, so a micro-batch never exceeds max_batch.
                 room = max(1, s.infer.max_batch - len(self.batcher))
                 records = await consumer.getmany(timeout_ms=max(1, timeout), max_records=room)
@@ -153,7 +150,7 @@ class InferenceWorker:
                         self._offsets[tp] = m.offset + 1
                 await self.lag.report(consumer.assignment(), consumer.highwater, consumer.position)
                 await self._prioritise_live(consumer)
-                if self.batcher.ready(_now_ms()) or (self._offsets and not len(self.batcher)):
+                if self.batcher.ready(now_ms()) or (self._offsets and not len(self.batcher)):
                     await self._flush(consumer, producer, store)
             if len(self.batcher) or self._offsets:
                 await self._flush(consumer, producer, store)  # finish the batch in flight
@@ -181,7 +178,7 @@ class InferenceWorker:
 
     async def _announce(self, store: AsyncAffinityStore) -> None:
         try:
-            if await store.announce(_now_ms()):
+            if await store.announce(now_ms()):
                 log.info("slot %s is live: it is the first slot of this store", self.slot)
         except StoreUnavailable as exc:
             log.warning("could not tell the slot pointer that slot %s runs: %s", self.slot, exc)
@@ -221,7 +218,7 @@ class InferenceWorker:
             detail = f"version {request.version} of user {request.user_id!r} is outside [{MIN_VERSION}, {MAX_VERSION}]"
             await self._dead_letter_one(producer, message, "validate", "version_out_of_range", detail)
             return
-        self.batcher.add(_Pending(request, message), _now_ms())
+        self.batcher.add(_Pending(request, message), now_ms())
 
     def _for_this_slot(self, message: Any) -> bool:
         return any(k == SLOT_HEADER and v == self._slot_header for k, v in message.headers or ())
@@ -244,7 +241,7 @@ class InferenceWorker:
         count and log each."""
         topic = self.settings.topics.name("dead_letters")
         await asyncio.to_thread(ensure_dead_letter_topic, self.settings)
-        now = _now_ms()
+        now = now_ms()
         sends = []
         for m, reason, detail, user in letters:
             key, letter = serde.dead_letter(m, stage, reason, detail, now, self.settings.kafka.max_request_bytes)
@@ -300,7 +297,7 @@ class InferenceWorker:
                     )
             if failed:
                 await self._dead_letter(producer, "infer", failed)
-            computed_at = _now_ms()
+            computed_at = now_ms()
             items = [
                 Affinities(
                     p.user_id,
@@ -313,7 +310,7 @@ class InferenceWorker:
                 for p, top in scored
             ]
             results = await self._write(store, items) if items else []
-            written_at = _now_ms()
+            written_at = now_ms()
             # A user whose key refused the write: its request goes to the dead-letter topic, the
             # rest of the batch is written and published all the same.
             refused = [(p, r) for (p, _), r in zip(scored, results, strict=True) if isinstance(r, StoreKeyError)]

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from collections.abc import Callable
 from typing import Any
 
 from adcast.config import Settings
+from adcast.core.clock import now_ms
 from adcast.errors import ConfigError
 
 Add = Callable[[str, Callable[[argparse.Namespace, Settings], int], str], argparse.ArgumentParser]
@@ -19,7 +19,7 @@ def cmd_slots(args: argparse.Namespace, settings: Settings) -> int:
 
     with SlotAdmin(settings.redis) as admin:
         p = admin.pointer()
-        now = int(time.time() * 1000)
+        now = now_ms()
         slots = sorted({*p.writers, *(s for s in (p.live, p.candidate, p.previous) if s)})
         out: dict[str, Any] = {"live": p.live, "candidate": p.candidate, "previous": p.previous, "slots": {}}
         for slot in slots:

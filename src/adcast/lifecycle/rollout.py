@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from adcast.config import Settings
+from adcast.core.clock import now_ms
 from adcast.core.requests import PredictionRequest
 from adcast.core.slots import ROLLOUT_REASON, SLOT_HEADER, check_slot
 from adcast.kafka import create_topics
@@ -107,7 +108,7 @@ def rollout(
                     h = rec.history
                     if rec.offset in wanted and h is not None and h.version >= 0:
                         pacer.wait(summary.requested, 0)
-                        request = PredictionRequest.from_history(h, ROLLOUT_REASON, int(time.time() * 1000), limits)
+                        request = PredictionRequest.from_history(h, ROLLOUT_REASON, now_ms(), limits)
                         produce(producer, to_topic, h.user_id, encode_request(request), headers=headers)
                         summary.requested += 1
                         bar.set_postfix(requests=summary.requested, refresh=False)

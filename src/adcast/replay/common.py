@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from adcast.config import Settings
+from adcast.core.clock import now_ms
 from adcast.core.events import validate_event
 from adcast.errors import ConfigError, InvalidEvent, ServiceError
 from adcast.kafka import confluent_config
@@ -223,7 +224,7 @@ class Sink:
         self.pacer.wait(self.summary.events, out.record["event_time"])
         value = out.raw
         if self.live or value is None:
-            record = {**out.record, "event_time": int(time.time() * 1000)} if self.live else out.record
+            record = {**out.record, "event_time": now_ms()} if self.live else out.record
             value = serde.encode(serde.EVENT, record)
         produce(self.producer, self.topic, out.key, value, self._done(out.record["event_type"]))
         self.producer.poll(0)
@@ -239,7 +240,7 @@ class Sink:
             stage,
             reason,
             detail,
-            int(time.time() * 1000),
+            now_ms(),
             self.settings.kafka.max_request_bytes,
         )
         dlq = self.settings.topics.name("dead_letters")

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from adcast.config import Settings
+from adcast.core.clock import now_ms
 from adcast.data.files import read_records
 from adcast.errors import SerdeError
 from adcast.kafka import require_topics
@@ -61,10 +62,10 @@ def replay(
     summary.topics[t.name("advertisers")] += summary.advertisers
     producer.flush(30)
 
-    now_ms = int(time.time() * 1000)
+    now = now_ms()
     valid: list[tuple[int, Outgoing]] = []
     for record in read_records(data_dir, "events"):
-        failure = check_event(record, now_ms)
+        failure = check_event(record, now)
         if failure is None:
             try:
                 value = serde.encode(serde.EVENT, record)

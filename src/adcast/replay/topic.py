@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from adcast.config import Settings
+from adcast.core.clock import now_ms
 from adcast.errors import ConfigError, SerdeError, ServiceError
 from adcast.kafka import confluent_config
 from adcast.replay.common import (
@@ -127,7 +128,7 @@ def _merged(consumer: Any, topic: str, parts: list[_Partition], rng: TopicRange,
         if rng.end_time is not None and stamp >= rng.end_time:
             finish(p)
             return
-        record, failure = _decode_event(m.value(), int(time.time() * 1000))
+        record, failure = _decode_event(m.value(), now_ms())
         if record is not None:
             p.last_time = record["event_time"]
         key = m.key() if m.key() is not None or record is None else record["user_id"].encode()

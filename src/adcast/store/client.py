@@ -18,6 +18,7 @@ from typing import Any
 
 from adcast import metrics
 from adcast.config import RedisSettings
+from adcast.core import clock
 from adcast.core.affinities import FIELDS, Affinities
 from adcast.core.slots import SlotPointer, check_slot, pointer_key, user_key
 from adcast.store.connection import async_redis_client, key_error, mapped_errors, redis_client
@@ -31,7 +32,7 @@ class StoredAffinities(Affinities, frozen=True, gc=False):
 
     def age_seconds(self, now_ms: float | None = None) -> float:
         """Seconds since the engine computed this prediction (0 when the writer's clock is ahead)."""
-        now = time.time() * 1000 if now_ms is None else now_ms
+        now = clock.now_ms() if now_ms is None else now_ms
         return max(0.0, (now - self.computed_at) / 1000)
 
 

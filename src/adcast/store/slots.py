@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 
 from adcast.config import RedisSettings
+from adcast.core.clock import now_ms
 from adcast.core.slots import WRITER, SlotPointer, check_slot, pointer_key, slot_match
 from adcast.errors import ConfigError
 from adcast.store.connection import mapped_errors, redis_client
@@ -31,10 +32,6 @@ return live or ''
 WRITER_GONE_S = 30  # a slot whose workers said nothing for this long has none running (they say it every 10 s)
 
 
-def _now_ms() -> int:
-    return int(time.time() * 1000)
-
-
 class SlotAdmin:
     """The operator's side of the slots (sync), for `adcast slots|rollout|promote|retire`."""
 
@@ -49,13 +46,13 @@ class SlotAdmin:
 
     def set_candidate(self, slot: str) -> None:
         with mapped_errors(self.settings):
-            self.redis.hset(self.key, mapping={"candidate": check_slot(slot), "updated_at": _now_ms()})
+            self.redis.hset(self.key, mapping={"candidate": check_slot(slot), "updated_at": now_ms()})
 
     def promote(self, slot: str) -> str | None:
         """Make `slot` live at once for every reader (within `redis.pointer_refresh_s`); the slot
         that was live becomes `previous`. Returns that slot (None when none was live)."""
         with mapped_errors(self.settings):
-            was = self.redis.eval(_PROMOTE, 1, self.key, check_slot(slot), _now_ms())
+            was = self.redis.eval(_PROMOTE, 1, self.key, check_slot(slot), now_ms())
         return was or None
 
     def keys(self, slot: str, batch: int = 1000) -> Iterator[str]:
@@ -83,9 +80,9 @@ class SlotAdmin:
             role = "live" if slot == pointer.live else "the candidate"
             raise ConfigError(f"slot {slot} is {role}; promote another slot first (adcast promote)")
         seen = pointer.writers.get(slot)
-        if seen and _now_ms() - seen < WRITER_GONE_S * 1000 and not force:
+        if seen and now_ms() - seen < WRITER_GONE_S * 1000 and not force:
             raise ConfigError(
-                f"an inference worker of slot {slot} ran {(_now_ms() - seen) / 1000:.0f} s ago; stop that "
+                f"an inference worker of slot {slot} ran {(now_ms() - seen) / 1000:.0f} s ago; stop that "
                 "deployment first (its writes would bring keys back), or pass --force"
             )
         if pointer.previous == slot:

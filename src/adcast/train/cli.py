@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from adcast.config import Settings
+from adcast.core.examples import DEFAULT_CUTOFF_FRACTION
 from adcast.errors import ConfigError, require
 from adcast.train.lora import DEFAULT_TARGETS
 
@@ -89,7 +90,10 @@ def add_model_commands(add: Callable[[str, Callable[[argparse.Namespace, Setting
     ex.add_argument("--data", required=True, help="data directory in the interchange format")
     ex.add_argument("--out", required=True, help="output folder of the shards")
     ex.add_argument(
-        "--cutoff-fraction", type=float, default=0.8, help="targets before this time quantile (default: 0.8)"
+        "--cutoff-fraction",
+        type=float,
+        default=DEFAULT_CUTOFF_FRACTION,
+        help=f"targets before this time quantile (default: {DEFAULT_CUTOFF_FRACTION})",
     )
     ex.add_argument("--shard-examples", type=int, default=200_000, help="examples per shard (default: 200000)")
     ex.add_argument(
@@ -113,7 +117,12 @@ def add_model_commands(add: Callable[[str, Callable[[argparse.Namespace, Setting
     )
     t.add_argument("--epochs", type=int, default=5)
     t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--cutoff-fraction", type=float, default=0.8, help="train on events before this time quantile")
+    t.add_argument(
+        "--cutoff-fraction",
+        type=float,
+        default=DEFAULT_CUTOFF_FRACTION,
+        help="train on events before this time quantile",
+    )
     t.add_argument("--device", default="cpu", help="cpu or cuda (bf16 autocast on cuda)")
     t.add_argument("--hidden-size", type=int, default=128, help="width of the from-scratch model (ignored with --base)")
     t.add_argument(

@@ -21,6 +21,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from adcast.core.examples import DEFAULT_CUTOFF_FRACTION
 from adcast.core.history import HistoryLimits
 from adcast.core.prompt import advertiser_token
 from adcast.errors import ConfigError, TrainingInterrupted
@@ -57,7 +58,7 @@ class TrainConfig:
     # (auto_relabel), as a catalog needs them only where most advertisers are seen in few examples.
     relabel: float | None = None
     seed: int = 0
-    cutoff_fraction: float = 0.8
+    cutoff_fraction: float = DEFAULT_CUTOFF_FRACTION
     hidden_size: int = 128
     layers: int = 2
     heads: int = 4
