@@ -20,11 +20,10 @@ selection="${1:-not bench}"
 workers="${TEST_WORKERS:-3}"
 stream_py="${STREAM_PY:-.venv-stream/bin/python}"
 infer_py="${INFER_PY:-.venv-infer/bin/python}"
-# One compute thread per process (torch, OpenMP, the workers a test starts): the runs side by side
-# fill the cores; two threads each would oversubscribe them and slow every run. The vLLM run keeps
-# two: its few tests fine-tune and score a 135M-parameter model, the longest single piece of work.
-threads="${OMP_NUM_THREADS:-1}"
-export OMP_NUM_THREADS="$threads"
+# One compute thread per process (torch, OpenMP, vLLM's CPU worker, the workers a test starts): the
+# runs side by side fill the cores. More threads oversubscribe them, and OpenMP threads that vLLM
+# binds to cores spin at their barriers while other processes hold those cores: every run slows.
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 logs=.adcast/test-logs
 mkdir -p "$logs"
 infer_tests=(tests/unit tests/integration tests/e2e)
@@ -35,14 +34,15 @@ launch() {  # launch NAME COMMAND...: in the background, output to its log
   local name="$1"
   shift
   order+=("$name")
-  started[$name]=$SECONDS
+  started[$name]=$(date +%s)
   echo "started $name: $*"
-  "$@" >"$logs/$name.log" 2>&1 &
+  # Each run notes when it ended: they end in any order, and are waited for in launch order.
+  ( "$@" >"$logs/$name.log" 2>&1; s=$?; date +%s >"$logs/$name.ended"; exit $s ) &
   pid[$name]=$!
 }
 
 launch stream "$stream_py" -m pytest -q -p no:cacheprovider --durations=15 -m "$selection" tests/unit tests/stream
-launch vllm env OMP_NUM_THREADS="$((threads > 2 ? threads : 2))" "$infer_py" -m pytest -q -p no:cacheprovider --durations=15 -m "vllm and ($selection)" "${infer_tests[@]}"
+launch vllm "$infer_py" -m pytest -q -p no:cacheprovider --durations=15 -m "vllm and ($selection)" "${infer_tests[@]}"
 parallel=()
 # --no-loadscope-reorder: keep the collection order (tests/conftest.py puts the longest files first)
 [ "$workers" -gt 1 ] && parallel=(-n "$workers" --dist loadfile --no-loadscope-reorder)
@@ -53,7 +53,7 @@ failed=()
 for name in "${order[@]}"; do
   wait "${pid[$name]}"
   status[$name]=$?
-  took[$name]=$((SECONDS - started[$name]))
+  took[$name]=$(($(cat "$logs/$name.ended" 2>/dev/null || date +%s) - started[$name]))
 done
 for name in "${order[@]}"; do
   echo

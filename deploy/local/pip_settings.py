@@ -28,6 +28,11 @@ def pip_settings(python: str) -> dict[str, str]:
     listing = subprocess.run(
         [python, "-m", "pip", "config", "list"], capture_output=True, text=True, check=False
     ).stdout
+    return parse_config_list(listing)
+
+
+def parse_config_list(listing: str) -> dict[str, str]:
+    """`pip config list` output (`scope.name='value'` lines) -> {name: the value in force}."""
     found: dict[str, dict[str, str]] = {}
     for line in listing.splitlines():
         key, sep, raw = line.partition("=")
@@ -36,7 +41,11 @@ def pip_settings(python: str) -> dict[str, str]:
         scope, _, name = key.rpartition(".")
         values = shlex.split(raw)
         found.setdefault(name, {})[scope] = values[0] if values else ""
-    return {name: next(by[s] for s in reversed(SCOPES) if s in by) for name, by in found.items() if set(by) & set(SCOPES)}
+    return {
+        name: next(by[scope] for scope in reversed(SCOPES) if scope in by)
+        for name, by in found.items()
+        if set(by) & set(SCOPES)
+    }
 
 
 def uv_arguments(settings: dict[str, str]) -> list[str]:

@@ -65,6 +65,8 @@ uv_args=()
 if [ -n "$uv" ]; then
   mapfile -t uv_args < <("$PYTHON" "$root/deploy/local/pip_settings.py" "$PYTHON")
   echo "building ${tiers[*]} with $("$uv" --version) (side by side; logs in .adcast/logs)"
+elif [ "${ADCAST_INSTALLER:-uv}" = pip ]; then
+  echo "building ${tiers[*]} with pip (ADCAST_INSTALLER=pip), one after the other"
 else
   echo "uv is not available; building ${tiers[*]} with pip, one after the other (slower)"
 fi
