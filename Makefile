@@ -51,15 +51,10 @@ test: venvs $(BASE_MODEL)/config.json  ## every test of both environments, side 
 	@STREAM_PY=$(STREAM_PY) INFER_PY=$(INFER_PY) tests/suites.sh "$(TEST_SELECTION)"
 
 test-stream: $(STREAM_VENV)/.installed  ## tests that belong to the stream tier's environment
-	$(STREAM_PY) -m pytest -q -m "not bench" tests/unit tests/stream
+	@STREAM_PY=$(STREAM_PY) TEST_RUNS=stream tests/suites.sh "$(TEST_SELECTION)"
 
-# Tests that build a vLLM engine in-process run in a pytest process of their own: vLLM's CPU worker
-# changes process-wide torch threading, which would change what later tests train.
-INFER_TESTS := tests/unit tests/integration tests/e2e
 test-infer: $(INFER_VENV)/.installed $(BASE_MODEL)/config.json  ## tests that belong to the inference tier's environment (incl. end-to-end)
-	@$(INFER_PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder -m "not vllm and not bench" $(INFER_TESTS); a=$$?; \
-	 $(INFER_PY) -m pytest -q -m "vllm and not bench" $(INFER_TESTS); b=$$?; \
-	 if [ $$a -ne 0 -o $$b -ne 0 ]; then echo "$@ failed: torch run exit $$a, vllm run exit $$b"; exit 1; fi
+	@INFER_PY=$(INFER_PY) TEST_RUNS="vllm infer" tests/suites.sh "$(TEST_SELECTION)"
 
 bench-smoke: venvs $(BASE_MODEL)/config.json  ## a short run of every `adcast bench` command: its figures agree (not a measurement)
 	@STREAM_PY=$(STREAM_PY) INFER_PY=$(INFER_PY) tests/suites.sh bench

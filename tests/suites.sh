@@ -12,12 +12,14 @@
 #   infer   the infer environment, everything else of tests/unit, integration and e2e, spread over
 #           TEST_WORKERS pytest-xdist processes (default 3; most of those tests wait on workers,
 #           the broker and Redis rather than compute), a test file per process at a time
+# TEST_RUNS picks some of them (default "stream vllm infer"; `make test-stream`: stream).
 # Logs: .adcast/test-logs/<run>.log. Exit status: non-zero when any run failed.
 set -uo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 selection="${1:-not bench}"
 workers="${TEST_WORKERS:-3}"
+runs=" ${TEST_RUNS:-stream vllm infer} "
 stream_py="${STREAM_PY:-.venv-stream/bin/python}"
 infer_py="${INFER_PY:-.venv-infer/bin/python}"
 # One compute thread per process (torch, OpenMP, vLLM's CPU worker, the workers a test starts): the
@@ -33,6 +35,7 @@ order=()
 launch() {  # launch NAME COMMAND...: in the background, output to its log
   local name="$1"
   shift
+  [[ "$runs" == *" $name "* ]] || return 0
   order+=("$name")
   started[$name]=$(date +%s)
   echo "started $name: $*"

@@ -35,7 +35,7 @@ find_uv() {
   echo "$tools/bin/uv"
 }
 
-# build TIER INSTALLER: one environment, from scratch; its output goes to .adcast/logs/venv-TIER.log
+# build TIER: one environment, from scratch, with uv when $uv is set, else pip
 build() {
   local tier="$1" venv=".venv-$1" spec
   spec="$(extras_of "$tier")"
