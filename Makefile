@@ -59,12 +59,13 @@ test-infer: $(INFER_VENV)/.installed $(BASE_MODEL)/config.json  ## tests that be
 bench-smoke: venvs $(BASE_MODEL)/config.json  ## a short run of every `adcast bench` command: its figures agree (not a measurement)
 	@STREAM_PY=$(STREAM_PY) INFER_PY=$(INFER_PY) tests/suites.sh bench
 
-lint: venvs  ## ruff (lint and format check), mypy, and the import contracts (no cycles, a pure core)
+lint: venvs  ## ruff (lint and format check), mypy, the import contracts (no cycles, a pure core), function length
 	$(INFER_VENV)/bin/lint-imports
-	$(INFER_VENV)/bin/ruff check src stream tests
-	$(INFER_VENV)/bin/ruff format --check src stream tests
+	$(INFER_VENV)/bin/ruff check src stream tests tools
+	$(INFER_VENV)/bin/ruff format --check src stream tests tools
 	$(INFER_VENV)/bin/mypy src/adcast
 	$(STREAM_VENV)/bin/mypy stream
+	$(INFER_PY) tools/function_length.py --max-lines 80 src stream
 
 up: $(INFER_VENV)/.installed  ## start the local broker and redis-server, create topics
 	$(INFER_PY) -m adcast.cli up

@@ -46,15 +46,14 @@ if _missing or "_fetch_max_wait_ms" not in inspect.getsource(aiokafka.AIOKafkaCo
         "pinned by adcast's 'stream' extra: pip install 'adcast[stream]'"
     )
 
-# Set by stream.app.create_app from ADCAST_STREAM__FETCH_MAX_WAIT_MS (one app per process).
-FETCH_MAX_WAIT_MS = 100
+FAUST_FETCH_MAX_WAIT_MS = 1500  # what Faust gives its consumer; stream.app.StreamApp carries adcast's
 
 
 class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
         # aiokafka reads this attribute when it builds its fetcher in start(), after this.
-        consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS
+        consumer._fetch_max_wait_ms = getattr(self.app, "fetch_max_wait_ms", FAUST_FETCH_MAX_WAIT_MS)
         return consumer
 
     async def seek_to_committed(self) -> Mapping[Any, int]:

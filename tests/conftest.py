@@ -14,7 +14,7 @@ import pytest
 from kafka_reading import read_from_start
 
 from adcast.config import Settings, load_settings
-from adcast.local.services import Service, free_port
+from adcast.local.services import LOCAL_BROKER_TIMINGS, Service, free_port
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -93,7 +93,7 @@ def isolated_test_settings(name: str, folder: Path, kafka: str, redis: str) -> S
     """Settings with topics, groups, table dir and Redis keys of their own, named `name`."""
     return load_settings(
         home=str(folder / "home"),
-        kafka={"bootstrap_servers": kafka},
+        kafka={"bootstrap_servers": kafka, **LOCAL_BROKER_TIMINGS},
         topics={"prefix": f"{name}.", "partitions": 2},
         redis={"url": redis, "key_prefix": f"{name}:aff:"},
         stream={

@@ -10,12 +10,13 @@ import logging
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from adcast.bench import add_bench_commands, benchmark_in
 from adcast.config import Settings, load_settings, masked
 from adcast.core.examples import DEFAULT_CUTOFF_FRACTION
 from adcast.errors import AdcastError, ConfigError, require
-from adcast.lifecycle.cli import add_lifecycle_commands
+from adcast.lifecycle.cli import Add, add_lifecycle_commands
 from adcast.train.cli import add_model_commands
 
 log = logging.getLogger("adcast")
@@ -28,7 +29,7 @@ def cmd_config(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     from adcast.kafka import create_topics
-    from adcast.local.services import local_services
+    from adcast.local.services import local_services, write_local_settings
 
     broker, redis = local_services(settings)
     for service in (broker, redis):
@@ -39,14 +40,17 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
         )
     created = create_topics(settings)
     print(f"topics: {len(created)} created" + (f" ({', '.join(created)})" if created else " (all present)"))
+    local = write_local_settings(Path(settings.home))
+    print(f"settings: the local broker's consumer-group timings in {local}, read by every adcast command here")
     return 0
 
 
 def cmd_down(args: argparse.Namespace, settings: Settings) -> int:
-    from adcast.local.services import local_services
+    from adcast.local.services import local_services, remove_local_settings
 
     for service in local_services(settings):
         print(f"{service.name}: {'stopped' if service.stop() else 'not running'}")
+    remove_local_settings(Path(settings.home))
     return 0
 
 
@@ -210,6 +214,28 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         sp.set_defaults(fn=fn)
         return sp
 
+    # In this order: `adcast --help` lists the commands as they are added.
+    _add_tier_commands(add)
+    _add_data_commands(add)
+    _add_replay_command(add)
+    _add_backfill_command(add)
+    add_model_commands(add)
+    add_lifecycle_commands(add, _time)
+    _add_reading_commands(add)
+
+    b = sub.add_parser("bench", help="benchmarks that print figures (and JSON with --json)")
+    wanted = benchmark_in(sys.argv[1:] if argv is None else argv)
+    add_bench_commands(b.add_subparsers(dest="benchmark", required=True, metavar="BENCHMARK"), wanted)
+
+    d = add("demo", cmd_demo, "the whole path on local services: train (cached), both tiers, replay, read back")
+    d.add_argument("--users", type=int, default=2000, help="users in the synthetic world")
+    d.add_argument("--events", type=int, default=5000, help="events to replay live")
+    d.add_argument("--rate", type=float, default=400.0, help="replay rate, events per second")
+    d.add_argument("--keep", action="store_true", help="leave services and workers running")
+    return p
+
+
+def _add_tier_commands(add: Add) -> None:
     add("config", cmd_config, "print the effective settings (secrets masked)")
     add("up", cmd_up, "start the local broker (Tansu) and redis-server, and create the topics")
     add("down", cmd_down, "stop the local broker and redis-server")
@@ -221,6 +247,8 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     )
     add("infer", cmd_infer, "run an inference-tier worker (needs the 'infer-cpu' or 'infer-gpu' extra)")
 
+
+def _add_data_commands(add: Add) -> None:
     g = add("generate", cmd_generate, "write a synthetic world in the interchange format")
     g.add_argument("--out", required=True, help="output directory")
     g.add_argument("--users", type=int, default=2000, help="users in the world (default: 2000)")
@@ -246,6 +274,8 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         help="which rows' advertisers are targets: every shown ad (default) or clicked ones only",
     )
 
+
+def _add_replay_command(add: Add) -> None:
     r = add(
         "replay",
         cmd_replay,
@@ -269,6 +299,8 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     r.add_argument("--limit", type=int, default=None, help="replay only the first N events")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
 
+
+def _add_backfill_command(add: Add) -> None:
     bf = add(
         "backfill",
         cmd_backfill,
@@ -281,9 +313,8 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     bf.add_argument("--slot", default=None, help="the store slot to fill (default: infer.slot)")
     bf.add_argument("--quiet", action="store_true", help="no progress bar")
 
-    add_model_commands(add)
-    add_lifecycle_commands(add, _time)
 
+def _add_reading_commands(add: Add) -> None:
     ev = add("eval", cmd_eval, "Recall@K, NDCG@10 and MRR of the model against popularity, recent and co-occurrence")
     ev.add_argument("--data", required=True, help="data directory in the interchange format")
     ev.add_argument("--model", default=None, help="model directory (omit to evaluate only the baselines)")
@@ -307,17 +338,6 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     sv = add("serve", cmd_serve, "HTTP lookup service: GET /v1/affinities, /healthz, /metrics, /openapi.json")
     sv.add_argument("--host", default=None, help="listen address (default: serve.host, 127.0.0.1)")
     sv.add_argument("--port", type=int, default=None, help="listen port (default: serve.port, 8080)")
-
-    b = sub.add_parser("bench", help="benchmarks that print figures (and JSON with --json)")
-    wanted = benchmark_in(sys.argv[1:] if argv is None else argv)
-    add_bench_commands(b.add_subparsers(dest="benchmark", required=True, metavar="BENCHMARK"), wanted)
-
-    d = add("demo", cmd_demo, "the whole path on local services: train (cached), both tiers, replay, read back")
-    d.add_argument("--users", type=int, default=2000, help="users in the synthetic world")
-    d.add_argument("--events", type=int, default=5000, help="events to replay live")
-    d.add_argument("--rate", type=float, default=400.0, help="replay rate, events per second")
-    d.add_argument("--keep", action="store_true", help="leave services and workers running")
-    return p
 
 
 def main(argv: list[str] | None = None) -> int:

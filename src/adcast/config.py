@@ -1,18 +1,20 @@
 """Typed settings, from `ADCAST_*` environment variables and an optional TOML config file.
 
 Precedence: explicit arguments > environment > config file (`ADCAST_CONFIG`, default
-`adcast.toml` in the working directory when present) > defaults. Nested groups use `__` in
-environment names, e.g. `ADCAST_KAFKA__BOOTSTRAP_SERVERS=127.0.0.1:9092`.
-`adcast config` prints the effective settings with secrets masked.
+`adcast.toml` in the working directory when present) > the local services' file (LOCAL_FILE in
+the home folder, `ADCAST_HOME` or `.adcast`: written by `adcast up`, removed by `adcast down`) >
+defaults. Nested groups use `__` in environment names, e.g.
+`ADCAST_KAFKA__BOOTSTRAP_SERVERS=127.0.0.1:9092`. `adcast config` prints the effective settings
+with secrets masked. Settings are frozen: `override` makes a validated copy with changes.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, TypeAdapter, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
 from adcast.core.history import HistoryLimits
@@ -24,7 +26,7 @@ class _Group(BaseModel):
     """A nested settings group: an unknown name in it (a misspelt ADCAST_GROUP__NAME variable, or a
     TOML key) is an error, not silently ignored."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class KafkaSettings(_Group):
@@ -44,6 +46,17 @@ class KafkaSettings(_Group):
         ge=65_536,
         description="Largest produce request of every adcast producer (the brokers' message.max.bytes must allow "
         "it); a dead letter's raw value is cut to half of it.",
+    )
+    # Kafka's own defaults. The local broker holds a rejoining member until the old member's
+    # session ends, so `adcast up`, the demo and the tests set short ones (LOCAL_BROKER_TIMINGS).
+    session_timeout_ms: int = Field(
+        45_000, ge=1000, description="Consumer group session timeout of both tiers' workers."
+    )
+    heartbeat_interval_ms: int = Field(
+        3_000, ge=100, description="Consumer group heartbeat interval; at most a third of session_timeout_ms."
+    )
+    rebalance_timeout_ms: int = Field(
+        60_000, ge=1000, description="Longest a rebalance waits for the group's members to rejoin."
     )
 
 
@@ -169,10 +182,6 @@ class StreamSettings(_Group):
             min_events=self.history_events, dedupe_window=self.dedupe_window, shown=self.shown_impressions
         )
 
-    def rocksdb_partition_mb(self) -> int:
-        """Most memory RocksDB takes per table partition with these settings."""
-        return self.rocksdb_block_cache_mb + ROCKSDB_WRITE_BUFFERS * self.rocksdb_write_buffer_mb
-
 
 class InferSettings(_Group):
     group_id: str = Field(
@@ -221,6 +230,10 @@ class InferSettings(_Group):
     engine_retry_base_s: float = Field(
         0.5, ge=0, description="Delay before the first engine retry; it doubles with each further retry."
     )
+    store_retry_base_s: float = Field(
+        0.1, gt=0, description="Delay before retrying a Redis write that found Redis unavailable; doubles each time."
+    )
+    store_retry_max_s: float = Field(5.0, gt=0, description="Longest delay between two Redis write retries.")
     engine_max_failed_batches: int = Field(
         5,
         ge=1,
@@ -230,7 +243,7 @@ class InferSettings(_Group):
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="ADCAST_", env_nested_delimiter="__", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="ADCAST_", env_nested_delimiter="__", extra="ignore", frozen=True)
 
     home: str = Field(".adcast", description="Local state: service data, logs, pid files, models.")
     kafka: KafkaSettings = KafkaSettings()  # type: ignore[call-arg]
@@ -255,7 +268,40 @@ class Settings(BaseSettings):
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
         if path.is_file():
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        local = Path(os.environ.get("ADCAST_HOME", ".adcast")) / LOCAL_FILE
+        if local.is_file():
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=local))
         return tuple(sources)
+
+
+LOCAL_FILE = "local.toml"
+Model = TypeVar("Model", bound=BaseModel)
+
+
+def override(model: Model, **changes: Any) -> Model:
+    """A copy of `model` (Settings or one of its groups) with `changes` validated and applied;
+    `model_copy(update=...)` alone would apply them unchecked. A group takes a dict of its own
+    changes (or a whole group): `override(settings, infer={"max_batch": 2}, home="/tmp/h")`."""
+    fields = type(model).model_fields
+    unknown = sorted(set(changes) - set(fields))
+    if unknown:
+        raise ConfigError(f"{type(model).__name__} has no setting {', '.join(unknown)}")
+    try:
+        if not isinstance(model, BaseSettings):
+            return type(model).model_validate({**model.model_dump(), **changes})
+        update = {}
+        for name, value in changes.items():
+            current = getattr(model, name)
+            if isinstance(current, BaseModel) and isinstance(value, dict):
+                value = override(current, **value)
+            elif not isinstance(current, BaseModel) or not isinstance(value, type(current)):
+                annotation = fields[name].annotation
+                value = TypeAdapter(annotation if annotation is not None else Any).validate_python(value)
+            update[name] = value
+        return model.model_copy(update=update)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"invalid {type(model).__name__} override: {problems}") from exc
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -4,15 +4,17 @@ AdcastError
 ├── ConfigError            bad or missing settings; fatal, the message says what to set
 ├── DependencyMissing      an optional extra is not installed; says which to install
 ├── ServiceError           a local service (broker, redis-server) could not be managed
-├── SerdeError             bytes that are not a valid record of the expected schema
-├── InvalidEvent           a decoded event that breaks the contract (has a DLQ reason code)
-├── StoreKeyError          one key's Redis command failed (wrong type, unreadable record): that key only
+├── Rejected               one input refused: it goes to the dead-letter topic (stage, reason, detail)
+│   ├── SerdeError         bytes that are not a valid record of the expected schema (stage "decode")
+│   ├── InvalidEvent       a decoded record that breaks the contract (stage "validate")
+│   ├── StoreKeyError      one key's Redis command failed (wrong type, unreadable record): that key only
+│   └── EngineFailure      an engine call raised or timed out (stage "infer"; also a RecoverableError)
 ├── BadRequest             a lookup request the HTTP service refuses (a 400, with a reason code)
 ├── TrainingInterrupted    training stopped early on purpose; its checkpoint resumes it
 ├── Interrupted            a worker told to stop while it waited to retry: its batch stays uncommitted
 ├── RecoverableError       transient: retry with backoff
 │   ├── StoreUnavailable   Redis unreachable, or refusing writes server-wide (out of memory, read-only)
-│   └── EngineFailure      an engine call raised or timed out (has a DLQ reason code)
+│   └── EngineFailure      (see Rejected): retried before its input is dead-lettered
 └── FatalError             stop the worker loudly
     ├── ModelError         the model cannot be loaded or served
     └── EngineDead         the engine failed every request of several micro-batches in a row
@@ -46,33 +48,39 @@ class ServiceError(AdcastError):
     pass
 
 
-class SerdeError(AdcastError):
-    """Raised for any bytes that cannot be decoded; `reason` is a short DLQ code."""
+class Rejected(AdcastError):
+    """One input the pipeline refuses: it goes to the dead-letter topic, with `stage` (where it was
+    refused), `reason` (a short code, counted by adcast_dead_letters_total) and `detail` (what to
+    fix), and the worker goes on. Handlers raise it; the tier's dead-letter sink sends it."""
 
-    def __init__(self, reason: str, detail: str) -> None:
+    stage = "process"
+
+    def __init__(self, reason: str, detail: str, stage: str | None = None) -> None:
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
+        if stage is not None:
+            self.stage = stage
 
 
-class InvalidEvent(AdcastError):
-    """A decoded event that breaks the contract; `reason` is a short DLQ code."""
+class SerdeError(Rejected):
+    """Bytes that cannot be decoded as the expected record."""
 
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
+    stage = "decode"
 
 
-class StoreKeyError(AdcastError):
+class InvalidEvent(Rejected):
+    """A decoded record that breaks the contract (an event's fields, the partitioning, a request's
+    version range)."""
+
+    stage = "validate"
+
+
+class StoreKeyError(Rejected):
     """One key's command failed while the others of its batch ran (a key of another type, a record
-    the write script cannot read): that user's write or read fails, nobody else's. `reason` is a
-    short DLQ code."""
+    the write script cannot read): that user's write or read fails, nobody else's."""
 
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
+    stage = "store"
 
 
 class BadRequest(AdcastError):
@@ -101,13 +109,10 @@ class StoreUnavailable(RecoverableError):
     pass
 
 
-class EngineFailure(RecoverableError):
-    """An engine call raised or timed out; `reason` is the dead-letter code."""
+class EngineFailure(RecoverableError, Rejected):
+    """An engine call raised or timed out: retried, and dead-lettered when the retries fail."""
 
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
+    stage = "infer"
 
 
 class FatalError(AdcastError):

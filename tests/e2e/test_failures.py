@@ -30,7 +30,7 @@ from chaos import (
 )
 from kafka_reading import committed_offsets, end_offsets, read_to_end
 
-from adcast.config import Settings, to_env
+from adcast.config import Settings, override, to_env
 from adcast.core.prompt import render
 from adcast.core.slots import DEFAULT_SLOT
 from adcast.data.files import read_records, write_records, write_user_slice
@@ -123,7 +123,7 @@ def test_crashes_of_either_tier_converge_to_the_clean_result(
     settings, broker, redis_url, tiny_model, world, engine, slots, tmp_path
 ):
     t0 = time.monotonic()
-    settings.infer.model_dir = str(tiny_model)
+    settings = override(settings, infer={"model_dir": str(tiny_model)})
     create_topics(settings)
     env = to_env(settings)
     stream, infer = Slot("stream", env, tmp_path, "stream"), Slot("infer", env, tmp_path, "infer")
@@ -168,8 +168,7 @@ def test_a_redis_outage_commits_nothing_unwritten_and_writes_resume(
     server = RedisServer.create(run_dir, data_dir)
     server.start()
     try:
-        settings.redis.url = server.url
-        settings.infer.model_dir = str(tiny_model)
+        settings = override(settings, redis={"url": server.url}, infer={"model_dir": str(tiny_model)})
         create_topics(settings)
         env = to_env(settings)
         stream, infer = Slot("stream", env, tmp_path, "stream"), Slot("infer", env, tmp_path, "infer")
@@ -230,7 +229,7 @@ def test_a_rebalance_after_one_worker_per_tier_stops_loses_no_user(
     settings, broker, redis_url, tiny_model, world, engine, slots, tmp_path
 ):
     t0 = time.monotonic()
-    settings.infer.model_dir = str(tiny_model)
+    settings = override(settings, infer={"model_dir": str(tiny_model)})
     create_topics(settings)
     env = to_env(settings)
     # Each stream worker keeps its own state directory, as on two machines.
@@ -266,7 +265,7 @@ def test_sigterm_mid_batch_finishes_writes_commits_and_exits_zero(
     settings, broker, redis_url, tiny_model, world, engine, slots, tmp_path
 ):
     t0 = time.monotonic()
-    settings.infer.model_dir = str(tiny_model)
+    settings = override(settings, infer={"model_dir": str(tiny_model)})
     create_topics(settings)
     env = to_env(settings)
     metrics_port = free_port()

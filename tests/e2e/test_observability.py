@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from adcast.config import to_env
+from adcast.config import override, to_env
 from adcast.kafka import create_topics
 from adcast.local.services import free_port
 from adcast.local.workers import start_worker, tier_binary
@@ -55,7 +55,7 @@ def test_dashboard_and_alerts_name_only_metrics_that_adcast_serves(settings, bro
     named = _named("\n".join(exprs)) | _named("\n".join(r["expr"] for r in rules))
     assert {"adcast_freshness_seconds", "adcast_consumer_lag", "adcast_dead_letters_total"} <= named
 
-    settings.infer.model_dir = str(tiny_model)
+    settings = override(settings, infer={"model_dir": str(tiny_model)})
     create_topics(settings)
     ports = {"stream": free_port(), "infer": free_port(), "serve": free_port()}
     env = to_env(settings)

@@ -7,7 +7,7 @@ from collections import defaultdict
 
 import pytest
 
-from adcast.config import to_env
+from adcast.config import override, to_env
 from adcast.core.examples import iter_examples
 from adcast.core.history import HistoryLimits
 from adcast.core.prompt import render
@@ -34,7 +34,7 @@ def test_every_user_with_a_salient_event_gets_the_newest_prediction(
     write_records(data, "profiles", (p for p in read_records(small_world, "profiles") if p["user_id"] in users))
     write_records(data, "advertisers", read_records(small_world, "advertisers"))
 
-    settings.infer.model_dir = str(tiny_model)
+    settings = override(settings, infer={"model_dir": str(tiny_model)})
     create_topics(settings)
     env = to_env(settings)
     workers = [start_worker("stream", env, tmp_path / "stream.log"), start_worker("infer", env, tmp_path / "infer.log")]

@@ -15,7 +15,7 @@ import pytest
 from chaos import prometheus_value
 from kafka_reading import read_to_end
 
-from adcast.config import Settings, to_env
+from adcast.config import Settings, override, to_env
 from adcast.core.partitioning import partition_for
 from adcast.core.slots import DEFAULT_SLOT, user_key
 from adcast.kafka import create_topics
@@ -101,8 +101,7 @@ class Pipeline:
 
 @pytest.fixture(scope="module")
 def pipeline(module_settings: Settings, tiny_model, tmp_path_factory) -> Iterator[Pipeline]:
-    settings = module_settings
-    settings.infer.model_dir = str(tiny_model)
+    settings = override(module_settings, infer={"model_dir": str(tiny_model)})
     # Every topic but the dead-letter topic: a deployment that forgot it (the first pill).
     create_topics(settings, only=["events", "profiles", "advertisers", "requests", "affinities", "ticks"])
     logs = tmp_path_factory.mktemp("pill-logs")

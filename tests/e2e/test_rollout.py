@@ -14,11 +14,13 @@ import time
 from pathlib import Path
 
 import pytest
+from kafka_reading import committed_offsets
 
-from adcast.config import Settings, to_env
+from adcast.config import Settings, override, to_env
 from adcast.data.files import read_records, write_records
 from adcast.kafka import create_topics
-from adcast.lifecycle.rollout import coverage, saved_position
+from adcast.lifecycle.rollout import coverage, rollout_group
+from adcast.lifecycle.state import changelog_topic
 from adcast.local.demo import wait_for_versions
 from adcast.local.workers import start_worker, tier_binary
 from adcast.replay import expected_versions, replay
@@ -77,18 +79,25 @@ def cli(env: dict[str, str], *args: str, timeout: float = 180) -> subprocess.Com
     )
 
 
+def saved_position(settings, slot: str) -> dict[int, int]:
+    """partition -> the changelog offset a resumed rollout of the slot starts at (none saved: {})."""
+    group, topic = rollout_group(settings, slot), changelog_topic(settings)
+    found = committed_offsets(settings.kafka.bootstrap_servers, group, topic, settings.topics.partitions)
+    return {p: offset for p, offset in found.items() if offset > 0}
+
+
 def test_rollout_promote_and_retire_under_live_load(
     settings, broker, redis_url, tiny_model, model_b, small_world, tmp_path
 ):
     users = sorted({p["user_id"] for p in read_records(small_world, "profiles")})[:60]
     early, late = split_world(small_world, users, tmp_path)
-    settings.infer.model_dir, settings.infer.slot = str(tiny_model), "ga"
-    settings.infer.group_id += "-ga"
+    group = settings.infer.group_id
+    settings = override(settings, infer={"model_dir": str(tiny_model), "slot": "ga", "group_id": f"{group}-ga"})
     create_topics(settings)
     env_a = to_env(settings)
-    shadow = settings.model_copy(deep=True)
-    shadow.infer.model_dir, shadow.infer.slot, shadow.infer.start_at = str(model_b), "gb", "latest"
-    shadow.infer.group_id = settings.infer.group_id.removesuffix("-ga") + "-gb"
+    shadow = override(
+        settings, infer={"model_dir": str(model_b), "slot": "gb", "start_at": "latest", "group_id": f"{group}-gb"}
+    )
     env_b = to_env(shadow)
 
     logs = tmp_path / "logs"

@@ -17,7 +17,7 @@ import pytest
 from produce import produce
 from registry_seeded import seed
 
-from adcast.config import to_env
+from adcast.config import override, to_env
 from adcast.core.events import ENGAGEMENTS
 from adcast.data.files import read_records
 from adcast.kafka import create_topics
@@ -51,8 +51,9 @@ def _framed(schema_id: int, schema: dict, record: dict) -> bytes:
 def test_evolved_events_reach_redis_and_incompatible_ones_the_dead_letters(
     settings, broker, redis_url, tiny_model, small_world, tmp_path, monkeypatch, topic_reader
 ):
-    settings.schema_registry.url = f"mock://pipeline-{os.getpid()}"
-    settings.infer.model_dir = str(tiny_model)
+    settings = override(
+        settings, schema_registry={"url": f"mock://pipeline-{os.getpid()}"}, infer={"model_dir": str(tiny_model)}
+    )
     base = json.loads(serde.schema_text(serde.EVENT))
     evolved = {**base, "fields": [*base["fields"], {"name": "campaign", "type": ["null", "string"], "default": None}]}
     incompatible = {**base, "fields": [f for f in base["fields"] if f["name"] != "event_type"]}

@@ -12,7 +12,7 @@ from collections import defaultdict
 import pytest
 
 from adcast.backfill import backfill, backfill_version
-from adcast.config import to_env
+from adcast.config import override, to_env
 from adcast.core.affinities import Affinities
 from adcast.core.history import HistoryEvent
 from adcast.core.requests import PredictionRequest
@@ -121,7 +121,7 @@ def test_a_live_prediction_overwrites_a_backfilled_one_and_backfill_never_overwr
 ):
     from adcast.inference.worker import InferenceWorker
 
-    settings.infer.model_dir = str(tiny_model)
+    settings = override(settings, infer={"model_dir": str(tiny_model)})
     create_topics(settings)
     s = backfill(settings, small_world, limit_users=3, engine=engine, progress=False)
     assert s.users == s.written == 3
@@ -189,7 +189,7 @@ def test_a_live_prediction_overwrites_a_backfilled_one_and_backfill_never_overwr
 
 
 def test_cli_backfill_prints_its_summary(settings, redis_url, small_world, tiny_model):
-    settings.infer.model_dir = str(tiny_model)
+    settings = override(settings, infer={"model_dir": str(tiny_model)})
     env = {**os.environ, **to_env(settings)}
     args = [sys.executable, "-m", "adcast.cli", "backfill", "--data", str(small_world), "--limit-users", "5"]
     out = subprocess.run([*args, "--batch", "2", "--quiet"], env=env, capture_output=True, text=True)

@@ -8,6 +8,7 @@ import pytest
 from pydantic import SecretStr
 from store_helpers import write
 
+from adcast.config import override
 from adcast.core.affinities import Affinities
 from adcast.core.slots import DEFAULT_SLOT
 from adcast.errors import ConfigError, StoreUnavailable
@@ -84,7 +85,7 @@ def test_writes_survive_a_flushed_script_cache(settings, redis_url):
 
 
 def test_unreachable_redis_is_store_unavailable_with_what_to_do(settings):
-    settings.redis.url = f"redis://127.0.0.1:{free_port()}/0"
+    settings = override(settings, redis={"url": f"redis://127.0.0.1:{free_port()}/0"})
     client = AffinityClient(settings.redis)
     with pytest.raises(StoreUnavailable, match="adcast up"):
         client.get_many(["u1"])
@@ -102,7 +103,7 @@ def test_unreachable_redis_is_store_unavailable_with_what_to_do(settings):
 
 
 def test_cluster_mode_against_a_single_redis_says_what_to_set(settings, redis_url):
-    settings.redis.cluster = True
+    settings = override(settings, redis={"cluster": True})
     with pytest.raises(ConfigError, match="ADCAST_REDIS__CLUSTER=false"):
         AffinityClient(settings.redis)
 

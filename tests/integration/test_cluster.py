@@ -8,6 +8,7 @@ import time
 import pytest
 from store_helpers import write
 
+from adcast.config import override
 from adcast.core.affinities import Affinities
 from adcast.core.slots import DEFAULT_SLOT
 from adcast.errors import ConfigError
@@ -72,9 +73,7 @@ def _ping(port: int) -> bool:
 
 @pytest.fixture
 def cluster_settings(settings, cluster):
-    settings.redis.url = f"redis://127.0.0.1:{cluster[0]}/0"
-    settings.redis.cluster = True
-    return settings
+    return override(settings, redis={"url": f"redis://127.0.0.1:{cluster[0]}/0", "cluster": True})
 
 
 def aff(user: str, version: int, top=(("a0017", 0.41), ("a0102", 0.08))) -> Affinities:
@@ -136,7 +135,7 @@ def test_a_node_without_the_script_is_reloaded(cluster_settings, cluster):
 
 
 def test_a_plain_client_on_a_cluster_says_what_to_set(cluster_settings):
-    cluster_settings.redis.cluster = False
+    cluster_settings = override(cluster_settings, redis={"cluster": False})
     users = [f"plain{i}" for i in range(30)]  # some live on other nodes than the one in the URL
     with AffinityClient(cluster_settings.redis) as client, pytest.raises(ConfigError, match="CLUSTER=true"):
         client.get_many(users)

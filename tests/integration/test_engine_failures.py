@@ -13,6 +13,7 @@ import time
 import pytest
 from prometheus_client import REGISTRY
 
+from adcast.config import override
 from adcast.core.history import HistoryEvent
 from adcast.core.requests import PredictionRequest
 from adcast.core.slots import DEFAULT_SLOT
@@ -160,9 +161,7 @@ def test_transient_errors_and_a_timeout_are_retried_then_written(settings, broke
     from adcast.inference.worker import InferenceWorker
 
     create_topics(settings)
-    settings.infer.engine_attempts = 4
-    settings.infer.engine_retry_base_s = 0.05
-    settings.infer.engine_timeout_s = 2.0
+    settings = override(settings, infer={"engine_attempts": 4, "engine_retry_base_s": 0.05, "engine_timeout_s": 2.0})
     # Call 1 hangs past the deadline, calls 1 and 2 raise: three failures, then success.
     flaky = FailingEngine(engine, fail_first=3, sleep_first=1, sleep_s=2.5)
     users = [f"u{i}" for i in range(6)]
@@ -196,9 +195,8 @@ def test_a_request_that_keeps_failing_is_dead_lettered_and_its_batch_mates_writt
     from adcast.inference.worker import InferenceWorker
 
     create_topics(settings)
-    settings.infer.engine_attempts = 2
-    settings.infer.engine_retry_base_s = 0.05
-    settings.infer.max_wait_ms = 300  # one micro-batch: the poison request has batch-mates
+    # One micro-batch: the poison request has batch-mates.
+    settings = override(settings, infer={"engine_attempts": 2, "engine_retry_base_s": 0.05, "max_wait_ms": 300})
     users = [f"u{i}" for i in range(8)]
     poison_raw = request("u-poison", 4, poison=True)
     letters_before = sample("adcast_dead_letters_total", {"stage": "infer", "reason": "engine_error"})
@@ -244,10 +242,8 @@ def test_a_dead_engine_stops_the_worker_with_a_clear_error_and_a_nonzero_exit(
     from adcast.config import to_env
 
     create_topics(settings)
-    settings.infer.max_batch = 2  # several micro-batches
-    settings.infer.engine_attempts = 2
-    settings.infer.engine_retry_base_s = 0.01
-    settings.infer.engine_max_failed_batches = 2
+    infer = {"max_batch": 2, "engine_attempts": 2, "engine_retry_base_s": 0.01, "engine_max_failed_batches": 2}
+    settings = override(settings, infer=infer)  # several micro-batches
     users = [f"u{i}" for i in range(8)]
     delivered = asyncio.run(produce(settings, [(u, request(u, 1)) for u in users]))
     for name, value in to_env(settings).items():

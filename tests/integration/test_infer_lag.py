@@ -9,6 +9,7 @@ import time
 import pytest
 from prometheus_client import REGISTRY
 
+from adcast.config import override
 from adcast.core.history import HistoryEvent
 from adcast.core.requests import PredictionRequest
 from adcast.kafka import create_topics
@@ -60,7 +61,7 @@ def test_consumer_lag_is_exported_per_partition_and_drains_to_zero(settings, bro
     from adcast.store import AffinityClient
 
     create_topics(settings)
-    settings.infer.max_batch = 2  # consume the backlog a little at a time
+    settings = override(settings, infer={"max_batch": 2})  # consume the backlog a little at a time
     engine = GatedEngine(create_engine("torch", str(tiny_model)))
     users = [f"u{i}" for i in range(30)]
 

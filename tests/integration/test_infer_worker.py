@@ -4,6 +4,7 @@ import asyncio
 
 import pytest
 
+from adcast.config import override
 from adcast.core.history import HistoryEvent
 from adcast.core.requests import PredictionRequest
 from adcast.kafka import create_topics
@@ -55,7 +56,7 @@ def test_newest_request_per_user_lands_in_redis_then_offsets_are_committed(setti
     from adcast.inference.worker import InferenceWorker
     from adcast.store import AffinityClient
 
-    settings.infer.model_dir = str(tiny_model)
+    settings = override(settings, infer={"model_dir": str(tiny_model)})
     create_topics(settings)
     engine = create_engine("torch", str(tiny_model))
     users = [f"u{i}" for i in range(12)]

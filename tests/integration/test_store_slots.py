@@ -8,6 +8,7 @@ import pytest
 from pydantic import SecretStr
 from store_helpers import write
 
+from adcast.config import override
 from adcast.core.affinities import Affinities
 from adcast.core.slots import pointer_key
 from adcast.errors import ConfigError
@@ -56,7 +57,7 @@ def test_the_first_slot_announced_becomes_live_and_a_later_one_does_not(settings
 
 
 def test_readers_follow_promote_and_fall_back_on_the_previous_slot(settings, redis_url):
-    settings.redis.pointer_refresh_s = 0.05
+    settings = override(settings, redis={"pointer_refresh_s": 0.05})
     write(settings, [aff("old-only", 3, "A"), aff("both", 3, "A")], "g1")
     write(settings, [aff("both", 3, "B"), aff("new-only", 4, "B")], "g2")
     announce(settings, "g1")
@@ -86,7 +87,7 @@ def test_readers_follow_promote_and_fall_back_on_the_previous_slot(settings, red
 
 
 def test_retire_refuses_the_live_slot_and_a_slot_still_written(settings, redis_url):
-    settings.redis.pointer_refresh_s = 0.05
+    settings = override(settings, redis={"pointer_refresh_s": 0.05})
     write(settings, [aff(f"u{i}", 1, "A") for i in range(1200)], "g1")
     write(settings, [aff("u1", 1, "B")], "g2")
     announce(settings, "g1")

@@ -10,7 +10,7 @@ import time
 import pytest
 from produce import produce
 
-from adcast.config import to_env
+from adcast.config import override, to_env
 from adcast.kafka import create_topics
 from adcast.local.workers import WorkerProcess, start_worker
 from adcast.wire import serde
@@ -48,7 +48,8 @@ def latest_versions(messages) -> dict[str, int]:
 
 @pytest.mark.timeout(240)
 def test_a_worker_killed_before_its_first_commit_hands_over_every_event(settings, broker, tmp_path, topic_reader):
-    settings.stream.commit_interval_ms = 600_000  # no worker commits: the handover finds no offsets
+    # No worker commits: the handover finds no offsets.
+    settings = override(settings, stream={"commit_interval_ms": 600_000})
     create_topics(settings)
     env, events = to_env(settings), settings.topics.name("events")
     requests = settings.topics.name("requests")

@@ -12,7 +12,7 @@ import pytest
 from kafka_reading import read_to_end
 from produce import produce
 
-from adcast.config import to_env
+from adcast.config import override, to_env
 from adcast.core.examples import iter_examples
 from adcast.core.history import HistoryLimits
 from adcast.core.prompt import render
@@ -112,10 +112,15 @@ def test_two_runs_under_different_timing_end_on_byte_identical_prompts(settings,
         ends[m.partition()] = max(ends.get(m.partition(), 0), m.offset() + 1)
 
     # A second application over the same, complete topic: fresh state, long triggers.
-    catch_up = settings.model_copy(deep=True)
-    catch_up.stream.app_id += "-again"
-    catch_up.stream.data_dir = str(tmp_path / "again")
-    catch_up.stream.quiet_ms, catch_up.stream.max_delay_ms = 2_000, 4_000
+    catch_up = override(
+        settings,
+        stream={
+            "app_id": settings.stream.app_id + "-again",
+            "data_dir": str(tmp_path / "again"),
+            "quiet_ms": 2_000,
+            "max_delay_ms": 4_000,
+        },
+    )
     again = start_worker("stream", to_env(catch_up), tmp_path / "again.log")
     try:
         again.wait_ready()

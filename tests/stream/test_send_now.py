@@ -7,6 +7,7 @@ import asyncio
 import pytest
 from kafka_reading import read_to_end
 
+from adcast.config import override
 from adcast.kafka import confluent_config, create_topics
 
 pytestmark = pytest.mark.integration
@@ -27,8 +28,8 @@ def partitions_of_a_java_compatible_producer(settings, topic: str, keys: set[byt
 def test_send_now_places_records_as_a_keyed_send_would_in_order_in_batches_of_the_producers_size(settings, broker):
     from stream.app import faust_app
 
-    settings.topics.partitions = 4
-    settings.stream.producer_batch_bytes = 4096  # 200 records of ~300 B need several batches per partition
+    # 200 records of ~300 B need several batches per partition.
+    settings = override(settings, topics={"partitions": 4}, stream={"producer_batch_bytes": 4096})
     create_topics(settings)
     topic, keyed_elsewhere = settings.topics.name("requests"), settings.topics.name("events")
     records: list[tuple[int | None, bytes, bytes]] = [

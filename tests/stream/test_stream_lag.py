@@ -8,7 +8,7 @@ import urllib.request
 
 import pytest
 
-from adcast.config import to_env
+from adcast.config import override, to_env
 from adcast.kafka import create_topics
 from adcast.local.services import free_port
 from adcast.local.workers import start_worker
@@ -33,7 +33,7 @@ def lag_of(port: int, topic: str) -> dict[str, float]:
 def test_stream_worker_exports_consumer_lag_that_drains_to_zero(settings, broker, tmp_path):
     create_topics(settings)
     port = free_port()
-    settings.metrics_port = port
+    settings = override(settings, metrics_port=port)
     events = settings.topics.name("events")
     now = int(time.time() * 1000)
     producer = event_producer(settings)

@@ -8,6 +8,7 @@ import pytest
 from kafka_reading import committed_offsets, read_to_end
 from produce import produce
 
+from adcast.config import override
 from adcast.kafka import create_topics
 from adcast.local.workers import start_worker
 from adcast.wire import serde
@@ -147,7 +148,7 @@ def test_histories_reach_the_changelog_before_the_offsets_that_fold_them_are_com
     re-read starts past them), whatever the worker holds in memory."""
     from adcast.config import to_env
 
-    settings.stream.commit_interval_ms = 1000
+    settings = override(settings, stream={"commit_interval_ms": 1000})
     create_topics(settings)
     worker = start_worker("stream", to_env(settings), tmp_path / "stream.log")
     try:

@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 import fastavro
 import pytest
+from folding import MappingStore, load_history, on_batch, on_event, on_profile, on_tick
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -22,7 +23,7 @@ from adcast.core.history import HistoryLimits
 from adcast.core.text import MAX_TEXT_WORDS
 from adcast.core.triggers import TriggerPolicy
 from adcast.wire import serde
-from stream.processor import EVENT, TICK, Input, MappingStore, StreamProcessor, load_history
+from stream.processor import EVENT, TICK, Input, StreamProcessor
 
 NOW = 1_767_225_600_000
 POLICY = TriggerPolicy(quiet_ms=500, max_delay_ms=2000, min_interval_ms=0)
@@ -112,11 +113,11 @@ DEAD_LETTER_KINDS: list[tuple[str, Callable[[], bytes | None], str, str]] = [
 )
 def test_bad_input_is_one_dead_letter_with_its_reason_and_touches_no_state(value, stage, reason):
     p, table = StreamProcessor(HistoryLimits(), POLICY), MappingStore()
-    p.on_event(table, encoded(), 0, 10, NOW)  # u1 already has a history and a pending trigger
+    on_event(p, table, encoded(), 0, 10, NOW)  # u1 already has a history and a pending trigger
     before = (dict(table.data), {k: dict(v) for k, v in p.pending.items()})
     raw = value()
 
-    out = p.on_batch(table, [Input(EVENT, raw, 0, 11)], NOW)
+    out = on_batch(p, table, [Input(EVENT, raw, 0, 11)], NOW)
 
     assert [(item.value, item.offset, d.stage, d.reason) for item, d in out.dead_letters] == [(raw, 11, stage, reason)]
     assert out.dead_letters[0][1].detail  # the DLQ record says why, not only the code
@@ -133,35 +134,40 @@ def test_dead_letters_in_a_batch_leave_the_good_events_around_them_folded():
         inputs.append(Input(EVENT, encoded(event_id=f"good{i}", event_time=NOW + i), 0, offset))
         inputs.append(Input(EVENT, raw, 0, offset + 1))
         offset += 2
-    out = p.on_batch(table, inputs, NOW)
+    out = on_batch(p, table, inputs, NOW)
     assert [d.reason for _, d in out.dead_letters] == [reason for _, _, _, reason in DEAD_LETTER_KINDS]
     assert out.events == 2 * len(bad)
     history = load_history(table, "u1")
     assert history.version == offset - 2  # the newest good event's offset
     assert [e.event_time for e in history.events] == sorted(e.event_time for e in history.events)
-    (request,) = p.on_tick(table, 0, NOW + 1000).requests
+    (request,) = on_tick(p, table, 0, NOW + 1000).requests
     assert request.version == offset - 2
 
 
 def test_a_body_cut_inside_a_number_is_truncated_too():
     raw = encoded()
     cut = raw[: raw.index(b"\x04u1") + 5]  # event_id, user_id, then two bytes of the event_time varint
-    out = StreamProcessor(HistoryLimits(), POLICY).on_event(MappingStore(), cut, 0, 1, NOW)
-    assert out.dead_letter is not None and out.dead_letter.reason == "truncated"
+    out = on_event(StreamProcessor(HistoryLimits(), POLICY), MappingStore(), cut, 0, 1, NOW)
+    assert [why.reason for _, why in out.dead_letters] == ["truncated"]
 
 
 def test_event_time_bounds_are_inclusive():
     p, table = StreamProcessor(HistoryLimits(), POLICY), MappingStore()
-    oldest = p.on_event(table, encoded(event_id="old", event_time=MIN_EVENT_TIME_MS), 0, 1, NOW)
-    newest = p.on_event(table, encoded(event_id="new", event_time=NOW + MAX_CLOCK_SKEW_MS), 0, 2, NOW)
+    oldest = on_event(p, table, encoded(event_id="old", event_time=MIN_EVENT_TIME_MS), 0, 1, NOW)
+    newest = on_event(p, table, encoded(event_id="new", event_time=NOW + MAX_CLOCK_SKEW_MS), 0, 2, NOW)
     assert oldest.dead_letters == [] and newest.dead_letters == []
     assert [e.event_time for e in load_history(table, "u1").events] == [MIN_EVENT_TIME_MS, NOW + MAX_CLOCK_SKEW_MS]
 
 
 def test_ids_at_the_limit_are_accepted():
     user = "u" * MAX_ID_CHARS
-    out = StreamProcessor(HistoryLimits(), POLICY).on_event(
-        MappingStore(), encoded(event_id="e" * MAX_ID_CHARS, user_id=user), 0, 1, NOW
+    out = on_event(
+        StreamProcessor(HistoryLimits(), POLICY),
+        MappingStore(),
+        encoded(event_id="e" * MAX_ID_CHARS, user_id=user),
+        0,
+        1,
+        NOW,
     )
     assert out.dead_letters == []
 
@@ -171,28 +177,28 @@ def test_oversized_text_is_truncated_to_the_documented_limit_not_dead_lettered()
     text = " ".join(words)
     assert validate_event(record(text=text), NOW).text == text[:MAX_TEXT_CHARS]
     p, table = StreamProcessor(HistoryLimits(), POLICY), MappingStore()
-    out = p.on_event(table, encoded(event_type="search", text=text), 0, 7, NOW)
+    out = on_event(p, table, encoded(event_type="search", text=text), 0, 7, NOW)
     assert out.dead_letters == []
     (kept,) = load_history(table, "u1").events
     assert kept.text == " ".join(words[:MAX_TEXT_WORDS])  # the history keeps only what the prompt shows
     one_long_word = "x" * 100_000
-    p.on_event(table, encoded(event_id="e2", event_type="search", text=one_long_word), 0, 8, NOW)
+    on_event(p, table, encoded(event_id="e2", event_type="search", text=one_long_word), 0, 8, NOW)
     assert load_history(table, "u1").events[-1].text == "x" * MAX_TEXT_CHARS
 
 
 def test_duplicate_event_ids_are_dropped_and_counted_not_dead_lettered():
     p, table = StreamProcessor(HistoryLimits(), POLICY), MappingStore()
-    p.on_event(table, encoded(), 0, 10, NOW)
+    on_event(p, table, encoded(), 0, 10, NOW)
     first = dict(table.data)
     # A redelivered copy, and a different event reusing the id: both dropped, neither moves the version.
-    again = p.on_event(table, encoded(), 0, 11, NOW + 5)
-    reused = p.on_event(table, encoded(event_type="checkout", event_time=NOW + 50), 0, 12, NOW + 6)
+    again = on_event(p, table, encoded(), 0, 11, NOW + 5)
+    reused = on_event(p, table, encoded(event_type="checkout", event_time=NOW + 50), 0, 12, NOW + 6)
     assert (again.duplicates, reused.duplicates) == (1, 1)
     assert again.dead_letters == [] and reused.dead_letters == []
     assert table.data == first
     # In one batch with its original: the first copy folds, the second is dropped.
-    out = p.on_batch(
-        table, [Input(EVENT, encoded(event_id="e2"), 0, 13), Input(EVENT, encoded(event_id="e2"), 0, 14)], NOW
+    out = on_batch(
+        p, table, [Input(EVENT, encoded(event_id="e2"), 0, 13), Input(EVENT, encoded(event_id="e2"), 0, 14)], NOW
     )
     assert (out.events, out.duplicates, out.dead_letters) == (2, 1, [])
     history = load_history(table, "u1")
@@ -205,16 +211,16 @@ def test_dedupe_remembers_the_newest_window_of_ids_per_user():
     assert HistoryLimits().dedupe_window == 32
     p, table = StreamProcessor(HistoryLimits(dedupe_window=4), POLICY), MappingStore()
     for n in range(5):
-        p.on_event(table, encoded(event_id=f"e{n}", event_time=NOW + n), 0, n, NOW)
-    assert p.on_event(table, encoded(event_id="e1", event_time=NOW + 1), 0, 5, NOW).duplicates == 1
-    assert p.on_event(table, encoded(event_id="e0", event_time=NOW), 0, 6, NOW).duplicates == 0
+        on_event(p, table, encoded(event_id=f"e{n}", event_time=NOW + n), 0, n, NOW)
+    assert on_event(p, table, encoded(event_id="e1", event_time=NOW + 1), 0, 5, NOW).duplicates == 1
+    assert on_event(p, table, encoded(event_id="e0", event_time=NOW), 0, 6, NOW).duplicates == 0
 
 
 def test_out_of_order_events_fold_in_event_time_order():
     p, table = StreamProcessor(HistoryLimits(), POLICY), MappingStore()
     arrivals = [(30, "click"), (10, "view"), (40, "impression"), (20, "save"), (5, "search")]
     for offset, (t, kind) in enumerate(arrivals, start=100):
-        p.on_event(table, encoded(event_id=f"e{t}", event_type=kind, event_time=NOW + t), 0, offset, NOW)
+        on_event(p, table, encoded(event_id=f"e{t}", event_type=kind, event_time=NOW + t), 0, offset, NOW)
     history = load_history(table, "u1")
     assert [(e.event_time - NOW, e.event_type) for e in history.events] == [
         (5, "search"),
@@ -224,7 +230,7 @@ def test_out_of_order_events_fold_in_event_time_order():
     ]
     assert history.version == 104  # the offset of the newest salient event read (the late search)
     assert history.newest_event_time == NOW + 30  # impressions change no prompt, so they don't count for freshness
-    (request,) = p.on_tick(table, 0, NOW + 1000).requests
+    (request,) = on_tick(p, table, 0, NOW + 1000).requests
     assert request.version == 104 and [e.event_time for e in request.events] == [NOW + t for t in (5, 10, 20, 30)]
 
 
@@ -248,7 +254,7 @@ def test_any_arrival_order_keeps_the_history_sorted_bounded_and_versioned(events
         original = inputs[at % len(events)]
         inputs.append(Input(EVENT, original.value, 0, len(inputs)))
     inputs.insert(len(inputs) // 2, Input(TICK, None, 0, -1))
-    out = p.on_batch(table, inputs, NOW)
+    out = on_batch(p, table, inputs, NOW)
     assert out.dead_letters == [] and out.duplicates == len(redelivered)
     history = load_history(table, "u1")
     times = [e.event_time for e in history.events]
@@ -283,16 +289,16 @@ def test_records_that_break_the_partitioning_contract_are_dead_lettered_and_free
     raise u1's version there past every later event of u1's own partition."""
     p, table = StreamProcessor(HistoryLimits(), POLICY, partitions=4), MappingStore()
     home = _home("u1")
-    assert p.on_event(table, encoded(event_id="e1"), home, 10, NOW, key=b"u1").dead_letters == []
+    assert on_event(p, table, encoded(event_id="e1"), home, 10, NOW, key=b"u1").dead_letters == []
     before = (dict(table.data), {k: dict(v) for k, v in p.pending.items()})
 
     raw = encoded(event_id="stray")
-    out = p.on_batch(table, [Input(EVENT, raw, partition_of("u1"), 981, key=key)], NOW)
+    out = on_batch(p, table, [Input(EVENT, raw, partition_of("u1"), 981, key=key)], NOW)
 
     assert [(d.stage, d.reason) for _, d in out.dead_letters] == [("validate", reason)]
     assert (dict(table.data), p.pending) == before
     # the user's next event on their own partition still folds
-    assert p.on_event(table, encoded(event_id="e2"), home, 11, NOW, key=b"u1").dead_letters == []
+    assert on_event(p, table, encoded(event_id="e2"), home, 11, NOW, key=b"u1").dead_letters == []
     assert load_history(table, "u1").version == 11
 
 
@@ -300,14 +306,14 @@ def test_profiles_follow_the_same_partitioning_contract():
     p, table = StreamProcessor(HistoryLimits(), POLICY, partitions=4), MappingStore()
     profile = serde.encode(serde.PROFILE, {"user_id": "u1", "attributes": {"age": "30"}, "updated_at": NOW})
     wrong = (_home("u1") + 1) % 4
-    assert [d.reason for _, d in p.on_profile(table, profile, wrong, NOW, key=b"u1").dead_letters] == [
+    assert [d.reason for _, d in on_profile(p, table, profile, wrong, NOW, key=b"u1").dead_letters] == [
         "wrong_partition"
     ]
-    assert [d.reason for _, d in p.on_profile(table, profile, _home("u1"), NOW, key=b"x").dead_letters] == [
+    assert [d.reason for _, d in on_profile(p, table, profile, _home("u1"), NOW, key=b"x").dead_letters] == [
         "key_mismatch"
     ]
     assert table.data == {}
-    assert p.on_profile(table, profile, _home("u1"), NOW, key=b"u1").dead_letters == []
+    assert on_profile(p, table, profile, _home("u1"), NOW, key=b"u1").dead_letters == []
     assert load_history(table, "u1").profile
 
 
@@ -330,6 +336,6 @@ def test_a_profile_is_held_to_the_events_rule_for_user_ids(user_id, reason):
     """A blank user id is no id, in a profile as in an event: dead-lettered with the events' reason."""
     p, table = StreamProcessor(HistoryLimits(), POLICY, partitions=None), MappingStore()
     profile = serde.encode(serde.PROFILE, {"user_id": user_id, "attributes": {"age": "30"}, "updated_at": NOW})
-    out = p.on_profile(table, profile, 0, NOW, key=user_id.encode())
+    out = on_profile(p, table, profile, 0, NOW, key=user_id.encode())
     assert [(d.stage, d.reason) for _, d in out.dead_letters] == [("validate", reason)]
     assert table.data == {} and p.pending == {}

@@ -20,7 +20,7 @@ import yaml
 from pydantic import BaseModel
 
 from adcast.cli import build_parser
-from adcast.config import Settings, load_settings, to_env
+from adcast.config import ROCKSDB_WRITE_BUFFERS, Settings, load_settings, to_env
 from adcast.kafka import topic_specs
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -381,4 +381,7 @@ def test_stream_pods_have_room_for_rocksdb_when_a_pod_is_down(settings_from: Any
     limit = stream["resources"]["limits"]["memory"]
     limit_mb = int(limit.removesuffix("Gi")) * 1024 if limit.endswith("Gi") else int(limit.removesuffix("Mi"))
     baseline_mb = 512  # Python, Faust, producer buffers, the decoded-history cache
-    assert held * settings.stream.rocksdb_partition_mb() + baseline_mb <= limit_mb
+    per_partition_mb = (
+        settings.stream.rocksdb_block_cache_mb + ROCKSDB_WRITE_BUFFERS * settings.stream.rocksdb_write_buffer_mb
+    )
+    assert held * per_partition_mb + baseline_mb <= limit_mb

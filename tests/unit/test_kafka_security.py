@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from adcast.config import load_settings, masked, redis_connection_kwargs, to_env
+from adcast.config import load_settings, masked, override, redis_connection_kwargs, to_env
 from adcast.errors import ConfigError
 from adcast.kafka import aiokafka_config, confluent_config
 
@@ -143,8 +143,7 @@ def test_redis_credentials_and_tls_files_fit_redis_py(tls_files):
     # redis-py accepts exactly these names for a rediss:// URL (no connection is made here).
     for client in (redis.Redis.from_url(s.redis.url, **kwargs), redis.asyncio.Redis.from_url(s.redis.url, **kwargs)):
         assert client.connection_pool.connection_kwargs["ssl_ca_certs"] == cert
-    s.redis.ssl_certfile, s.redis.ssl_keyfile = cert, key
-    assert redis_connection_kwargs(s.redis)["ssl_keyfile"] == key
+    assert redis_connection_kwargs(override(s.redis, ssl_certfile=cert, ssl_keyfile=key))["ssl_keyfile"] == key
     assert redis_connection_kwargs(load_settings().redis) == {}
 
 

@@ -1,12 +1,13 @@
 """The stream tier's logic with a dict for a table (the Faust wiring is tested in tests/stream)."""
 
+from folding import MappingStore, batch_commit, load_history, on_event, on_profile, on_tick
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from adcast.core.history import HistoryLimits
 from adcast.core.triggers import TriggerPolicy
 from adcast.wire import serde
-from stream.processor import EVENT, TICK, Input, MappingStore, StreamProcessor, load_history
+from stream.processor import EVENT, TICK, Input, StreamProcessor
 
 NOW = 1_767_225_600_000
 POLICY = TriggerPolicy(quiet_ms=500, max_delay_ms=2000, min_interval_ms=0)
@@ -31,8 +32,8 @@ def event(n: int, user: str = "u1", kind: str = "click") -> bytes:
 
 def test_garbage_and_invalid_events_become_dead_letters_and_touch_no_state():
     p, table = StreamProcessor(HistoryLimits(), POLICY), MappingStore()
-    out = p.on_event(table, b"\x00\x00\x00\x00\x01\xff\xff", 0, 1, NOW)
-    assert out.dead_letter is not None and out.dead_letter.stage == "decode"
+    out = on_event(p, table, b"\x00\x00\x00\x00\x01\xff\xff", 0, 1, NOW)
+    assert [why.stage for _, why in out.dead_letters] == ["decode"]
     bad = serde.encode(
         serde.EVENT,
         {
@@ -47,40 +48,40 @@ def test_garbage_and_invalid_events_become_dead_letters_and_touch_no_state():
             "text": None,
         },
     )
-    out = p.on_event(table, bad, 0, 2, NOW)
-    assert out.dead_letter is not None and out.dead_letter.reason == "unknown_event_type"
+    out = on_event(p, table, bad, 0, 2, NOW)
+    assert [why.reason for _, why in out.dead_letters] == ["unknown_event_type"]
     assert table.data == {}
 
 
 def test_tick_emits_once_after_quiet_period_with_deterministic_version():
     p, table = StreamProcessor(HistoryLimits(), POLICY), MappingStore()
-    p.on_event(table, event(1), 0, 100, NOW)
-    p.on_event(table, event(2, kind="impression"), 0, 101, NOW + 100)
-    p.on_event(table, event(3, kind="view"), 0, 102, NOW + 200)
-    assert p.on_tick(table, 0, NOW + 600).requests == []  # 400 ms quiet only
-    requests = p.on_tick(table, 0, NOW + 700).requests
+    on_event(p, table, event(1), 0, 100, NOW)
+    on_event(p, table, event(2, kind="impression"), 0, 101, NOW + 100)
+    on_event(p, table, event(3, kind="view"), 0, 102, NOW + 200)
+    assert on_tick(p, table, 0, NOW + 600).requests == []  # 400 ms quiet only
+    requests = on_tick(p, table, 0, NOW + 700).requests
     assert [(r.user_id, r.version, r.reason) for r in requests] == [("u1", 102, "quiet")]
     assert [e.event_type for e in requests[0].events] == ["click", "view"]
-    assert p.on_tick(table, 0, NOW + 5000).requests == []
+    assert on_tick(p, table, 0, NOW + 5000).requests == []
 
 
 def test_duplicates_are_flagged_and_do_not_retrigger():
     p, table = StreamProcessor(HistoryLimits(), POLICY), MappingStore()
-    p.on_event(table, event(1), 0, 100, NOW)
-    assert len(p.on_tick(table, 0, NOW + 1000).requests) == 1
-    assert p.on_event(table, event(1), 0, 150, NOW + 1100).duplicate
-    assert p.on_tick(table, 0, NOW + 5000).requests == []
+    on_event(p, table, event(1), 0, 100, NOW)
+    assert len(on_tick(p, table, 0, NOW + 1000).requests) == 1
+    assert on_event(p, table, event(1), 0, 150, NOW + 1100).duplicates == 1
+    assert on_tick(p, table, 0, NOW + 5000).requests == []
 
 
 def test_pending_triggers_survive_a_restart_through_the_table():
     table = MappingStore()
     before = StreamProcessor(HistoryLimits(), POLICY)
-    before.on_event(table, event(1, user="u1"), 1, 10, NOW)
-    before.on_event(table, event(2, user="u2"), 1, 11, NOW)
-    before.on_tick(table, 1, NOW + 100)  # not yet due
+    on_event(before, table, event(1, user="u1"), 1, 10, NOW)
+    on_event(before, table, event(2, user="u2"), 1, 11, NOW)
+    on_tick(before, table, 1, NOW + 100)  # not yet due
     after = StreamProcessor(HistoryLimits(), POLICY)  # new process, same (recovered) table
     assert after.reindex(list(table.data.items())) == 2
-    emitted = after.on_tick(table, 1, NOW + 1000).requests
+    emitted = on_tick(after, table, 1, NOW + 1000).requests
     assert sorted(r.user_id for r in emitted) == ["u1", "u2"]
     assert not load_history(table, "u1").pending
 
@@ -88,9 +89,9 @@ def test_pending_triggers_survive_a_restart_through_the_table():
 def test_profile_updates_land_in_the_history():
     p, table = StreamProcessor(HistoryLimits(), POLICY), MappingStore()
     raw = serde.encode(serde.PROFILE, {"user_id": "u1", "attributes": {"age": "25-34"}, "updated_at": NOW})
-    assert p.on_profile(table, raw, 0).dead_letter is None
-    p.on_event(table, event(1), 0, 5, NOW)
-    (request,) = p.on_tick(table, 0, NOW + 1000).requests
+    assert on_profile(p, table, raw, 0).dead_letters == []
+    on_event(p, table, event(1), 0, 5, NOW)
+    (request,) = on_tick(p, table, 0, NOW + 1000).requests
     assert request.profile == {"age": "25-34"}
 
 
@@ -126,11 +127,14 @@ def test_batching_changes_nothing_but_cost(events, cuts, replayed):
         ticks += item.kind == TICK
 
     def run(batches):
-        p, table, requests, start = StreamProcessor(HistoryLimits(), POLICY, cache_users=2), MappingStore(), [], 0
+        table, requests, start = MappingStore(), [], 0
+        commit = batch_commit(StreamProcessor(HistoryLimits(), POLICY), table, cache_users=2)
         for size in batches:
             chunk = inputs[start : start + size]
             if chunk:
-                requests += p.on_batch(table, chunk, clock[start + len(chunk) - 1]).requests
+                outcome, held = commit.fold(chunk, clock[start + len(chunk) - 1])
+                held.release_now()
+                requests += outcome.requests
             start += size
         return table.data, [(r.user_id, r.version, r.reason) for r in requests]
 

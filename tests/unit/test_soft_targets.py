@@ -3,6 +3,7 @@ advertisers, and a new advertiser with the other advertisers of its category; an
 copies that move an example's advertiser tokens and its target mass together."""
 
 import random
+from collections import Counter
 
 import pytest
 
@@ -10,7 +11,7 @@ torch = pytest.importorskip("torch")
 
 from adcast.core.examples import Example  # noqa: E402
 from adcast.core.history import HistoryEvent  # noqa: E402
-from adcast.train.targets import Relabeller, relabelled_copies, soft_targets, target_spreads  # noqa: E402
+from adcast.train.targets import Relabeller, Spreads, relabelled_copies, soft_targets  # noqa: E402
 
 
 def test_a_spread_shares_its_part_of_the_target_evenly() -> None:
@@ -61,7 +62,10 @@ def test_returns_share_with_own_advertisers_and_new_ones_with_their_category() -
     index = {"a": 0, "b": 1, "c": 2, "d": 3}
     examples = [_example("c", ("a", "c")), _example("b", ("c",)), _example("d", ("a",)), _example("b", ("d",))]
     # a new advertiser's category shares in proportion to its targets in training, plus one (b: 2)
-    assert target_spreads(examples, advertisers, index, 0.3, 0.2) == [
+    counts = Counter(ex.target for ex in examples)
+    spreads = Spreads(advertisers, [counts[a["advertiser_id"]] for a in advertisers], 0.3, 0.2)
+    found = [spreads.of(index[ex.target], ex.target in ex.own, [index[a] for a in ex.own]) for ex in examples]
+    assert found == [
         ([0, 2], 0.3, None),
         ([0, 1], 0.2, [1.0, 3.0]),
         None,

@@ -45,10 +45,12 @@ import os
 import shutil
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from adcast.bench._harness import (
+    Scrape,
     consumer_lag,
     delete_run_topics,
     read_topic,
@@ -56,11 +58,14 @@ from adcast.bench._harness import (
     start_local_services,
     tree_cpu_seconds,
 )
-from adcast.config import Settings, to_env
+from adcast.config import Settings, override, to_env
 from adcast.core.ranking import percentile
 from adcast.errors import ConfigError, ServiceError
 from adcast.local.workers import WorkerProcess, start_worker
 from adcast.wire import serde
+
+if TYPE_CHECKING:
+    from adcast.replay import ReplaySummary
 
 log = logging.getLogger(__name__)
 POLL_S = 0.5
@@ -192,24 +197,140 @@ def _count_events(data: Path) -> int:
     return sum(1 for _ in read_records(data, "events"))
 
 
-def bench_e2e(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
-    from adcast.kafka import create_topics
-    from adcast.local.demo import DEMO_USERS, ensure_model, ensure_world, isolated_settings
-    from adcast.local.services import free_port
-    from adcast.replay import expected_versions, replay
+def _run_settings(args: argparse.Namespace, settings: Settings, home: Path) -> tuple[Settings, str, Path]:
+    """This run's own settings (topics, groups, table directory, Redis keys), name and folder."""
+    from adcast.local.demo import isolated_settings
 
     if args.rate <= 0 or args.seconds <= 0:
         raise ConfigError("--rate and --seconds must be positive")
-    progress = not args.no_progress
-    home = Path(settings.home).resolve()
     run = f"bench-e2e-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
     run_dir = home / "runs" / run
-    settings = isolated_settings(settings, run, run_dir)
-    for name in ("quiet_ms", "max_delay_ms", "min_interval_ms"):
-        if getattr(args, name) is not None:
-            setattr(settings.stream, name, getattr(args, name))
-    if args.engine is not None:
-        settings.infer.engine = args.engine
+    triggers = {
+        name: getattr(args, name)
+        for name in ("quiet_ms", "max_delay_ms", "min_interval_ms")
+        if getattr(args, name) is not None
+    }
+    engine = {"engine": args.engine} if args.engine is not None else {}
+    return override(isolated_settings(settings, run, run_dir), stream=triggers, infer=engine), run, run_dir
+
+
+def _prepare_data(args: argparse.Namespace, home: Path, wanted: int) -> tuple[Path, str]:
+    """The data to replay, with enough events, and the folder of a model that knows its
+    advertisers; the demo's world and model are made when missing."""
+    from adcast.local.demo import DEMO_USERS, ensure_model, ensure_world
+
+    # The helpers shared with the demo talk on stdout, which --json keeps for the report.
+    with contextlib.redirect_stdout(sys.stderr):
+        data = Path(args.data) if args.data else ensure_world(home, args.users)
+        model_dir = args.model or str(ensure_model(home, ensure_world(home, DEMO_USERS)))
+    _check_model(model_dir, data)
+    available = _count_events(data)
+    if available < wanted:
+        raise ConfigError(
+            f"{data} holds {available:,} events; {args.rate:g}/s for {args.seconds:g}s needs {wanted:,}: "
+            "pass more --users (about 53 events each), a lower --rate or fewer --seconds"
+        )
+    return data, model_dir
+
+
+def _start_workers(
+    settings: Settings, run_dir: Path, progress: bool, workers: dict[str, WorkerProcess]
+) -> dict[str, int]:
+    """Create the run's topics and start both workers into `workers` (filled as each starts, so the
+    caller stops those that did); returns each tier's metrics port."""
+    from adcast.kafka import create_topics
+    from adcast.local.services import free_port
+
+    create_topics(settings)
+    ports = {tier: free_port() for tier in ("stream", "infer")}
+    env = to_env(settings)
+    _status(progress, f"starting the stream and inference workers (logs in {run_dir})")
+    for tier, port in ports.items():
+        workers[tier] = start_worker(tier, {**env, "ADCAST_METRICS_PORT": str(port)}, run_dir / f"{tier}.log")
+    for w in workers.values():
+        w.wait_ready()
+    return ports
+
+
+@dataclass
+class _Measured:
+    summary: ReplaySummary
+    expected: dict[str, int]
+    caught_up: int
+    drain_s: float
+    wall_s: float
+    cpu: dict[str, float]
+    stream_m: Scrape
+    infer_m: Scrape
+    lag_replay_end: dict[str, int]
+    lag_drained: dict[str, int]
+    fresh: list[float]
+    load_before: tuple[float, float, float]
+    load_after: tuple[float, float, float]
+
+
+def _replay_and_drain(
+    args: argparse.Namespace,
+    settings: Settings,
+    data: Path,
+    wanted: int,
+    workers: dict[str, WorkerProcess],
+    ports: dict[str, int],
+    progress: bool,
+) -> _Measured:
+    """Replay `wanted` events live, wait for the drain, and read every figure of the report."""
+    from adcast.replay import expected_versions, replay
+
+    load_before = os.getloadavg()
+    cpu_before = {tier: tree_cpu_seconds(w.proc.pid) for tier, w in workers.items()}
+    wall_before = time.monotonic()
+    summary = replay(settings, data, rate=args.rate, live=True, limit=wanted, collect=True, progress=progress)
+    replay_end = time.monotonic()
+    lag_replay_end = _lag(settings, summary.events, scrape(ports["stream"]), unprocessed=True)
+    expected = expected_versions(summary.delivered)
+    caught_up = _wait_drained(settings, workers, ports, expected, args.drain_timeout, progress)
+    drain_s = time.monotonic() - replay_end
+    load_after = os.getloadavg()
+    stream_m, infer_m = scrape(ports["stream"]), scrape(ports["infer"])
+    wall_s = time.monotonic() - wall_before
+    cpu = {tier: tree_cpu_seconds(w.proc.pid) - cpu_before[tier] for tier, w in workers.items()}
+    lag_drained = _lag(settings, summary.events, stream_m, unprocessed=False)
+    # Every scored prediction is written to Redis (or found stale there) and published.
+    published = round(infer_m.total("adcast_store_writes_total"))
+    fresh = freshness(read_topic(settings, settings.topics.name("affinities"), published))
+    return _Measured(
+        summary=summary,
+        expected=expected,
+        caught_up=caught_up,
+        drain_s=drain_s,
+        wall_s=wall_s,
+        cpu=cpu,
+        stream_m=stream_m,
+        infer_m=infer_m,
+        lag_replay_end=lag_replay_end,
+        lag_drained=lag_drained,
+        fresh=fresh,
+        load_before=load_before,
+        load_after=load_after,
+    )
+
+
+def _lag(settings: Settings, events: int, stream_m: Scrape, unprocessed: bool) -> dict[str, int]:
+    """Each tier's committed consumer lag; with `unprocessed`, also the events produced that the
+    stream tier has not consumed yet (its commits run ahead of its processing)."""
+    t = settings.topics
+    emitted = round(stream_m.total("adcast_requests_emitted_total"))
+    lag = {"stream_committed": consumer_lag(settings, settings.stream.app_id, t.name("events"), events)}
+    if unprocessed:
+        lag["stream_unprocessed"] = events - round(stream_m.total("adcast_events_in_total"))
+    lag["inference_committed"] = consumer_lag(settings, settings.infer.group_id, t.name("requests"), emitted)
+    return lag
+
+
+def bench_e2e(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
+    progress = not args.no_progress
+    home = Path(settings.home).resolve()
+    settings, run, run_dir = _run_settings(args, settings, home)
     wanted = round(args.rate * args.seconds)
 
     started: list[Any] = []
@@ -217,54 +338,10 @@ def bench_e2e(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     codes: dict[str, int] = {}
     try:
         started = start_local_services(settings)
-        # The helpers shared with the demo talk on stdout, which --json keeps for the report.
-        with contextlib.redirect_stdout(sys.stderr):
-            data = Path(args.data) if args.data else ensure_world(home, args.users)
-            settings.infer.model_dir = args.model or str(ensure_model(home, ensure_world(home, DEMO_USERS)))
-        _check_model(settings.infer.model_dir, data)
-        available = _count_events(data)
-        if available < wanted:
-            raise ConfigError(
-                f"{data} holds {available:,} events; {args.rate:g}/s for {args.seconds:g}s needs {wanted:,}: "
-                "pass more --users (about 53 events each), a lower --rate or fewer --seconds"
-            )
-        create_topics(settings)
-        ports = {tier: free_port() for tier in ("stream", "infer")}
-        env = to_env(settings)
-        _status(progress, f"starting the stream and inference workers (logs in {run_dir})")
-        for tier, port in ports.items():
-            workers[tier] = start_worker(tier, {**env, "ADCAST_METRICS_PORT": str(port)}, run_dir / f"{tier}.log")
-        for w in workers.values():
-            w.wait_ready()
-
-        load_before = os.getloadavg()
-        cpu_before = {tier: tree_cpu_seconds(w.proc.pid) for tier, w in workers.items()}
-        wall_before = time.monotonic()
-        summary = replay(settings, data, rate=args.rate, live=True, limit=wanted, collect=True, progress=progress)
-        replay_end = time.monotonic()
-        t = settings.topics
-        stream_m = scrape(ports["stream"])
-        emitted = round(stream_m.total("adcast_requests_emitted_total"))
-        lag_replay_end = {
-            "stream_committed": consumer_lag(settings, settings.stream.app_id, t.name("events"), summary.events),
-            "stream_unprocessed": summary.events - round(stream_m.total("adcast_events_in_total")),
-            "inference_committed": consumer_lag(settings, settings.infer.group_id, t.name("requests"), emitted),
-        }
-        expected = expected_versions(summary.delivered)
-        caught_up = _wait_drained(settings, workers, ports, expected, args.drain_timeout, progress)
-        drain_s = time.monotonic() - replay_end
-        load_after = os.getloadavg()
-        stream_m, infer_m = scrape(ports["stream"]), scrape(ports["infer"])
-        wall_s = time.monotonic() - wall_before
-        cpu = {tier: tree_cpu_seconds(w.proc.pid) - cpu_before[tier] for tier, w in workers.items()}
-        emitted = round(stream_m.total("adcast_requests_emitted_total"))
-        lag_drained = {
-            "stream_committed": consumer_lag(settings, settings.stream.app_id, t.name("events"), summary.events),
-            "inference_committed": consumer_lag(settings, settings.infer.group_id, t.name("requests"), emitted),
-        }
-        # Every scored prediction is written to Redis (or found stale there) and published.
-        published = round(infer_m.total("adcast_store_writes_total"))
-        fresh = freshness(read_topic(settings, t.name("affinities"), published))
+        data, model_dir = _prepare_data(args, home, wanted)
+        settings = override(settings, infer={"model_dir": model_dir})
+        ports = _start_workers(settings, run_dir, progress, workers)
+        m = _replay_and_drain(args, settings, data, wanted, workers, ports, progress)
     finally:
         for tier, w in workers.items():
             codes[tier] = w.stop()
@@ -274,11 +351,15 @@ def bench_e2e(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
         elif workers:
             delete_run_topics(settings)
         shutil.rmtree(settings.stream.data_dir, ignore_errors=True)
+    return _report(args, settings, run, m, codes)
 
+
+def _report(
+    args: argparse.Namespace, settings: Settings, run: str, m: _Measured, codes: dict[str, int]
+) -> dict[str, Any]:
+    summary, stream_m, infer_m = m.summary, m.stream_m, m.infer_m
     predictions = infer_m.total("adcast_store_writes_total")
-    batched = infer_m.total("adcast_batch_size_sum")
     batches = infer_m.total("adcast_batch_size_count")
-    sizes = infer_m.buckets("adcast_batch_size")
     s = settings.stream
     return {
         "run": run,
@@ -287,9 +368,9 @@ def bench_e2e(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
         "events": summary.events,
         "replay_seconds": round(summary.event_seconds, 2),  # producing the events, as paced
         "events_per_second": round(summary.events_per_second, 1),
-        "users": len(expected),
-        "users_caught_up": caught_up,
-        "drain_seconds": round(drain_s, 2),
+        "users": len(m.expected),
+        "users_caught_up": m.caught_up,
+        "drain_seconds": round(m.drain_s, 2),
         "trigger": {
             "quiet_ms": s.quiet_ms,
             "max_delay_ms": s.max_delay_ms,
@@ -302,13 +383,7 @@ def bench_e2e(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
             "max_wait_ms": settings.infer.max_wait_ms,
             "cpu_threads": settings.infer.cpu_threads,
         },
-        "freshness_s": {
-            "count": len(fresh),
-            "p50": round(percentile(fresh, 50), 3),
-            "p95": round(percentile(fresh, 95), 3),
-            "p99": round(percentile(fresh, 99), 3),
-            "max": round(max(fresh), 3) if fresh else float("nan"),
-        },
+        "freshness_s": _freshness_figures(m.fresh),
         "requests_emitted": round(stream_m.total("adcast_requests_emitted_total")),
         "requests_by_reason": {
             k: round(v) for k, v in stream_m.by_label("adcast_requests_emitted_total", "reason").items()
@@ -319,23 +394,43 @@ def bench_e2e(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
         "stale_writes": round(infer_m.total("adcast_store_writes_total", outcome="stale")),
         "inference_dead_letters": round(infer_m.total("adcast_dead_letters_total")),
         "predictions_per_event": round(predictions / summary.events, 4) if summary.events else float("nan"),
-        "batch_size": {
-            "batches": round(batches),
-            "mean": round(batched / batches, 2) if batches else float("nan"),
-            "p50_at_most": bucket_quantile(sizes, 0.5),
-            "max_at_most": bucket_quantile(sizes, 1.0),
-        },
+        "batch_size": _batch_figures(infer_m),
         "engine_seconds_per_batch": round(infer_m.total("adcast_inference_seconds_sum") / batches, 4)
         if batches
         else float("nan"),
         # Cores each tier kept busy from the first replayed event to the end of the drain.
-        "cores_busy": {tier: round(c / wall_s, 2) for tier, c in cpu.items()},
-        "lag_at_replay_end": lag_replay_end,
-        "lag_after_drain": lag_drained,
+        "cores_busy": {tier: round(c / m.wall_s, 2) for tier, c in m.cpu.items()},
+        "lag_at_replay_end": m.lag_replay_end,
+        "lag_after_drain": m.lag_drained,
         "stream_dead_letters": round(stream_m.total("adcast_dead_letters_total")),
         "worker_exit_codes": codes,
-        "load_average": {"before": [round(x, 2) for x in load_before], "after": [round(x, 2) for x in load_after]},
+        "load_average": {
+            "before": [round(x, 2) for x in m.load_before],
+            "after": [round(x, 2) for x in m.load_after],
+        },
         "cpu_count": os.cpu_count(),
+    }
+
+
+def _freshness_figures(fresh: list[float]) -> dict[str, Any]:
+    return {
+        "count": len(fresh),
+        "p50": round(percentile(fresh, 50), 3),
+        "p95": round(percentile(fresh, 95), 3),
+        "p99": round(percentile(fresh, 99), 3),
+        "max": round(max(fresh), 3) if fresh else float("nan"),
+    }
+
+
+def _batch_figures(infer_m: Scrape) -> dict[str, Any]:
+    batched = infer_m.total("adcast_batch_size_sum")
+    batches = infer_m.total("adcast_batch_size_count")
+    sizes = infer_m.buckets("adcast_batch_size")
+    return {
+        "batches": round(batches),
+        "mean": round(batched / batches, 2) if batches else float("nan"),
+        "p50_at_most": bucket_quantile(sizes, 0.5),
+        "max_at_most": bucket_quantile(sizes, 1.0),
     }
 
 

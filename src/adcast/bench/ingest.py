@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from adcast.bench._harness import delete_run_topics, scrape, start_local_services, tree_cpu_seconds
-from adcast.config import Settings, to_env
+from adcast.config import Settings, override, to_env
 from adcast.core.clock import now_ms
 from adcast.errors import ServiceError
 from adcast.wire import serde
@@ -135,8 +135,7 @@ def _faust_rate(
     from adcast.local.services import free_port
     from adcast.local.workers import start_worker
 
-    s = settings.model_copy(deep=True)
-    s.stream.app_id = f"{settings.stream.app_id}-{label}"
+    s = override(settings, stream={"app_id": f"{settings.stream.app_id}-{label}"})
     procs, ports = [], []
     try:
         for i in range(workers):

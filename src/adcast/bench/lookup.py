@@ -37,7 +37,7 @@ from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlencode
 
-from adcast.config import Settings, redact_url, to_env
+from adcast.config import Settings, override, redact_url, to_env
 from adcast.core.affinities import Affinities
 from adcast.core.clock import now_ms
 from adcast.core.ranking import percentile
@@ -83,10 +83,11 @@ def records(n: int, advertisers: int, top_k: int, seed: int) -> Iterator[Affinit
 
 
 def bench_lookup(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
-    s = settings.model_copy(deep=True)
-    s.redis.key_prefix = args.key_prefix
-    s.redis.ttl_seconds = 3600  # a crashed run cleans up after itself
-    s.serve.max_users = max(s.serve.max_users, args.batch)
+    s = override(
+        settings,
+        redis={"key_prefix": args.key_prefix, "ttl_seconds": 3600},  # a crashed run cleans up after itself
+        serve={"max_users": max(settings.serve.max_users, args.batch)},
+    )
     top_k = args.top_k or s.infer.top_k
     fill = _fill(s, args, top_k)
     try:

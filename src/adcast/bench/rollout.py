@@ -28,16 +28,20 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from adcast.bench._harness import delete_run_topics, start_local_services
-from adcast.config import Settings, to_env
+from adcast.config import Settings, override, to_env
 from adcast.core.clock import now_ms
 from adcast.core.ranking import percentile
 from adcast.core.slots import SLOT_HEADER
 from adcast.errors import ConfigError
 from adcast.local.workers import WorkerProcess, start_worker
 from adcast.wire import serde
+
+if TYPE_CHECKING:
+    from adcast.lifecycle.rollout import Coverage, RolloutSummary
+    from adcast.replay import ReplaySummary
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -102,10 +106,60 @@ def _summary(values: list[float]) -> dict[str, float]:
     }
 
 
-def bench_rollout(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
+def _prepare_data(args: argparse.Namespace, home: Path, run_dir: Path) -> tuple[str, Path, Path]:
+    """The model's folder (the demo's, made when missing, unless --model) and the state and live
+    parts of the data (the demo's world unless --data)."""
+    from adcast.local.demo import DEMO_USERS, ensure_model, ensure_world
+
+    # The helpers shared with the demo talk on stdout, which --json keeps for the report.
+    with contextlib.redirect_stdout(sys.stderr):
+        data = Path(args.data) if args.data else ensure_world(home, args.users)
+        model_dir = args.model or str(ensure_model(home, ensure_world(home, DEMO_USERS)))
+    return model_dir, *_split(data, args.state_events, round(args.rate * args.seconds), run_dir)
+
+
+def _start_workers(settings: Settings, run: str, run_dir: Path, workers: list[WorkerProcess]) -> Settings:
+    """Create the run's topics and start the stream worker and slot ga's inference worker into
+    `workers` (so the caller stops those that started); returns slot gb's settings."""
     from adcast.kafka import create_topics
-    from adcast.lifecycle.rollout import coverage, rollout
-    from adcast.local.demo import DEMO_USERS, ensure_model, ensure_world, isolated_settings, wait_for_versions
+
+    create_topics(settings)
+    env = to_env(settings)
+    shadow = override(settings, infer={"slot": "gb", "start_at": "latest", "group_id": f"{run}-infer-gb"})
+    workers += [start_worker(t, env, run_dir / f"{t}.log") for t in ("stream", "infer")]
+    for w in workers:
+        w.wait_ready()
+    return shadow
+
+
+def _replay_live_with_rollout(
+    args: argparse.Namespace, settings: Settings, shadow: Settings, live: Path, progress: bool
+) -> tuple[ReplaySummary, dict[str, Any]]:
+    """Replay the live part at --rate while, --rollout-after seconds in, slot gb's rollout runs;
+    returns the replay's summary and the timeline (live_start_ms, start_ms, end_ms: epoch ms) with
+    the rollout's summary."""
+    from adcast.lifecycle.rollout import rollout
+    from adcast.replay import replay
+
+    window: dict[str, Any] = {}
+
+    def roll() -> None:
+        time.sleep(args.rollout_after)
+        window["start_ms"] = now_ms()
+        window["summary"] = rollout(shadow, "gb", rate=args.rollout_rate, progress=False)
+        window["end_ms"] = now_ms()
+
+    roller = threading.Thread(target=roll, daemon=True)
+    window["live_start_ms"] = now_ms()
+    roller.start()
+    second = replay(settings, live, rate=args.rate, live=True, collect=True, progress=progress)
+    roller.join()
+    return second, window
+
+
+def bench_rollout(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
+    from adcast.lifecycle.rollout import coverage
+    from adcast.local.demo import isolated_settings, wait_for_versions
     from adcast.replay import expected_versions, replay
     from adcast.store import AffinityClient
 
@@ -113,42 +167,20 @@ def bench_rollout(args: argparse.Namespace, settings: Settings) -> dict[str, Any
     home = Path(settings.home).resolve()
     run = f"bench-rollout-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
     run_dir = home / "runs" / run
-    settings = isolated_settings(settings, run, run_dir)
-    settings.infer.slot = "ga"
+    settings = override(isolated_settings(settings, run, run_dir), infer={"slot": "ga"})
     workers: list[WorkerProcess] = []
     started: list[Any] = []
     try:
         started = start_local_services(settings)
-        with contextlib.redirect_stdout(sys.stderr):
-            data = Path(args.data) if args.data else ensure_world(home, args.users)
-            settings.infer.model_dir = args.model or str(ensure_model(home, ensure_world(home, DEMO_USERS)))
-        state, live = _split(data, args.state_events, round(args.rate * args.seconds), run_dir)
-        create_topics(settings)
-        env = to_env(settings)
-        shadow = settings.model_copy(deep=True)
-        shadow.infer.slot, shadow.infer.start_at, shadow.infer.group_id = "gb", "latest", f"{run}-infer-gb"
-        workers += [start_worker(t, env, run_dir / f"{t}.log") for t in ("stream", "infer")]
-        for w in workers:
-            w.wait_ready()
+        model_dir, state, live = _prepare_data(args, home, run_dir)
+        settings = override(settings, infer={"model_dir": model_dir})
+        shadow = _start_workers(settings, run, run_dir, workers)
         first = replay(settings, state, collect=True, progress=progress)
         with AffinityClient(settings.redis) as client:
             wait_for_versions(client, expected_versions(first.delivered), timeout_s=600)
         workers.append(start_worker("infer", to_env(shadow), run_dir / "infer-gb.log"))
         workers[-1].wait_ready()
-
-        window: dict[str, Any] = {}
-
-        def roll() -> None:
-            time.sleep(args.rollout_after)
-            window["start_ms"] = now_ms()
-            window["summary"] = rollout(shadow, "gb", rate=args.rollout_rate, progress=False)
-            window["end_ms"] = now_ms()
-
-        roller = threading.Thread(target=roll, daemon=True)
-        live_start_ms = now_ms()
-        roller.start()
-        second = replay(settings, live, rate=args.rate, live=True, collect=True, progress=progress)
-        roller.join()
+        second, window = _replay_live_with_rollout(args, settings, shadow, live, progress)
         expected = expected_versions(first.delivered + second.delivered)
         with AffinityClient(settings.redis) as client:
             caught_up = len(wait_for_versions(client, expected, timeout_s=300))
@@ -163,28 +195,31 @@ def bench_rollout(args: argparse.Namespace, settings: Settings) -> dict[str, Any
         if not started and workers:
             delete_run_topics(settings)
         shutil.rmtree(settings.stream.data_dir, ignore_errors=True)
-    start, end = window["start_ms"], window["end_ms"]
-    rolled = window["summary"]
+    live_start, start, end = window["live_start_ms"], window["start_ms"], window["end_ms"]
     return {
         "run": run,
         "rate": args.rate,
         "seconds": args.seconds,
         "users": len(expected),
         "users_caught_up": caught_up,
-        "rollout": {
-            "rate": args.rollout_rate,
-            "requests": rolled.requested,
-            "seconds": round(rolled.seconds, 1),
-            "coverage": round(cov.ratio, 6),
-            "current": cov.current,
-            "known": cov.known,
-        },
+        "rollout": _rollout_figures(args.rollout_rate, window["summary"], cov),
         "freshness_s": {
-            "before_rollout": _summary([s for t, s in fresh if live_start_ms <= t < start]),
+            "before_rollout": _summary([s for t, s in fresh if live_start <= t < start]),
             "during_rollout": _summary([s for t, s in fresh if start <= t <= end]),
         },
         "worker_exit_codes": codes,
         "cpu_count": os.cpu_count(),
+    }
+
+
+def _rollout_figures(rate: float, rolled: RolloutSummary, cov: Coverage) -> dict[str, Any]:
+    return {
+        "rate": rate,
+        "requests": rolled.requested,
+        "seconds": round(rolled.seconds, 1),
+        "coverage": round(cov.ratio, 6),
+        "current": cov.current,
+        "known": cov.known,
     }
 
 

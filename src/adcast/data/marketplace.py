@@ -60,16 +60,34 @@ def _catalog(rng: random.Random, n: int) -> tuple[list[dict[str, Any]], dict[str
 
 
 def generate_marketplace(spec: MarketplaceSpec) -> dict[str, list[dict[str, Any]]]:
-    rng = random.Random(spec.seed)
-    advertisers, by_cat, popularity = _catalog(rng, spec.advertisers)
-    categories = list(by_cat)
-    events: list[dict[str, Any]] = []
-    profiles: list[dict[str, Any]] = []
-    span_ms = spec.days * 24 * 3600 * 1000
+    world = _World(spec)
+    for u in range(spec.users):
+        world.add_user(f"m{u:05d}")
+    events = world.events
+    events.sort(key=lambda e: (e["event_time"], e["user_id"]))
+    width = max(6, int(math.log10(max(1, len(events)))) + 1)
+    for n, e in enumerate(events):
+        e["event_id"] = f"e{n:0{width}d}"
+    return {"events": events, "advertisers": world.advertisers, "profiles": world.profiles}
 
-    def emit(user_id: str, t: int, kind: str, a: int | None, text: str | None = None) -> None:
-        adv = advertisers[a] if a is not None else None
-        events.append(
+
+class _World:
+    """The world as it is drawn: the catalog, the users so far and their events. Every draw comes
+    from the one seeded generator, in a fixed order, so the methods keep the order of their calls."""
+
+    def __init__(self, spec: MarketplaceSpec) -> None:
+        self.spec = spec
+        self.rng = random.Random(spec.seed)
+        self.advertisers, self.by_cat, self.popularity = _catalog(self.rng, spec.advertisers)
+        self.categories = list(self.by_cat)
+        self.events: list[dict[str, Any]] = []
+        self.profiles: list[dict[str, Any]] = []
+        self.span_ms = spec.days * 24 * 3600 * 1000
+
+    def emit(self, user_id: str, t: int, kind: str, a: int | None, text: str | None = None) -> None:
+        rng = self.rng
+        adv = self.advertisers[a] if a is not None else None
+        self.events.append(
             {
                 "event_id": "",
                 "user_id": user_id,
@@ -83,10 +101,11 @@ def generate_marketplace(spec: MarketplaceSpec) -> dict[str, list[dict[str, Any]
             }
         )
 
-    for u in range(spec.users):
-        user_id = f"m{u:05d}"
+    def add_user(self, user_id: str) -> None:
+        """A user's profile, sessions and staple purchases."""
+        rng, categories = self.rng, self.categories
         segment, device, region = rng.choice(SEGMENTS), rng.choice(DEVICES), rng.choice(REGIONS)
-        profiles.append(
+        self.profiles.append(
             {
                 "user_id": user_id,
                 "attributes": {"segment": segment, "device": device, "region": region},
@@ -97,51 +116,64 @@ def generate_marketplace(spec: MarketplaceSpec) -> dict[str, list[dict[str, Any]
         home = DEPARTMENTS[tilt.randrange(len(DEPARTMENTS))] if rng.random() < 0.4 else rng.choice(DEPARTMENTS)
         interests = rng.sample([c for c in categories if c.startswith(home)], 2) + [rng.choice(categories)]
         own: dict[str, list[int]] = {}
-        n_sessions = 1 + int(math.log(1 - rng.random()) / math.log(1 - 1 / spec.sessions_per_user))
-        t_sessions = sorted(rng.randrange(span_ms) for _ in range(n_sessions))
+        n_sessions = 1 + int(math.log(1 - rng.random()) / math.log(1 - 1 / self.spec.sessions_per_user))
+        t_sessions = sorted(rng.randrange(self.span_ms) for _ in range(n_sessions))
         cat = rng.choice(interests)
         for start in t_sessions:
-            t = START_MS + start
-            if rng.random() > 0.4:
-                cat = rng.choice(interests) if rng.random() < 0.85 else rng.choice(categories)
-            if rng.random() < 0.1:
-                t += rng.randint(2_000, 30_000)
-                emit(user_id, t, "search", None, text=cat.replace(".", " "))
-            for _page in range(rng.randint(1, 3)):
-                pool = by_cat[cat]
-                shown: list[int] = []
-                for _slot in range(rng.randint(2, 6)):
-                    if own.get(cat) and rng.random() < 0.3:
-                        shown.append(rng.choice(own[cat]))
-                    elif rng.random() < 0.15:
-                        shown.append(rng.randrange(spec.advertisers))
-                    else:
-                        shown.append(rng.choices(pool, weights=[popularity[i] for i in pool])[0])
-                for a in shown:
-                    t += rng.randint(500, 5_000)
-                    emit(user_id, t, "impression", a)
-                if rng.random() < 0.5:
-                    in_cat = [a for a in shown if advertisers[a]["category"] == cat] or shown
-                    weights = [3.0 if a in own.get(cat, ()) else 1.0 for a in in_cat]
-                    a = rng.choices(in_cat, weights=weights)[0]
-                    t += rng.randint(2_000, 40_000)
-                    emit(user_id, t, "click", a)
-                    if a not in own.setdefault(cat, []):
-                        own[cat].append(a)
-                    if rng.random() < 0.3:
-                        title = f"{advertisers[a]['name'].lower()} item" if rng.random() < 0.33 else None
-                        emit(user_id, t + rng.randint(1_000, 20_000), "view", a, text=title)
-                    r = rng.random()
-                    if r < 0.15:
-                        emit(user_id, t + rng.randint(20_000, 60_000), "add_to_cart", a)
-                    elif r < 0.23:
-                        emit(user_id, t + rng.randint(20_000, 60_000), "checkout", a)
-        _staple_purchases(rng, user_id, advertisers, categories, by_cat, span_ms, emit)
-    events.sort(key=lambda e: (e["event_time"], e["user_id"]))
-    width = max(6, int(math.log10(max(1, len(events)))) + 1)
-    for n, e in enumerate(events):
-        e["event_id"] = f"e{n:0{width}d}"
-    return {"events": events, "advertisers": advertisers, "profiles": profiles}
+            cat = self._session(user_id, START_MS + start, cat, interests, own)
+        _staple_purchases(rng, user_id, self.advertisers, categories, self.by_cat, self.span_ms, self.emit)
+
+    def _session(self, user_id: str, t: int, cat: str, interests: list[str], own: dict[str, list[int]]) -> str:
+        """One session from time `t`: maybe a search, then one to three pages of a category (the
+        last one's, `cat`, or another); returns the category browsed."""
+        rng = self.rng
+        if rng.random() > 0.4:
+            cat = rng.choice(interests) if rng.random() < 0.85 else rng.choice(self.categories)
+        if rng.random() < 0.1:
+            t += rng.randint(2_000, 30_000)
+            self.emit(user_id, t, "search", None, text=cat.replace(".", " "))
+        for _page in range(rng.randint(1, 3)):
+            t = self._page(user_id, t, cat, own)
+        return cat
+
+    def _page(self, user_id: str, t: int, cat: str, own: dict[str, list[int]]) -> int:
+        """A page's impressions and maybe a click on one of them (then perhaps a view, a cart or a
+        checkout); `own` gains the clicked advertiser; returns the time of the page's last event."""
+        rng = self.rng
+        shown = self._shown(cat, own)
+        for a in shown:
+            t += rng.randint(500, 5_000)
+            self.emit(user_id, t, "impression", a)
+        if rng.random() < 0.5:
+            in_cat = [a for a in shown if self.advertisers[a]["category"] == cat] or shown
+            weights = [3.0 if a in own.get(cat, ()) else 1.0 for a in in_cat]
+            a = rng.choices(in_cat, weights=weights)[0]
+            t += rng.randint(2_000, 40_000)
+            self.emit(user_id, t, "click", a)
+            if a not in own.setdefault(cat, []):
+                own[cat].append(a)
+            if rng.random() < 0.3:
+                title = f"{self.advertisers[a]['name'].lower()} item" if rng.random() < 0.33 else None
+                self.emit(user_id, t + rng.randint(1_000, 20_000), "view", a, text=title)
+            r = rng.random()
+            if r < 0.15:
+                self.emit(user_id, t + rng.randint(20_000, 60_000), "add_to_cart", a)
+            elif r < 0.23:
+                self.emit(user_id, t + rng.randint(20_000, 60_000), "checkout", a)
+        return t
+
+    def _shown(self, cat: str, own: dict[str, list[int]]) -> list[int]:
+        """Two to six ads: the user's own of the category retargeted, one from anywhere, or a popular one of it."""
+        rng, pool = self.rng, self.by_cat[cat]
+        shown: list[int] = []
+        for _slot in range(rng.randint(2, 6)):
+            if own.get(cat) and rng.random() < 0.3:
+                shown.append(rng.choice(own[cat]))
+            elif rng.random() < 0.15:
+                shown.append(rng.randrange(self.spec.advertisers))
+            else:
+                shown.append(rng.choices(pool, weights=[self.popularity[i] for i in pool])[0])
+        return shown
 
 
 def _staple_purchases(

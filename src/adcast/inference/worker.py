@@ -43,9 +43,10 @@ from adcast.core.prompt import render
 from adcast.core.requests import MAX_VERSION, MIN_VERSION, PredictionRequest
 from adcast.core.slots import ROLLOUT_REASON, SLOT_HEADER
 from adcast.engines.base import ScoringEngine
-from adcast.errors import EngineDead, EngineFailure, Interrupted, SerdeError, StoreKeyError, StoreUnavailable
+from adcast.errors import EngineDead, Interrupted, InvalidEvent, Rejected, StoreKeyError, StoreUnavailable
 from adcast.inference.scoring import Scorer, backoff
-from adcast.kafka import aiokafka_config, create_topics, ensure_dead_letter_topic
+from adcast.kafka import aiokafka_config, create_topics
+from adcast.kafka.dead_letters import DeadLetterSink
 from adcast.kafka.lag import LagReporter
 from adcast.store import AsyncAffinityStore
 from adcast.wire import serde
@@ -97,84 +98,102 @@ class InferenceWorker:
         self._slot_header = self.slot.encode()
         self._rollout_topic = settings.topics.name("rollout")
         self._rollout_paused = False
+        self._producer: AIOKafkaProducer | None = None
+        self.dead_letters = DeadLetterSink(settings, self._send)
+
+    async def _send(self, topic: str, key: bytes | None, value: bytes) -> Any:
+        assert self._producer is not None, "dead letters are sent while the worker runs"
+        return await self._producer.send(topic, value, key=key)
 
     async def run(self) -> Stats:
         s = self.settings
-        kafka = aiokafka_config(s)
         await asyncio.to_thread(create_topics, s, 30.0, ["requests", "rollout"])
-        consumer = AIOKafkaConsumer(
+        async with contextlib.AsyncExitStack() as stack:
+            # Unwound in reverse: the consumer leaves the group first, the store closes last.
+            store = AsyncAffinityStore(s.redis, self.slot)
+            stack.push_async_callback(store.close)
+            producer = self._producer = self._new_producer()
+            stack.push_async_callback(producer.stop)
+            await producer.start()
+            consumer = self._new_consumer()
+            stack.push_async_callback(consumer.stop)
+            await consumer.start()
+            stack.callback(self._stopped)
+            stack.callback(self.lag.forget)
+            log.info(
+                "inference worker started group=%s topic=%s slot=%s model=%s",
+                s.infer.group_id,
+                s.topics.name("requests"),
+                self.slot,
+                self.engine.model_version,
+            )
+            try:
+                await self._loop(consumer, producer, store)
+            except Interrupted:
+                log.info("stopped while retrying; the batch stays uncommitted for the next worker")
+            except EngineDead as exc:
+                log.critical("stopping the inference worker: %s", exc)
+                raise
+        return self.stats
+
+    def _new_consumer(self) -> AIOKafkaConsumer:
+        s = self.settings
+        return AIOKafkaConsumer(
             s.topics.name("requests"),
             self._rollout_topic,
             group_id=s.infer.group_id,
             enable_auto_commit=False,
             auto_offset_reset=s.infer.start_at,
-            session_timeout_ms=10_000,
-            heartbeat_interval_ms=1_000,
+            session_timeout_ms=s.kafka.session_timeout_ms,
+            heartbeat_interval_ms=s.kafka.heartbeat_interval_ms,
+            rebalance_timeout_ms=s.kafka.rebalance_timeout_ms,
             max_poll_interval_ms=300_000,
             max_partition_fetch_bytes=4 * 1024 * 1024,
             fetch_max_wait_ms=s.infer.fetch_max_wait_ms,
-            **kafka,
+            **aiokafka_config(s),
         )
+
+    def _new_producer(self) -> AIOKafkaProducer:
         # Not idempotent: aiokafka's InitProducerId fails on the local broker, and duplicates of
         # the affinities topic are harmless (audit log, versioned records).
-        producer = AIOKafkaProducer(acks="all", linger_ms=5, max_request_size=s.kafka.max_request_bytes, **kafka)
-        store = AsyncAffinityStore(s.redis, self.slot)
-        try:
-            await producer.start()
-            await consumer.start()
-        except BaseException:
-            await producer.stop()
-            await consumer.stop()
-            await store.close()
-            raise
-        log.info(
-            "inference worker started group=%s topic=%s slot=%s model=%s",
-            s.infer.group_id,
-            s.topics.name("requests"),
-            self.slot,
-            self.engine.model_version,
+        s = self.settings
+        return AIOKafkaProducer(
+            acks="all", linger_ms=5, max_request_size=s.kafka.max_request_bytes, **aiokafka_config(s)
         )
+
+    async def _loop(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer, store: AsyncAffinityStore) -> None:
+        infer = self.settings.infer
         announced = 0.0
-        try:
-            while not self.stop.is_set():
-                if time.monotonic() - announced >= HEARTBEAT_S:
-                    announced = time.monotonic()
-                    await self._announce(store)
-                timeout = self.batcher.wait_ms(now_ms()) if len(self.batcher) else s.infer.max_wait_ms
-                # Fetch no more than the batch has room for, so a micro-batch never exceeds max_batch.
-                room = max(1, s.infer.max_batch - len(self.batcher))
-                records = await consumer.getmany(timeout_ms=max(1, timeout), max_records=room)
-                for tp, messages in records.items():
-                    for m in messages:
-                        await self._add(m, producer)
-                        self._offsets[tp] = m.offset + 1
-                await self.lag.report(consumer.assignment(), consumer.highwater, consumer.position)
-                await self._prioritise_live(consumer)
-                if self.batcher.ready(now_ms()) or (self._offsets and not len(self.batcher)):
-                    await self._flush(consumer, producer, store)
-            if len(self.batcher) or self._offsets:
-                await self._flush(consumer, producer, store)  # finish the batch in flight
-        except Interrupted:
-            log.info("stopped while retrying; the batch stays uncommitted for the next worker")
-        except EngineDead as exc:
-            log.critical("stopping the inference worker: %s", exc)
-            raise
-        finally:
-            self.lag.forget()
-            await consumer.stop()  # leaves the group
-            await producer.stop()
-            await store.close()
-            self.stats.engine_retries = self.scorer.retries
-            log.info(
-                "inference worker stopped batches=%s scored=%s written=%s stale=%s dead_letters=%s engine_retries=%s",
-                self.stats.batches,
-                self.stats.scored,
-                self.stats.written,
-                self.stats.stale,
-                self.stats.dead_letters,
-                self.stats.engine_retries,
-            )
-        return self.stats
+        while not self.stop.is_set():
+            if time.monotonic() - announced >= HEARTBEAT_S:
+                announced = time.monotonic()
+                await self._announce(store)
+            timeout = self.batcher.wait_ms(now_ms()) if len(self.batcher) else infer.max_wait_ms
+            # Fetch no more than the batch has room for, so a micro-batch never exceeds max_batch.
+            room = max(1, infer.max_batch - len(self.batcher))
+            records = await consumer.getmany(timeout_ms=max(1, timeout), max_records=room)
+            for tp, messages in records.items():
+                for m in messages:
+                    await self._add(m)
+                    self._offsets[tp] = m.offset + 1
+            await self.lag.report(consumer.assignment(), consumer.highwater, consumer.position)
+            await self._prioritise_live(consumer)
+            if self.batcher.ready(now_ms()) or (self._offsets and not len(self.batcher)):
+                await self._flush(consumer, producer, store)
+        if len(self.batcher) or self._offsets:
+            await self._flush(consumer, producer, store)  # finish the batch in flight
+
+    def _stopped(self) -> None:
+        self.stats.engine_retries = self.scorer.retries
+        log.info(
+            "inference worker stopped batches=%s scored=%s written=%s stale=%s dead_letters=%s engine_retries=%s",
+            self.stats.batches,
+            self.stats.scored,
+            self.stats.written,
+            self.stats.stale,
+            self.stats.dead_letters,
+            self.stats.engine_retries,
+        )
 
     async def _announce(self, store: AsyncAffinityStore) -> None:
         try:
@@ -203,67 +222,28 @@ class InferenceWorker:
             self._rollout_paused = pause
             log.debug("rollout partitions %s, live backlog %s", "paused" if pause else "resumed", behind)
 
-    async def _add(self, message: Any, producer: AIOKafkaProducer) -> None:
+    async def _add(self, message: Any) -> None:
         if message.topic == self._rollout_topic and not self._for_this_slot(message):
             metrics.ROLLOUT_SKIPPED.inc()
             return
         try:
-            request = PredictionRequest.from_record(serde.decode(serde.REQUEST, message.value))
-        except SerdeError as exc:
-            await self._dead_letter_one(producer, message, "decode", exc.reason, exc.detail)
-            return
-        if not MIN_VERSION <= request.version <= MAX_VERSION:
-            # Redis compares versions as doubles: beyond 2^53 they compare wrongly, and one huge
-            # version would block every later write of the user.
-            detail = f"version {request.version} of user {request.user_id!r} is outside [{MIN_VERSION}, {MAX_VERSION}]"
-            await self._dead_letter_one(producer, message, "validate", "version_out_of_range", detail)
-            return
-        self.batcher.add(_Pending(request, message), now_ms())
+            self.batcher.add(_Pending(_request(message), message), now_ms())
+        except Rejected as exc:
+            await self._dead_letter([(message, exc)])
 
     def _for_this_slot(self, message: Any) -> bool:
         return any(k == SLOT_HEADER and v == self._slot_header for k, v in message.headers or ())
 
-    async def _dead_letter_one(
-        self, producer: AIOKafkaProducer, message: Any, stage: str, reason: str, detail: str
-    ) -> None:
-        await self._send_dead_letters(producer, stage, [(message, reason, detail, None)])
-
-    async def _dead_letter(
-        self, producer: AIOKafkaProducer, stage: str, failed: Sequence[tuple[_Pending, EngineFailure | StoreKeyError]]
-    ) -> None:
-        await self._send_dead_letters(producer, stage, [(p.message, e.reason, e.detail, p.user_id) for p, e in failed])
-
-    async def _send_dead_letters(
-        self, producer: AIOKafkaProducer, stage: str, letters: Sequence[tuple[Any, str, str, str | None]]
-    ) -> None:
-        """The tier's one dead-letter path: make sure the topic exists, send every letter of
-        (message, reason, detail, user), wait for delivery (before the offsets are committed),
-        count and log each."""
-        topic = self.settings.topics.name("dead_letters")
-        await asyncio.to_thread(ensure_dead_letter_topic, self.settings)
-        now = now_ms()
-        sends = []
-        for m, reason, detail, user in letters:
-            key, letter = serde.dead_letter(m, stage, reason, detail, now, self.settings.kafka.max_request_bytes)
-            sends.append(await producer.send(topic, letter, key=key))
-            metrics.DEAD_LETTERS.labels(stage, reason).inc()
-            log.warning(
-                "dead-letter stage=%s reason=%s user=%s topic=%s partition=%s offset=%s detail=%s",
-                stage,
-                reason,
-                user,
-                m.topic,
-                m.partition,
-                m.offset,
-                detail,
-            )
-        await asyncio.gather(*sends)
-        self.stats.dead_letters += len(letters)
+    async def _dead_letter(self, letters: Sequence[tuple[Any, Rejected]]) -> None:
+        """Each (consumed record, why) to the dead-letter topic, delivered before any commit."""
+        await self.dead_letters.send(letters)
+        self.stats.dead_letters = self.dead_letters.sent
 
     async def _write(self, store: AsyncAffinityStore, items: list[Affinities]) -> list[bool | StoreKeyError]:
         """Write until Redis takes it: nothing is committed before its write succeeds. A stop
         request during an outage leaves the batch uncommitted (Interrupted)."""
-        delay = 0.1
+        infer = self.settings.infer
+        delay = infer.store_retry_base_s
         while True:
             try:
                 return await store.write_many(items)
@@ -271,81 +251,111 @@ class InferenceWorker:
                 metrics.RETRIES.labels("store_write").inc()
                 log.warning("redis unavailable, retrying in %.1fs: %s", delay, exc)
                 await backoff(self.stop, delay)
-                delay = min(delay * 2, 5.0)
+                delay = min(delay * 2, infer.store_retry_max_s)
 
     async def _flush(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer, store: AsyncAffinityStore) -> None:
+        """A micro-batch's steps, in order; a crash anywhere before the last replays the batch."""
         superseded = self.batcher.superseded
         batch = self.batcher.take()
         offsets, self._offsets = self._offsets, {}
         if batch:
             metrics.SUPERSEDED.inc(superseded)
             metrics.BATCH_SIZE.observe(len(batch))
-            # The engine blocks: it runs in a thread so heartbeats keep flowing.
-            scored, failed = await self.scorer.score(batch, _prompt, self.settings.infer.engine_attempts)
-            if scored:
-                self._failed_batches = 0
-            else:
-                self._failed_batches += 1
-                limit = self.settings.infer.engine_max_failed_batches
-                if self._failed_batches >= limit:
-                    # Raised before dead-lettering or committing this batch: a restarted worker
-                    # (or a healthy one, after the rebalance) scores it again.
-                    raise EngineDead(
-                        f"the engine failed every request of {limit} micro-batches in a row (last: {failed[0][1]}); "
-                        "stopping the inference worker instead of dead-lettering everything. Check the model "
-                        "and the device, then restart (see ADCAST_INFER__ENGINE_MAX_FAILED_BATCHES)"
-                    )
-            if failed:
-                await self._dead_letter(producer, "infer", failed)
-            computed_at = now_ms()
-            items = [
-                Affinities(
-                    p.user_id,
-                    p.version,
-                    self.engine.model_version,
-                    computed_at,
-                    p.request.newest_event_time,
-                    tuple(top),
-                )
-                for p, top in scored
-            ]
-            results = await self._write(store, items) if items else []
+            scored = await self._score(batch)  # 1. score (failures dead-lettered)
+            items, results = await self._write_scored(store, scored)  # 2. write Redis (refusals dead-lettered)
             written_at = now_ms()
-            # A user whose key refused the write: its request goes to the dead-letter topic, the
-            # rest of the batch is written and published all the same.
-            refused = [(p, r) for (p, _), r in zip(scored, results, strict=True) if isinstance(r, StoreKeyError)]
-            if refused:
-                await self._dead_letter(producer, "store", refused)
-            topic = self.settings.topics.name("affinities")
-            sends = [
-                await producer.send(
-                    topic,
-                    serde.encode(serde.AFFINITY, a.to_record()),
-                    key=a.user_id.encode(),
-                    headers=[(SLOT_HEADER, self._slot_header)],
-                )
-                for a, r in zip(items, results, strict=True)
-                if not isinstance(r, StoreKeyError)
-            ]
-            await asyncio.gather(*sends)
-            for (p, _), a, r in zip(scored, items, results, strict=True):
-                metrics.WRITES.labels(
-                    self.slot, "failed" if isinstance(r, StoreKeyError) else "written" if r else "stale"
-                ).inc()
-                # A rollout request carries a history that may be days old: its age is no freshness.
-                if r is True and p.request.reason != ROLLOUT_REASON:
-                    metrics.FRESHNESS_SECONDS.labels(self.slot).observe(max(0, written_at - a.newest_event_time) / 1000)
-            self.stats.batches += 1
-            self.stats.scored += len(items)
-            self.stats.written += results.count(True)
-            self.stats.stale += results.count(False)
-        if offsets:
-            try:
-                await consumer.commit(offsets)
-            except (CommitFailedError, KafkaError) as exc:
-                # The partitions moved to another worker, which will redo these requests; the
-                # version guard makes that harmless.
-                log.warning("commit failed (rebalance?): %s", exc)
+            await self._publish(producer, items, results)  # 3. publish AffinityUpdates
+            self._record(scored, items, results, written_at)  # 4. record metrics and stats
+        await self._commit(consumer, offsets)  # 5. commit the consumed offsets
+
+    async def _score(self, batch: list[_Pending]) -> list[tuple[_Pending, list[tuple[str, float]]]]:
+        # The engine blocks: it runs in a thread so heartbeats keep flowing.
+        scored, failed = await self.scorer.score(batch, _prompt, self.settings.infer.engine_attempts)
+        self._failed_batches = 0 if scored else self._failed_batches + 1
+        limit = self.settings.infer.engine_max_failed_batches
+        if self._failed_batches >= limit:
+            # Raised before dead-lettering or committing this batch: a restarted worker (or a
+            # healthy one, after the rebalance) scores it again.
+            raise EngineDead(
+                f"the engine failed every request of {limit} micro-batches in a row (last: {failed[0][1]}); "
+                "stopping the inference worker instead of dead-lettering everything. Check the model "
+                "and the device, then restart (see ADCAST_INFER__ENGINE_MAX_FAILED_BATCHES)"
+            )
+        await self._dead_letter([(p.message, why) for p, why in failed])
+        return scored
+
+    async def _write_scored(
+        self, store: AsyncAffinityStore, scored: list[tuple[_Pending, list[tuple[str, float]]]]
+    ) -> tuple[list[Affinities], list[bool | StoreKeyError]]:
+        computed_at = now_ms()
+        model = self.engine.model_version
+        items = [
+            Affinities(p.user_id, p.version, model, computed_at, p.request.newest_event_time, tuple(top))
+            for p, top in scored
+        ]
+        results = await self._write(store, items) if items else []
+        # A user whose key refused the write: its request goes to the dead-letter topic, the rest
+        # of the batch is written and published all the same.
+        await self._dead_letter(
+            [(p.message, r) for (p, _), r in zip(scored, results, strict=True) if isinstance(r, Rejected)]
+        )
+        return items, results
+
+    async def _publish(
+        self, producer: AIOKafkaProducer, items: list[Affinities], results: list[bool | StoreKeyError]
+    ) -> None:
+        topic = self.settings.topics.name("affinities")
+        headers = [(SLOT_HEADER, self._slot_header)]
+        sends = [
+            await producer.send(
+                topic, serde.encode(serde.AFFINITY, a.to_record()), key=a.user_id.encode(), headers=headers
+            )
+            for a, r in zip(items, results, strict=True)
+            if not isinstance(r, StoreKeyError)
+        ]
+        await asyncio.gather(*sends)
+
+    def _record(
+        self,
+        scored: list[tuple[_Pending, list[tuple[str, float]]]],
+        items: list[Affinities],
+        results: list[bool | StoreKeyError],
+        written_at: int,
+    ) -> None:
+        for (p, _), a, r in zip(scored, items, results, strict=True):
+            metrics.WRITES.labels(
+                self.slot, "failed" if isinstance(r, StoreKeyError) else "written" if r else "stale"
+            ).inc()
+            # A rollout request carries a history that may be days old: its age is no freshness.
+            if r is True and p.request.reason != ROLLOUT_REASON:
+                metrics.FRESHNESS_SECONDS.labels(self.slot).observe(max(0, written_at - a.newest_event_time) / 1000)
+        self.stats.batches += 1
+        self.stats.scored += len(items)
+        self.stats.written += results.count(True)
+        self.stats.stale += results.count(False)
+
+    async def _commit(self, consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]) -> None:
+        if not offsets:
+            return
+        try:
+            await consumer.commit(offsets)
+        except (CommitFailedError, KafkaError) as exc:
+            # The partitions moved to another worker, which will redo these requests; the version
+            # guard makes that harmless.
+            log.warning("commit failed (rebalance?): %s", exc)
+
+
+def _request(message: Any) -> PredictionRequest:
+    """The request a consumed record holds, or Rejected."""
+    request = PredictionRequest.from_record(serde.decode(serde.REQUEST, message.value))
+    if not MIN_VERSION <= request.version <= MAX_VERSION:
+        # Redis compares versions as doubles: beyond 2^53 they compare wrongly, and one huge
+        # version would block every later write of the user.
+        raise InvalidEvent(
+            "version_out_of_range",
+            f"version {request.version} of user {request.user_id!r} is outside [{MIN_VERSION}, {MAX_VERSION}]",
+        )
+    return request
 
 
 def _prompt(p: _Pending) -> str:

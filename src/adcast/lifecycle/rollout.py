@@ -72,6 +72,11 @@ class Coverage:
         )
 
 
+def rollout_group(settings: Settings, slot: str) -> str:
+    """The consumer group whose committed offsets on the changelog are the slot's saved position."""
+    return f"{settings.stream.app_id}-rollout-{check_slot(slot)}"
+
+
 def rollout(
     settings: Settings, slot: str, rate: float | None = None, restart: bool = False, progress: bool = True
 ) -> RolloutSummary:
@@ -80,7 +85,7 @@ def rollout(
     check_slot(slot)
     create_topics(settings, only=["rollout"])
     topic, to_topic = changelog_topic(settings), settings.topics.name("rollout")
-    consumer = state_consumer(settings, f"{settings.stream.app_id}-rollout-{slot}")
+    consumer = state_consumer(settings, rollout_group(settings, slot))
     producer = event_producer(settings)
     summary = RolloutSummary(slot)
     started = time.monotonic()
@@ -134,16 +139,6 @@ def _save(producer: Any, consumer: Any, topic: str, partition: int, offset: int)
 
     producer.flush()  # the requests before the position are delivered first
     consumer.commit(offsets=[TopicPartition(topic, partition, offset)], asynchronous=False)
-
-
-def saved_position(settings: Settings, slot: str) -> dict[int, int]:
-    """partition -> the changelog offset a resumed rollout of the slot starts at (none saved: {})."""
-    topic = changelog_topic(settings)
-    consumer = state_consumer(settings, f"{settings.stream.app_id}-rollout-{check_slot(slot)}")
-    try:
-        return _committed(consumer, topic, list(partition_ends(consumer, topic)))
-    finally:
-        consumer.close()
 
 
 def _committed(consumer: Any, topic: str, partitions: list[int]) -> dict[int, int]:

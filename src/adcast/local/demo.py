@@ -14,12 +14,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from adcast.config import Settings, to_env
+from adcast.config import Settings, override, to_env
 from adcast.core.prompt import PROMPT_FORMAT_VERSION
 from adcast.core.ranking import percentile
 from adcast.data.files import read_records, write_records
 from adcast.errors import ServiceError
-from adcast.local.services import local_services
+from adcast.local.services import LOCAL_BROKER_TIMINGS, local_services
 from adcast.local.workers import WorkerProcess, start_worker
 from adcast.model_meta import META_FILE
 from adcast.store import AffinityClient, StoredAffinities
@@ -118,15 +118,16 @@ def _print_quality(q: dict[str, Any]) -> None:
 
 def isolated_settings(settings: Settings, name: str, run_dir: Path) -> Settings:
     """A copy of `settings` with topics, consumer groups, table directory and Redis keys of its
-    own, so that an earlier run's data never leaks into this one (and this one's into the next)."""
-    settings = settings.model_copy(deep=True)
-    settings.topics.prefix = f"adcast.{name}."
-    settings.stream.app_id = f"adcast-{name}"
-    settings.stream.data_dir = str(run_dir / "stream-data")
-    settings.infer.group_id = f"adcast-{name}-infer"
-    settings.redis.key_prefix = f"adcast:{name}:aff:"
-    settings.redis.ttl_seconds = 3600
-    return settings
+    own, so that an earlier run's data never leaks into this one (and this one's into the next),
+    and the local broker's group timings."""
+    return override(
+        settings,
+        kafka=LOCAL_BROKER_TIMINGS,
+        topics={"prefix": f"adcast.{name}."},
+        stream={"app_id": f"adcast-{name}", "data_dir": str(run_dir / "stream-data")},
+        infer={"group_id": f"adcast-{name}-infer"},
+        redis={"key_prefix": f"adcast:{name}:aff:", "ttl_seconds": 3600},
+    )
 
 
 def _replay_slice(world: Path, out: Path, max_events: int) -> Path:
@@ -170,7 +171,7 @@ def run_demo(settings: Settings, users: int, replay_events: int, rate: float, ke
                 started_services.append(service)
         create_topics(settings)
         world = ensure_world(home, users)
-        settings.infer.model_dir = str(ensure_model(home, world))
+        settings = override(settings, infer={"model_dir": str(ensure_model(home, world))})
         replay_dir = _replay_slice(world, home / "runs" / run_id / "replay", replay_events)
 
         env = to_env(settings)

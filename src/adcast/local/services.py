@@ -22,10 +22,29 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from adcast.config import Settings
+from adcast.config import LOCAL_FILE, Settings
 from adcast.errors import ServiceError
 
 log = logging.getLogger(__name__)
+
+# The local broker holds a member's rejoin until that member's old session has ended: short group
+# timings let a restarted worker rejoin in seconds instead of Kafka's default 45.
+LOCAL_BROKER_TIMINGS = {"session_timeout_ms": 10_000, "heartbeat_interval_ms": 1_000, "rebalance_timeout_ms": 10_000}
+
+
+def write_local_settings(home: Path) -> Path:
+    """The settings file every adcast command run with this home reads below its own config
+    (adcast.config): the local broker's group timings. `adcast up` writes it."""
+    path = home / LOCAL_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = ["# Written by `adcast up` for the local broker; `adcast down` removes it.", "[kafka]"]
+    lines += [f"{name} = {value}" for name, value in LOCAL_BROKER_TIMINGS.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def remove_local_settings(home: Path) -> None:
+    (home / LOCAL_FILE).unlink(missing_ok=True)
 
 
 def free_port() -> int:

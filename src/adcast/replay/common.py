@@ -14,8 +14,9 @@ from typing import Any
 from adcast.config import Settings
 from adcast.core.clock import now_ms
 from adcast.core.events import validate_event
-from adcast.errors import ConfigError, InvalidEvent, ServiceError
+from adcast.errors import ConfigError, Rejected, ServiceError
 from adcast.kafka import confluent_config
+from adcast.kafka.dead_letters import DeadLetterSink
 from adcast.wire import serde
 
 log = logging.getLogger(__name__)
@@ -183,7 +184,7 @@ class Outgoing:
     key: bytes | None
     record: dict[str, Any] | None  # the decoded event; None when invalid
     raw: bytes | None  # the value as read (topic) or as encoded (files)
-    failure: tuple[str, str, str] | None = None  # (stage, reason, detail)
+    failure: Rejected | None = None
     source: tuple[str, int, int] | None = None  # (topic, partition, offset) of a consumed record
 
 
@@ -208,6 +209,7 @@ class Sink:
         self.live = live
         self.collect = collect
         self.errors: list[str] = []
+        self.letters = DeadLetterSink(settings, log_each=False)  # the summary names the reasons
 
     def _done(self, event_type: str | None) -> Callable[[Any, Any], None]:
         def done(err: Any, msg: Any) -> None:
@@ -233,19 +235,11 @@ class Sink:
 
     def dead_letter(self, out: Outgoing) -> None:
         assert out.failure is not None and out.source is not None
-        stage, reason, detail = out.failure
         topic, partition, offset = out.source
-        key, letter = serde.dead_letter(
-            Consumed(out.raw, out.key, topic, partition, offset),
-            stage,
-            reason,
-            detail,
-            now_ms(),
-            self.settings.kafka.max_request_bytes,
-        )
-        dlq = self.settings.topics.name("dead_letters")
+        key, letter = self.letters.letter(Consumed(out.raw, out.key, topic, partition, offset), out.failure)
+        dlq = self.letters.topic  # its presence was checked before the replay started
         produce(self.producer, dlq, key, letter, self._done(None))
-        self.summary.invalid[f"{stage}:{reason}"] += 1
+        self.summary.invalid[f"{out.failure.stage}:{out.failure.reason}"] += 1
         self.summary.dead_lettered += 1
         self.summary.topics[dlq] += 1
 
@@ -268,13 +262,10 @@ class Consumed:
     offset: int
 
 
-def check_event(record: dict[str, Any], now_ms: int) -> tuple[str, str, str] | None:
-    """The stream tier's verdict on an event record: None when valid, else (stage, reason, detail)."""
-    try:
-        validate_event(record, now_ms)
-    except InvalidEvent as exc:
-        return ("validate", exc.reason, exc.detail)
-    return None
+def checked_event(record: dict[str, Any], now_ms: int) -> dict[str, Any]:
+    """The record when the stream tier would take it, else InvalidEvent (stage `validate`)."""
+    validate_event(record, now_ms)
+    return record
 
 
 def format_summary(s: ReplaySummary) -> str:

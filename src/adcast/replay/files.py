@@ -9,14 +9,14 @@ from pathlib import Path
 from adcast.config import Settings
 from adcast.core.clock import now_ms
 from adcast.data.files import read_records
-from adcast.errors import SerdeError
+from adcast.errors import Rejected, SerdeError
 from adcast.kafka import require_topics
 from adcast.replay.common import (
     Outgoing,
     Pacer,
     ReplaySummary,
     Sink,
-    check_event,
+    checked_event,
     event_producer,
     produce,
     require_named,
@@ -65,16 +65,14 @@ def replay(
     now = now_ms()
     valid: list[tuple[int, Outgoing]] = []
     for record in read_records(data_dir, "events"):
-        failure = check_event(record, now)
-        if failure is None:
-            try:
-                value = serde.encode(serde.EVENT, record)
-                valid.append((record["event_time"], Outgoing(record["user_id"].encode(), record, value)))
-                continue
-            except SerdeError as exc:
-                failure = ("encode", exc.reason, exc.detail)
-        summary.invalid[f"{failure[0]}:{failure[1]}"] += 1
-        log.debug("skipped invalid event stage=%s reason=%s detail=%s", *failure)
+        try:
+            value = serde.encode(serde.EVENT, checked_event(record, now))
+        except Rejected as exc:
+            stage = "encode" if isinstance(exc, SerdeError) else exc.stage
+            summary.invalid[f"{stage}:{exc.reason}"] += 1
+            log.debug("skipped invalid event stage=%s reason=%s detail=%s", stage, exc.reason, exc.detail)
+            continue
+        valid.append((record["event_time"], Outgoing(record["user_id"].encode(), record, value)))
     if summary.invalid:
         log.warning("skipping %d invalid events: %s", summary.invalid.total(), dict(summary.invalid))
     # Stable: events with the same time keep their file order.

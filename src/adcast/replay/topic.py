@@ -12,7 +12,7 @@ from typing import Any
 
 from adcast.config import Settings
 from adcast.core.clock import now_ms
-from adcast.errors import ConfigError, SerdeError, ServiceError
+from adcast.errors import ConfigError, Rejected, ServiceError
 from adcast.kafka import confluent_config
 from adcast.replay.common import (
     MAX_BUFFERED,
@@ -22,7 +22,7 @@ from adcast.replay.common import (
     ReplaySummary,
     Sink,
     TopicRange,
-    check_event,
+    checked_event,
     event_producer,
     require_named,
 )
@@ -79,106 +79,135 @@ def _estimated_total(parts: list[_Partition]) -> int:
     return sum(max(0, (p.high if p.end is None else min(p.end, p.high)) - p.start) for p in parts)
 
 
-def _decode_event(value: bytes | None, now_ms: int) -> tuple[dict[str, Any] | None, tuple[str, str, str] | None]:
+def _decode_event(value: bytes | None, now_ms: int) -> tuple[dict[str, Any] | None, Rejected | None]:
     try:
-        record = serde.decode(serde.EVENT, value)
-    except SerdeError as exc:
-        return None, ("decode", exc.reason, exc.detail)
-    failure = check_event(record, now_ms)
-    return (None, failure) if failure else (record, None)
+        return checked_event(serde.decode(serde.EVENT, value), now_ms), None
+    except Rejected as exc:
+        return None, exc
 
 
 def _merged(consumer: Any, topic: str, parts: list[_Partition], rng: TopicRange, bar: Any) -> Iterator[Outgoing]:
     """The range's records, every partition in offset order, partitions merged by event time."""
-    from confluent_kafka import KafkaError, TopicPartition
+    yield from _Merge(consumer, topic, parts, rng, bar).records()
 
-    by_index = {p.index: p for p in parts}
-    heads: list[tuple[tuple[int, int, int], int]] = []  # (sort key, partition) of each non-empty buffer
-    starved = {p.index for p in parts}  # not done, nothing buffered: the merge must wait for them
-    last_data = time.monotonic()
-    last_total = 0.0
 
-    def finish(p: _Partition) -> None:
+class _Merge:
+    """The merge's state: each partition's buffer, the heap of the buffers' heads, and the
+    partitions the merge waits on (not done, nothing buffered)."""
+
+    def __init__(self, consumer: Any, topic: str, parts: list[_Partition], rng: TopicRange, bar: Any) -> None:
+        self.consumer, self.topic, self.parts, self.rng, self.bar = consumer, topic, parts, rng, bar
+        self.by_index = {p.index: p for p in parts}
+        self.heads: list[tuple[tuple[int, int, int], int]] = []  # (sort key, partition) of each non-empty buffer
+        self.starved = {p.index for p in parts}  # not done, nothing buffered: the merge must wait for them
+
+    def _tp(self, index: int, offset: int | None = None) -> Any:
+        from confluent_kafka import TopicPartition
+
+        return TopicPartition(self.topic, index) if offset is None else TopicPartition(self.topic, index, offset)
+
+    def records(self) -> Iterator[Outgoing]:
+        last_data = time.monotonic()
+        last_total = 0.0
+        self.consumer.assign([self._tp(p.index, p.start) for p in self.parts])
+        while True:
+            yield from self._ready()
+            if not self.starved:
+                return  # every partition done and drained
+            polled = self._poll()
+            if polled is not None:
+                last_data = polled
+            if time.monotonic() - last_total > 0.5:
+                self._refresh_total()
+                last_total = time.monotonic()
+            if time.monotonic() - last_data > STALL_S:
+                raise ServiceError(
+                    f"replay: no data from {self.topic} partitions {sorted(self.starved)} for {STALL_S:.0f}s"
+                )
+
+    def _ready(self) -> Iterator[Outgoing]:
+        """Records in merge order while no partition is starved (each may hold the next one)."""
+        while self.heads and not self.starved:
+            _, index = heapq.heappop(self.heads)
+            p = self.by_index[index]
+            _, out = p.buffer.popleft()
+            if p.buffer:
+                heapq.heappush(self.heads, (p.buffer[0][0], index))
+            elif not p.done:
+                self.starved.add(index)
+            if p.paused and not p.done and len(p.buffer) <= MAX_BUFFERED // 2:
+                self.consumer.resume([self._tp(index)])
+                p.paused = False
+            yield out
+
+    def _poll(self) -> float | None:
+        """One consume call's messages taken in; returns when the last record or end of a partition
+        came (None: nothing but transient errors, or nothing at all)."""
+        from confluent_kafka import KafkaError
+
+        last_data = None
+        for m in self.consumer.consume(num_messages=1000, timeout=0.2):
+            err = m.error()
+            if err is None:
+                self._take(m)
+            elif err.code() == KafkaError._PARTITION_EOF:
+                p = self.by_index[m.partition()]
+                if not p.done:
+                    self._finish(p)  # caught up with the partition's end
+            elif err.fatal():
+                raise ServiceError(f"replay: reading {self.topic} failed: {err}")
+            else:
+                log.warning("replay: reading %s: %s", self.topic, err)
+                continue
+            last_data = time.monotonic()
+        return last_data
+
+    def _finish(self, p: _Partition) -> None:
         p.done = True
-        starved.discard(p.index)
-        consumer.pause([TopicPartition(topic, p.index)])
+        self.starved.discard(p.index)
+        self.consumer.pause([self._tp(p.index)])
 
-    def refresh_total() -> None:
-        for p in parts:
-            _, high = consumer.get_watermark_offsets(TopicPartition(topic, p.index), cached=True)
+    def _refresh_total(self) -> None:
+        for p in self.parts:
+            _, high = self.consumer.get_watermark_offsets(self._tp(p.index), cached=True)
             p.high = max(p.high, high)  # the cached one comes from fetches, exact on every broker
-        total = _estimated_total(parts)
-        if total > (bar.total or 0):
-            bar.total = total
-            bar.refresh()
+        total = _estimated_total(self.parts)
+        if total > (self.bar.total or 0):
+            self.bar.total = total
+            self.bar.refresh()
 
-    def take(m: Any) -> None:
-        p = by_index[m.partition()]
+    def _take(self, m: Any) -> None:
+        """Buffer a record of the range (a record before it is skipped, one at its end finishes the partition)."""
+        p = self.by_index[m.partition()]
         offset = m.offset()
         if p.done or offset < p.start:
             return
         if p.end is not None and offset >= p.end:
-            finish(p)
+            self._finish(p)
             return
         stamp = m.timestamp()[1]
         if not p.in_range:
-            if stamp < (rng.start_time or 0):
+            if stamp < (self.rng.start_time or 0):
                 return
             p.in_range = True
-        if rng.end_time is not None and stamp >= rng.end_time:
-            finish(p)
+        if self.rng.end_time is not None and stamp >= self.rng.end_time:
+            self._finish(p)
             return
         record, failure = _decode_event(m.value(), now_ms())
         if record is not None:
             p.last_time = record["event_time"]
         key = m.key() if m.key() is not None or record is None else record["user_id"].encode()
-        out = Outgoing(key, record, m.value(), failure, (topic, p.index, offset))
+        out = Outgoing(key, record, m.value(), failure, (self.topic, p.index, offset))
         sort_key = (p.last_time, p.index, offset)
         if not p.buffer:
-            heapq.heappush(heads, (sort_key, p.index))
-            starved.discard(p.index)
+            heapq.heappush(self.heads, (sort_key, p.index))
+            self.starved.discard(p.index)
         p.buffer.append((sort_key, out))
         if len(p.buffer) >= MAX_BUFFERED and not p.paused:
-            consumer.pause([TopicPartition(topic, p.index)])  # the merge waits on another partition
+            self.consumer.pause([self._tp(p.index)])  # the merge waits on another partition
             p.paused = True
         if p.end is not None and offset >= p.end - 1:
-            finish(p)
-
-    consumer.assign([TopicPartition(topic, p.index, p.start) for p in parts])
-    while True:
-        while heads and not starved:
-            _, index = heapq.heappop(heads)
-            p = by_index[index]
-            _, out = p.buffer.popleft()
-            if p.buffer:
-                heapq.heappush(heads, (p.buffer[0][0], index))
-            elif not p.done:
-                starved.add(index)
-            if p.paused and not p.done and len(p.buffer) <= MAX_BUFFERED // 2:
-                consumer.resume([TopicPartition(topic, index)])
-                p.paused = False
-            yield out
-        if not starved:
-            return  # every partition done and drained
-        for m in consumer.consume(num_messages=1000, timeout=0.2):
-            err = m.error()
-            if err is None:
-                take(m)
-            elif err.code() == KafkaError._PARTITION_EOF:
-                p = by_index[m.partition()]
-                if not p.done:
-                    finish(p)  # caught up with the partition's end
-            elif err.fatal():
-                raise ServiceError(f"replay: reading {topic} failed: {err}")
-            else:
-                log.warning("replay: reading %s: %s", topic, err)
-                continue
-            last_data = time.monotonic()
-        if time.monotonic() - last_total > 0.5:
-            refresh_total()
-            last_total = time.monotonic()
-        if time.monotonic() - last_data > STALL_S:
-            raise ServiceError(f"replay: no data from {topic} partitions {sorted(starved)} for {STALL_S:.0f}s")
+            self._finish(p)
 
 
 def replay_topic(

@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from adcast.core.examples import iter_examples, target_kind
+from adcast.core.examples import Example, iter_examples, target_kind
 from adcast.core.history import HistoryLimits
 from adcast.core.prompt import PROMPT_FORMAT_VERSION, render
 from adcast.data.files import read_records
@@ -161,6 +161,60 @@ def _cutoff(con: Any, sorted_path: Path, fraction: float) -> tuple[int, int]:
     return int(n), int(t)
 
 
+class _ShardWriter:
+    """Example rows gathered column by column, written as a shard once `shard_examples` are held."""
+
+    def __init__(self, out: Path, shard_examples: int) -> None:
+        import pyarrow as pa
+
+        self.out, self.shard_examples = out, shard_examples
+        self.schema = pa.schema(
+            [
+                ("user_id", pa.string()),
+                ("event_time", pa.int64()),
+                ("prompt", pa.string()),
+                ("target", pa.string()),
+                ("kind", pa.string()),
+                ("own", pa.list_(pa.string())),
+            ]
+        )
+        self.rows: dict[str, list[Any]] = {name: [] for name in self.schema.names}
+        self.shards: list[str] = []
+        self.total = 0
+
+    def add(self, ex: Example) -> None:
+        self.rows["user_id"].append(ex.user_id)
+        self.rows["event_time"].append(ex.event_time)
+        self.rows["prompt"].append(render(ex))
+        self.rows["target"].append(ex.target)
+        self.rows["kind"].append(target_kind(ex))
+        self.rows["own"].append(list(ex.own))
+        self.total += 1
+
+    def user_done(self) -> None:
+        """Between users: a full shard is written (a user's examples never straddle two shards)."""
+        if len(self.rows["user_id"]) >= self.shard_examples:
+            self.flush()
+
+    def flush(self) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        if self.rows["user_id"]:
+            name = f"shard-{len(self.shards):05d}.parquet"
+            pq.write_table(pa.Table.from_pydict(self.rows, self.schema), self.out / name)
+            self.shards.append(name)
+            for column in self.rows.values():
+                column.clear()
+
+
+def _advertisers(data: Path) -> list[dict[str, Any]]:
+    return [
+        {"advertiser_id": a["advertiser_id"], "name": a.get("name"), "category": a.get("category")}
+        for a in read_records(data, "advertisers")
+    ]
+
+
 def build_shards(
     data_dir: str | Path,
     out_dir: str | Path,
@@ -172,8 +226,6 @@ def build_shards(
 ) -> Manifest:
     """Write the training examples of `data_dir` (targets before the cutoff) as shards."""
     import duckdb
-    import pyarrow as pa
-    import pyarrow.parquet as pq
     from tqdm import tqdm
 
     data, out = Path(data_dir), Path(out_dir)
@@ -182,16 +234,7 @@ def build_shards(
         old.unlink()
     work = out / ".work"
     work.mkdir(exist_ok=True)
-    schema = pa.schema(
-        [
-            ("user_id", pa.string()),
-            ("event_time", pa.int64()),
-            ("prompt", pa.string()),
-            ("target", pa.string()),
-            ("kind", pa.string()),
-            ("own", pa.list_(pa.string())),
-        ]
-    )
+    writer = _ShardWriter(out, shard_examples)
     started = time.monotonic()
     con = duckdb.connect()
     try:
@@ -200,42 +243,21 @@ def build_shards(
         con.execute("SET preserve_insertion_order = true")
         sorted_path = _sorted_events(con, data, work)
         events, cutoff = _cutoff(con, sorted_path, cutoff_fraction)
-        advertisers = [
-            {"advertiser_id": a["advertiser_id"], "name": a.get("name"), "category": a.get("category")}
-            for a in read_records(data, "advertisers")
-        ]
+        advertisers = _advertisers(data)
         known = {a["advertiser_id"] for a in advertisers}
         profiles = {p["user_id"]: p["attributes"] for p in read_records(data, "profiles")}
-        shards: list[str] = []
-        rows: dict[str, list[Any]] = {name: [] for name in schema.names}
-        total = 0
-
-        def flush() -> None:
-            if rows["user_id"]:
-                name = f"shard-{len(shards):05d}.parquet"
-                pq.write_table(pa.Table.from_pydict(rows, schema), out / name)
-                shards.append(name)
-                for column in rows.values():
-                    column.clear()
-
         bar = tqdm(total=len(profiles) or None, unit="user", desc="examples", disable=not progress, mininterval=0.5)
         with bar:
             for user_events in _users(con, sorted_path):
                 for ex in iter_examples(user_events, profiles, known, limits, end=cutoff):
-                    rows["user_id"].append(ex.user_id)
-                    rows["event_time"].append(ex.event_time)
-                    rows["prompt"].append(render(ex))
-                    rows["target"].append(ex.target)
-                    rows["kind"].append(target_kind(ex))
-                    rows["own"].append(list(ex.own))
-                    total += 1
-                if len(rows["user_id"]) >= shard_examples:
-                    flush()
+                    writer.add(ex)
+                writer.user_done()
                 bar.update(1)
-            flush()
+            writer.flush()
     finally:
         con.close()
         shutil.rmtree(work, ignore_errors=True)
+    shards, total = writer.shards, writer.total
     manifest = Manifest(
         data_fingerprint(data),
         cutoff,

@@ -4,12 +4,9 @@ teach copying from the history."""
 from __future__ import annotations
 
 import random
-from collections import Counter
 from typing import Any
 
 import torch
-
-from adcast.core.examples import Example
 
 # (advertiser indices to share the target with, share, their weights or None for even shares)
 Spread = tuple[list[int], float, list[float] | None]
@@ -105,18 +102,3 @@ class Spreads:
             return (own, self.return_smoothing, None)
         c = self.category[target]
         return (self.by_category[c], self.new_smoothing, self.weights[c]) if c else None
-
-
-def target_spreads(
-    examples: list[Example],
-    advertisers: list[dict[str, Any]],
-    index: dict[str, int],
-    return_smoothing: float,
-    new_smoothing: float,
-) -> list[Spread | None]:
-    """Per example, what its target is shared with (Spreads)."""
-    counts = Counter(ex.target for ex in examples)
-    spreads = Spreads(advertisers, [counts[a["advertiser_id"]] for a in advertisers], return_smoothing, new_smoothing)
-    return [
-        spreads.of(index[ex.target], ex.target in ex.own, [index[a] for a in ex.own if a in index]) for ex in examples
-    ]
