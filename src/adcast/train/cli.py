@@ -4,47 +4,28 @@ until a command runs, so the stream tier's environment still builds the whole co
 from __future__ import annotations
 
 import argparse
+import typing
 from collections.abc import Callable
+from dataclasses import fields
 from typing import Any
 
 from adcast.config import Settings
 from adcast.core.examples import DEFAULT_CUTOFF_FRACTION
-from adcast.errors import ConfigError, require
-from adcast.train.lora import DEFAULT_TARGETS
+from adcast.errors import require
+from adcast.train.config import TrainConfig
 
-LORA_TARGETS = ",".join(DEFAULT_TARGETS)
+AddCommand = Callable[[str, Callable[[argparse.Namespace, Settings], int], str], Any]
+
+# `adcast train`'s defaults are TrainConfig's: one list of them, shown by --help.
+DEFAULTS = TrainConfig()
+_HINTS = typing.get_type_hints(TrainConfig)
 
 
 def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
     require("torch", "infer-cpu")
-    from adcast.train.trainer import TrainConfig, train
+    from adcast.train.trainer import train
 
-    targets = tuple(t.strip() for t in args.lora_targets.split(",") if t.strip())
-    if not targets:
-        raise ConfigError("--lora-targets names no module")
-    cfg = TrainConfig(
-        epochs=args.epochs,
-        seed=args.seed,
-        cutoff_fraction=args.cutoff_fraction,
-        device=args.device,
-        checkpoint_every=args.checkpoint_every,
-        hidden_size=args.hidden_size,
-        layers=args.layers,
-        lr=args.lr,
-        weight_decay=args.weight_decay,
-        return_smoothing=args.return_smoothing,
-        new_smoothing=args.new_smoothing,
-        relabel=args.relabel,
-        batch_size=args.batch_size,
-        global_batch=args.global_batch,
-        gradient_checkpointing=args.gradient_checkpointing,
-        lora_rank=args.lora_rank,
-        lora_alpha=args.lora_alpha,
-        lora_targets=targets,
-        validation=args.validation,
-        patience=args.patience,
-        max_minutes=args.max_minutes,
-    )
+    cfg = train_config(args)
     limits = settings.stream.history_limits()  # the prompts the stream tier will send
     report = train(args.data, args.out, cfg, args.base, limits, progress=not args.quiet, resume=args.resume)
     print(
@@ -52,6 +33,13 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
         f"loss {report.first_loss:.3f} -> {report.last_loss:.3f}; saved to {report.model_dir}"
     )
     return 0
+
+
+def train_config(args: argparse.Namespace) -> TrainConfig:
+    """The settings of `adcast train`: each option named after a TrainConfig field sets it; fields
+    without an option keep their default."""
+    given = vars(args)
+    return TrainConfig(**{f.name: given[f.name] for f in fields(TrainConfig) if f.name in given})
 
 
 def cmd_examples(args: argparse.Namespace, settings: Settings) -> int:
@@ -79,8 +67,14 @@ def cmd_import_model(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def add_model_commands(add: Callable[[str, Callable[[argparse.Namespace, Settings], int], str], Any]) -> None:
+def add_model_commands(add: AddCommand) -> None:
     """Add `examples`, `train` and `import-model` through the command line's `add(name, fn, help)`."""
+    _add_examples(add)
+    _add_train(add)
+    _add_import_model(add)
+
+
+def _add_examples(add: AddCommand) -> None:
     ex = add(
         "examples",
         cmd_examples,
@@ -101,6 +95,42 @@ def add_model_commands(add: Callable[[str, Callable[[argparse.Namespace, Setting
     )
     ex.add_argument("--quiet", action="store_true", help="no progress bar")
 
+
+def _add_import_model(add: AddCommand) -> None:
+    im = add(
+        "import-model",
+        cmd_import_model,
+        "turn a pretrained GGUF model file into a Hugging Face checkpoint that `adcast train --base` takes "
+        "(dequantized to fp32; a Hugging Face directory needs no import)",
+    )
+    im.add_argument("--gguf", required=True, metavar="FILE", help="the .gguf model file (e.g. `make base-model`'s)")
+    im.add_argument("--out", required=True, help="output directory (new or empty)")
+
+
+def _config_option(parser: Any, name: str, help: str, **kwargs: Any) -> None:
+    """`--name` for TrainConfig's field `name`: its default and type are the field's (`%(default)s`
+    in `help` shows the default)."""
+    flag, default = "--" + name.replace("_", "-"), getattr(DEFAULTS, name)
+    if isinstance(default, bool):
+        parser.add_argument(flag, action="store_true", default=default, help=help, **kwargs)
+    elif isinstance(default, tuple):
+        # argparse passes a string default through `type` too: the option's default is the field's tuple.
+        parser.add_argument(flag, type=_names, default=",".join(default), help=help, **kwargs)
+    else:
+        parser.add_argument(flag, type=_value_type(name), default=default, help=help, **kwargs)
+
+
+def _value_type(name: str) -> Callable[[str], Any]:
+    """What parses a field's value: its annotated type (`int | None` parses as int)."""
+    hint = _HINTS[name]
+    return next((t for t in typing.get_args(hint) if t is not type(None)), hint)
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(name.strip() for name in text.split(",") if name.strip())
+
+
+def _add_train(add: AddCommand) -> None:
     t = add("train", cmd_train, "train the advertiser predictor; writes a Hugging Face checkpoint directory")
     t.add_argument(
         "--data",
@@ -115,89 +145,81 @@ def add_model_commands(add: Callable[[str, Callable[[argparse.Namespace, Setting
         help="local pretrained Hugging Face checkpoint to fine-tune (adcast import-model makes one from a GGUF "
         "file; default: a tiny Llama trained from scratch)",
     )
-    t.add_argument("--epochs", type=int, default=5)
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument(
-        "--cutoff-fraction",
-        type=float,
-        default=DEFAULT_CUTOFF_FRACTION,
-        help="train on events before this time quantile",
-    )
-    t.add_argument("--device", default="cpu", help="cpu or cuda (bf16 autocast on cuda)")
-    t.add_argument("--hidden-size", type=int, default=128, help="width of the from-scratch model (ignored with --base)")
-    t.add_argument(
-        "--layers", type=int, default=2, help="decoder layers of the from-scratch model (ignored with --base)"
-    )
-    t.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (cosine schedule with warm-up)")
-    t.add_argument("--weight-decay", type=float, default=0.1, help="AdamW weight decay (default: 0.1)")
-    t.add_argument("--batch-size", type=int, default=64, help="examples per forward pass (default: 64)")
-    t.add_argument(
-        "--global-batch",
-        type=int,
-        default=None,
-        metavar="N",
-        help="examples per optimizer step, a multiple of --batch-size: gradients are accumulated over "
+    _config_option(t, "epochs", "passes over the training examples (default: %(default)s)")
+    _config_option(t, "seed", "random seed of the model, the batches and the validation slice (default: %(default)s)")
+    _config_option(t, "cutoff_fraction", "train on events before this time quantile (default: %(default)s)")
+    _config_option(t, "device", "cpu or cuda (bf16 autocast on cuda; default: %(default)s)")
+    _add_model_options(t)
+    _add_target_options(t)
+    _add_run_options(t)
+
+
+def _add_model_options(t: argparse.ArgumentParser) -> None:
+    _config_option(t, "hidden_size", "width of the from-scratch model (ignored with --base; default: %(default)s)")
+    _config_option(t, "layers", "decoder layers of the from-scratch model (ignored with --base; default: %(default)s)")
+    _config_option(t, "lr", "peak learning rate (cosine schedule with warm-up; default: %(default)s)")
+    _config_option(t, "weight_decay", "AdamW weight decay (default: %(default)s)")
+    _config_option(t, "batch_size", "examples per forward pass (default: %(default)s)")
+    _config_option(
+        t,
+        "global_batch",
+        "examples per optimizer step, a multiple of --batch-size: gradients are accumulated over "
         "N / batch-size forward passes (default: the batch size)",
+        metavar="N",
     )
-    t.add_argument(
-        "--gradient-checkpointing",
-        action="store_true",
-        help="recompute activations in the backward pass: less memory for large bases, about a third slower",
+    _config_option(
+        t,
+        "gradient_checkpointing",
+        "recompute activations in the backward pass: less memory for large bases, about a third slower",
     )
     lora = t.add_argument_group("LoRA (with --base): adapters on the projections, advertiser rows trained in full")
-    lora.add_argument("--lora-rank", type=int, default=0, metavar="R", help="adapter rank (0: full fine-tuning)")
-    lora.add_argument("--lora-alpha", type=float, default=None, help="adapter scale (default: 2 x rank)")
-    lora.add_argument("--lora-targets", default=LORA_TARGETS, help=f"modules to adapt (default: {LORA_TARGETS})")
-    t.add_argument(
-        "--return-smoothing",
-        type=float,
-        default=0.3,
-        help="on a return to one of the user's own advertisers, the share of the target spread over all of "
-        "them (0: one-hot targets; default: 0.3)",
+    _config_option(lora, "lora_rank", "adapter rank (0: full fine-tuning; default: %(default)s)", metavar="R")
+    _config_option(lora, "lora_alpha", "adapter scale (default: 2 x rank)")
+    _config_option(lora, "lora_targets", "modules to adapt (default: %(default)s)")
+
+
+def _add_target_options(t: argparse.ArgumentParser) -> None:
+    _config_option(
+        t,
+        "return_smoothing",
+        "on a return to one of the user's own advertisers, the share of the target spread over all of "
+        "them (0: one-hot targets; default: %(default)s)",
     )
-    t.add_argument(
-        "--new-smoothing",
-        type=float,
-        default=0.3,
-        help="on an engagement with an advertiser new to the user, the share of the target spread over all "
-        "advertisers of its category (0: one-hot targets; default: 0.3)",
+    _config_option(
+        t,
+        "new_smoothing",
+        "on an engagement with an advertiser new to the user, the share of the target spread over all "
+        "advertisers of its category (0: one-hot targets; default: %(default)s)",
     )
-    t.add_argument(
-        "--relabel",
-        type=float,
-        default=None,
-        help="relabelled copies per epoch of each example whose target is in the user's history, its "
+    _config_option(
+        t,
+        "relabel",
+        "relabelled copies per epoch of each example whose target is in the user's history, its "
         "advertisers swapped for random ones: they teach the model to copy advertisers seen in few examples "
         "(default: 1 / training examples per advertiser, at most 1)",
     )
-    t.add_argument(
-        "--validation",
-        type=float,
-        default=0.0,
+
+
+def _add_run_options(t: argparse.ArgumentParser) -> None:
+    _config_option(
+        t,
+        "validation",
+        "share of the users held out and scored after each epoch; the best epoch is saved (default: %(default)s, none)",
         metavar="SHARE",
-        help="share of the users held out and scored after each epoch; the best epoch is saved (default: 0, none)",
     )
-    t.add_argument(
-        "--patience", type=int, default=0, help="with --validation: stop after this many epochs without improvement"
+    _config_option(
+        t,
+        "patience",
+        "with --validation: stop after this many epochs without improvement (default: %(default)s, never)",
     )
-    t.add_argument(
-        "--max-minutes",
-        type=float,
-        default=0.0,
-        metavar="M",
-        help="time box: end training after M minutes of steps (the clock starts once the examples are built) and "
+    _config_option(
+        t,
+        "max_minutes",
+        "time box: end training after M minutes of steps (the clock starts once the examples are built) and "
         "save the model; the learning rate decays over the steps or the minutes, whichever runs out first, so "
-        "give --epochs enough to fill the box (default: 0, no box; cannot --resume)",
+        "give --epochs enough to fill the box (default: %(default)s, no box; cannot --resume)",
+        metavar="M",
     )
-    t.add_argument("--checkpoint-every", type=int, default=200, help="steps between resumable checkpoints (0: none)")
+    _config_option(t, "checkpoint_every", "steps between resumable checkpoints (0: none; default: %(default)s)")
     t.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
-
-    im = add(
-        "import-model",
-        cmd_import_model,
-        "turn a pretrained GGUF model file into a Hugging Face checkpoint that `adcast train --base` takes "
-        "(dequantized to fp32; a Hugging Face directory needs no import)",
-    )
-    im.add_argument("--gguf", required=True, metavar="FILE", help="the .gguf model file (e.g. `make base-model`'s)")
-    im.add_argument("--out", required=True, help="output directory (new or empty)")
