@@ -22,9 +22,9 @@ import asyncio
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
-from adcast import metrics
 from adcast.core.clock import now_ms
 from adcast.core.history import UserHistory
+from adcast.metrics import HISTORIES_WRITTEN, INGEST_BATCH_SIZE
 from adcast.wire.history_encoder import encode_history
 from stream.processor import Input, Outcome, StreamProcessor, decode_history
 
@@ -78,7 +78,7 @@ class HeldBatch:
     def _take(self) -> list[Write]:
         # Whichever release runs first takes the writes: the other finds none left.
         held, self.held = self.held, []
-        metrics.HISTORIES_WRITTEN.inc(len(held))
+        HISTORIES_WRITTEN.inc(len(held))
         return held
 
     async def release(self) -> None:
@@ -135,7 +135,7 @@ class BatchCommit:
         if len(self.cache) > self.cache_users:
             for user_id in list(self.cache)[: len(self.cache) - self.cache_users]:
                 del self.cache[user_id]
-        metrics.INGEST_BATCH_SIZE.observe(len(inputs))
+        INGEST_BATCH_SIZE.observe(len(inputs))
         return outcome, batch
 
     async def run(self, inputs: list[Input]) -> None:
