@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import sys
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -88,6 +89,25 @@ def cmd_import_taobao(args: argparse.Namespace, settings: Settings) -> int:
     world = taobao.load(args.path, targets=args.targets)
     for kind, records in world.items():
         print(f"{args.out}/{kind}.jsonl: {write_records(args.out, kind, records)} records")
+    return 0
+
+
+def cmd_import_completejourney(args: argparse.Namespace, settings: Settings) -> int:
+    from adcast.data import completejourney as cj
+    from adcast.data.files import write_records
+
+    options = cj.ImportOptions(
+        sources=frozenset(s for s in cj.SOURCES if getattr(args, s)),
+        drop_manufacturers=frozenset(m.strip() for m in (args.drop_manufacturer or "").split(",") if m.strip()),
+        per_campaign=args.per_campaign,
+        per_week=args.per_week,
+        timezone=args.timezone,
+    )
+    world = cj.load(args.path, options, progress=not args.quiet)
+    for kind, records in world.items():
+        print(f"{args.out}/{kind}.jsonl: {write_records(args.out, kind, records)} records")
+    kinds = Counter(e["event_type"] for e in world["events"])
+    print("events by type: " + ", ".join(f"{k} {n:,}" for k, n in sorted(kinds.items())))
     return 0
 
 
@@ -273,6 +293,48 @@ def _add_data_commands(add: Add) -> None:
         default="shown",
         help="which rows' advertisers are targets: every shown ad (default) or clicked ones only",
     )
+
+    _add_completejourney_command(add)
+
+
+def _add_completejourney_command(add: Add) -> None:
+    from adcast.data import completejourney as cj
+
+    cj_help = (
+        "convert dunnhumby's Complete Journey (households, purchases, the marketing they saw) to the interchange format"
+    )
+    c = add("import-completejourney", cmd_import_completejourney, cj_help)
+    c.add_argument("path", help="the folder of its CSV files (transactions, products, campaigns, coupons, ...)")
+    c.add_argument("--out", required=True, help="output data directory")
+    on = argparse.BooleanOptionalAction
+    c.add_argument("--campaigns", action=on, default=True, help="campaigns received, as impressions (default: on)")
+    c.add_argument(
+        "--displays",
+        action=on,
+        default=True,
+        help="displays and mailers where the household shopped, as impressions (default: on)",
+    )
+    c.add_argument("--redemptions", action=on, default=True, help="coupon redemptions, as clicks (default: on)")
+    c.add_argument(
+        "--drop-manufacturer", metavar="ID[,ID]", help="leave these manufacturers out (69 is the retailer's own label)"
+    )
+    d = cj.ImportOptions()
+    c.add_argument(
+        "--per-campaign",
+        type=int,
+        default=d.per_campaign,
+        help="manufacturers shown per campaign received (default: %(default)s)",
+    )
+    c.add_argument(
+        "--per-week",
+        type=int,
+        default=d.per_week,
+        help="manufacturers shown per household and week (default: %(default)s)",
+    )
+    c.add_argument(
+        "--timezone", default=d.timezone, help="the IANA zone of the files' local times (default: %(default)s)"
+    )
+    c.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def _add_replay_command(add: Add) -> None:
