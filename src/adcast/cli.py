@@ -306,19 +306,23 @@ def _add_completejourney_command(add: Add) -> None:
     c = add("import-completejourney", cmd_import_completejourney, cj_help)
     c.add_argument("path", help="the folder of its CSV files (transactions, products, campaigns, coupons, ...)")
     c.add_argument("--out", required=True, help="output data directory")
-    on = argparse.BooleanOptionalAction
-    c.add_argument("--campaigns", action=on, default=True, help="campaigns received, as impressions (default: on)")
-    c.add_argument(
-        "--displays",
-        action=on,
-        default=True,
-        help="displays and mailers where the household shopped, as impressions (default: on)",
-    )
-    c.add_argument("--redemptions", action=on, default=True, help="coupon redemptions, as clicks (default: on)")
+    d = cj.ImportOptions()
+    helps = {
+        "campaigns": "campaigns received, as impressions",
+        "displays": "displays and mailers where the household shopped, as impressions",
+        "redemptions": "coupon redemptions, as clicks",
+    }
+    for source in cj.SOURCES:
+        on = source in d.sources
+        c.add_argument(
+            f"--{source}",
+            action=argparse.BooleanOptionalAction,
+            default=on,
+            help=f"{helps[source]} (default: {'on' if on else 'off'})",
+        )
     c.add_argument(
         "--drop-manufacturer", metavar="ID[,ID]", help="leave these manufacturers out (69 is the retailer's own label)"
     )
-    d = cj.ImportOptions()
     c.add_argument(
         "--per-campaign",
         type=int,

@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from adcast.core.events import validate_event
-from adcast.data.completejourney import ImportOptions, load
+from adcast.data.completejourney import SOURCES, ImportOptions, load
 from adcast.errors import ConfigError
 
 ZONE = ZoneInfo("America/New_York")
@@ -134,16 +134,17 @@ def test_a_redemption_is_a_click_on_the_coupons_manufacturer_at_the_end_of_its_d
 
 
 def test_a_dropped_manufacturer_leaves_no_line_exposure_or_record(journey):
-    world = load(journey, ImportOptions(drop_manufacturers=frozenset({"69"})))
+    world = load(journey, ImportOptions(sources=frozenset(SOURCES), drop_manufacturers=frozenset({"69"})))
     assert all(e["advertiser_id"] != "m69" for e in world["events"])
     assert "m69" not in {a["advertiser_id"] for a in world["advertisers"]}
     assert len(by_type(world, "checkout")) == 3
-    kept = load(journey, ImportOptions())
+    kept = load(journey, ImportOptions(sources=frozenset(SOURCES)))
     assert len(by_type(kept, "checkout")) == 4
 
 
 def test_profiles_for_households_that_bought_events_in_time_order(journey):
-    world = load(journey)
+    assert {e["event_type"] for e in load(journey)["events"]} == {"checkout"}  # exposures are opt-in
+    world = load(journey, ImportOptions(sources=frozenset(SOURCES)))
     assert world["profiles"] == [
         {
             "user_id": "1",
@@ -166,7 +167,7 @@ def test_profiles_for_households_that_bought_events_in_time_order(journey):
 def test_missing_files_and_columns_are_named(journey):
     (journey / "coupons.csv").unlink()
     with pytest.raises(ConfigError, match="coupons.csv"):
-        load(journey)
+        load(journey, ImportOptions(sources=frozenset({"campaigns"})))
     load(journey, ImportOptions(sources=frozenset({"displays"})))  # not needed without campaigns and redemptions
     write(journey, "products", "product_id,department", "p1,GROCERY")
     with pytest.raises(ConfigError, match="no column manufacturer_id"):
@@ -182,3 +183,19 @@ def test_bad_options_are_refused():
         ImportOptions(timezone="Mars/Olympus")
     with pytest.raises(ConfigError, match="per-week"):
         ImportOptions(per_week=0)
+
+
+def test_the_command_writes_a_data_directory_and_says_what_is_missing(journey, tmp_path, capsys):
+    from adcast.cli import main
+    from adcast.data.files import read_records
+
+    out = tmp_path / "world"
+    assert main(["import-completejourney", str(journey), "--out", str(out), "--campaigns", "--quiet"]) == 0
+    kinds = {e["event_type"] for e in read_records(out, "events")}
+    assert kinds == {"checkout", "impression"}
+    assert "events by type: checkout 4, impression 4" in capsys.readouterr().out
+    assert main(["import-completejourney", str(journey), "--out", str(out), "--quiet"]) == 0
+    assert {e["event_type"] for e in read_records(out, "events")} == {"checkout"}
+    (journey / "promotions_sample.csv").unlink()
+    assert main(["import-completejourney", str(journey), "--out", str(out), "--displays", "--quiet"]) == 2
+    assert "promotions.csv" in capsys.readouterr().err
