@@ -9,13 +9,13 @@ import json
 import logging
 import os
 import sys
-from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
 from adcast.bench import add_bench_commands, benchmark_in
 from adcast.config import Settings, load_settings, masked
 from adcast.core.examples import DEFAULT_CUTOFF_FRACTION
+from adcast.data.cli import add_import_commands
 from adcast.errors import AdcastError, ConfigError, require
 from adcast.lifecycle.cli import Add, add_lifecycle_commands
 from adcast.train.cli import add_model_commands
@@ -79,35 +79,6 @@ def cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
     for kind, records in world.items():
         n = write_records(args.out, kind, records)
         print(f"{args.out}/{kind}.jsonl: {n} records")
-    return 0
-
-
-def cmd_import_taobao(args: argparse.Namespace, settings: Settings) -> int:
-    from adcast.data import taobao
-    from adcast.data.files import write_records
-
-    world = taobao.load(args.path, targets=args.targets)
-    for kind, records in world.items():
-        print(f"{args.out}/{kind}.jsonl: {write_records(args.out, kind, records)} records")
-    return 0
-
-
-def cmd_import_completejourney(args: argparse.Namespace, settings: Settings) -> int:
-    from adcast.data import completejourney as cj
-    from adcast.data.files import write_records
-
-    options = cj.ImportOptions(
-        sources=frozenset(s for s in cj.SOURCES if getattr(args, s)),
-        drop_manufacturers=frozenset(m.strip() for m in (args.drop_manufacturer or "").split(",") if m.strip()),
-        per_campaign=args.per_campaign,
-        per_week=args.per_week,
-        timezone=args.timezone,
-    )
-    world = cj.load(args.path, options, progress=not args.quiet)
-    for kind, records in world.items():
-        print(f"{args.out}/{kind}.jsonl: {write_records(args.out, kind, records)} records")
-    kinds = Counter(e["event_type"] for e in world["events"])
-    print("events by type: " + ", ".join(f"{k} {n:,}" for k, n in sorted(kinds.items())))
     return 0
 
 
@@ -279,66 +250,7 @@ def _add_data_commands(add: Add) -> None:
     g.add_argument(
         "--seed", type=int, default=7, help="random seed; the defaults give the world the README's figures use (7)"
     )
-
-    tb = add(
-        "import-taobao",
-        cmd_import_taobao,
-        "convert a Taobao display-ad sample (taobao_test_data or the alimama sample) to the interchange format",
-    )
-    tb.add_argument("path", help="the sample file (CSV; the format is detected from its width)")
-    tb.add_argument("--out", required=True, help="output data directory")
-    tb.add_argument(
-        "--targets",
-        choices=["shown", "clicked"],
-        default="shown",
-        help="which rows' advertisers are targets: every shown ad (default) or clicked ones only",
-    )
-
-    _add_completejourney_command(add)
-
-
-def _add_completejourney_command(add: Add) -> None:
-    from adcast.data import completejourney as cj
-
-    cj_help = (
-        "convert dunnhumby's Complete Journey (households, purchases, the marketing they saw) to the interchange format"
-    )
-    c = add("import-completejourney", cmd_import_completejourney, cj_help)
-    c.add_argument("path", help="the folder of its CSV files (transactions, products, campaigns, coupons, ...)")
-    c.add_argument("--out", required=True, help="output data directory")
-    d = cj.ImportOptions()
-    helps = {
-        "campaigns": "campaigns received, as impressions",
-        "displays": "displays and mailers where the household shopped, as impressions",
-        "redemptions": "coupon redemptions, as clicks",
-    }
-    for source in cj.SOURCES:
-        on = source in d.sources
-        c.add_argument(
-            f"--{source}",
-            action=argparse.BooleanOptionalAction,
-            default=on,
-            help=f"{helps[source]} (default: {'on' if on else 'off'})",
-        )
-    c.add_argument(
-        "--drop-manufacturer", metavar="ID[,ID]", help="leave these manufacturers out (69 is the retailer's own label)"
-    )
-    c.add_argument(
-        "--per-campaign",
-        type=int,
-        default=d.per_campaign,
-        help="manufacturers shown per campaign received (default: %(default)s)",
-    )
-    c.add_argument(
-        "--per-week",
-        type=int,
-        default=d.per_week,
-        help="manufacturers shown per household and week (default: %(default)s)",
-    )
-    c.add_argument(
-        "--timezone", default=d.timezone, help="the IANA zone of the files' local times (default: %(default)s)"
-    )
-    c.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_import_commands(add)
 
 
 def _add_replay_command(add: Add) -> None:
