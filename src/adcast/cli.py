@@ -13,11 +13,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 from adcast.bench import add_bench_commands, benchmark_in
+from adcast.commands import AddCommand
 from adcast.config import Settings, load_settings, masked
 from adcast.core.examples import DEFAULT_CUTOFF_FRACTION
 from adcast.data.cli import add_import_commands
 from adcast.errors import AdcastError, ConfigError, require
-from adcast.lifecycle.cli import Add, add_lifecycle_commands
+from adcast.lifecycle.cli import add_lifecycle_commands
 from adcast.train.cli import add_model_commands
 
 log = logging.getLogger("adcast")
@@ -226,7 +227,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     return p
 
 
-def _add_tier_commands(add: Add) -> None:
+def _add_tier_commands(add: AddCommand) -> None:
     add("config", cmd_config, "print the effective settings (secrets masked)")
     add("up", cmd_up, "start the local broker (Tansu) and redis-server, and create the topics")
     add("down", cmd_down, "stop the local broker and redis-server")
@@ -239,7 +240,7 @@ def _add_tier_commands(add: Add) -> None:
     add("infer", cmd_infer, "run an inference-tier worker (needs the 'infer-cpu' or 'infer-gpu' extra)")
 
 
-def _add_data_commands(add: Add) -> None:
+def _add_data_commands(add: AddCommand) -> None:
     g = add("generate", cmd_generate, "write a synthetic world in the interchange format")
     g.add_argument("--out", required=True, help="output directory")
     g.add_argument("--users", type=int, default=2000, help="users in the world (default: 2000)")
@@ -253,7 +254,7 @@ def _add_data_commands(add: Add) -> None:
     add_import_commands(add)
 
 
-def _add_replay_command(add: Add) -> None:
+def _add_replay_command(add: AddCommand) -> None:
     r = add(
         "replay",
         cmd_replay,
@@ -278,7 +279,7 @@ def _add_replay_command(add: Add) -> None:
     r.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def _add_backfill_command(add: Add) -> None:
+def _add_backfill_command(add: AddCommand) -> None:
     bf = add(
         "backfill",
         cmd_backfill,
@@ -292,7 +293,7 @@ def _add_backfill_command(add: Add) -> None:
     bf.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def _add_reading_commands(add: Add) -> None:
+def _add_reading_commands(add: AddCommand) -> None:
     ev = add("eval", cmd_eval, "Recall@K, NDCG@10 and MRR of the model against popularity, recent and co-occurrence")
     ev.add_argument("--data", required=True, help="data directory in the interchange format")
     ev.add_argument("--model", default=None, help="model directory (omit to evaluate only the baselines)")

@@ -45,9 +45,8 @@ import os
 import shutil
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from adcast.bench._harness import (
     Scrape,
@@ -58,14 +57,14 @@ from adcast.bench._harness import (
     start_local_services,
     tree_cpu_seconds,
 )
+from adcast.bench.e2e_report import Measured, freshness, report
+
+# The command line reads a benchmark's table and exit code from its module (adcast.bench).
+from adcast.bench.e2e_report import exit_code as exit_code
+from adcast.bench.e2e_report import format_report as format_report
 from adcast.config import Settings, override, to_env
-from adcast.core.ranking import percentile
 from adcast.errors import ConfigError, ServiceError
 from adcast.local.workers import WorkerProcess, start_worker
-from adcast.wire import serde
-
-if TYPE_CHECKING:
-    from adcast.replay import ReplaySummary
 
 log = logging.getLogger(__name__)
 POLL_S = 0.5
@@ -93,14 +92,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--drain-timeout", type=float, default=180.0, help="seconds to wait for the drain (default: 180)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar or status lines")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-
-
-def bucket_quantile(buckets: list[tuple[float, float]], q: float) -> float:
-    """The upper bound of the histogram bucket that holds the q-quantile (nan when empty)."""
-    count = buckets[-1][1] if buckets else 0.0
-    if not count:
-        return float("nan")
-    return next(le for le, cum in buckets if cum >= q * count)
 
 
 # -- The run -----------------------------------------------------------------------------------
@@ -178,19 +169,6 @@ def _wait_drained(
         client.close()
 
 
-def freshness(updates: list[bytes]) -> list[float]:
-    """Seconds from newest event to Redis write for every published prediction that Redis took:
-    per user (one partition, in write order) only versions above the ones before it."""
-    best: dict[str, int] = {}
-    out: list[float] = []
-    for raw in updates:
-        a = serde.decode(serde.AFFINITY, raw)
-        if a["version"] > best.get(a["user_id"], -1):
-            best[a["user_id"]] = a["version"]
-            out.append((a["computed_at"] - a["newest_event_time"]) / 1000)
-    return out
-
-
 def _count_events(data: Path) -> int:
     from adcast.data.files import read_records
 
@@ -252,23 +230,6 @@ def _start_workers(
     return ports
 
 
-@dataclass
-class _Measured:
-    summary: ReplaySummary
-    expected: dict[str, int]
-    caught_up: int
-    drain_s: float
-    wall_s: float
-    cpu: dict[str, float]
-    stream_m: Scrape
-    infer_m: Scrape
-    lag_replay_end: dict[str, int]
-    lag_drained: dict[str, int]
-    fresh: list[float]
-    load_before: tuple[float, float, float]
-    load_after: tuple[float, float, float]
-
-
 def _replay_and_drain(
     args: argparse.Namespace,
     settings: Settings,
@@ -277,7 +238,7 @@ def _replay_and_drain(
     workers: dict[str, WorkerProcess],
     ports: dict[str, int],
     progress: bool,
-) -> _Measured:
+) -> Measured:
     """Replay `wanted` events live, wait for the drain, and read every figure of the report."""
     from adcast.replay import expected_versions, replay
 
@@ -298,7 +259,7 @@ def _replay_and_drain(
     # Every scored prediction is written to Redis (or found stale there) and published.
     published = round(infer_m.total("adcast_store_writes_total"))
     fresh = freshness(read_topic(settings, settings.topics.name("affinities"), published))
-    return _Measured(
+    return Measured(
         summary=summary,
         expected=expected,
         caught_up=caught_up,
@@ -351,145 +312,4 @@ def bench_e2e(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
         elif workers:
             delete_run_topics(settings)
         shutil.rmtree(settings.stream.data_dir, ignore_errors=True)
-    return _report(args, settings, run, m, codes)
-
-
-def _report(
-    args: argparse.Namespace, settings: Settings, run: str, m: _Measured, codes: dict[str, int]
-) -> dict[str, Any]:
-    summary, stream_m, infer_m = m.summary, m.stream_m, m.infer_m
-    predictions = infer_m.total("adcast_store_writes_total")
-    batches = infer_m.total("adcast_batch_size_count")
-    s = settings.stream
-    return {
-        "run": run,
-        "rate": args.rate,
-        "seconds": args.seconds,
-        "events": summary.events,
-        "replay_seconds": round(summary.event_seconds, 2),  # producing the events, as paced
-        "events_per_second": round(summary.events_per_second, 1),
-        "users": len(m.expected),
-        "users_caught_up": m.caught_up,
-        "drain_seconds": round(m.drain_s, 2),
-        "trigger": {
-            "quiet_ms": s.quiet_ms,
-            "max_delay_ms": s.max_delay_ms,
-            "min_interval_ms": s.min_interval_ms,
-            "tick_ms": s.tick_ms,
-        },
-        "infer": {
-            "engine": settings.infer.engine,
-            "max_batch": settings.infer.max_batch,
-            "max_wait_ms": settings.infer.max_wait_ms,
-            "cpu_threads": settings.infer.cpu_threads,
-        },
-        "freshness_s": _freshness_figures(m.fresh),
-        "requests_emitted": round(stream_m.total("adcast_requests_emitted_total")),
-        "requests_by_reason": {
-            k: round(v) for k, v in stream_m.by_label("adcast_requests_emitted_total", "reason").items()
-        },
-        "requests_superseded": round(infer_m.total("adcast_requests_superseded_total")),
-        "predictions": round(predictions),
-        "redis_writes": round(infer_m.total("adcast_store_writes_total", outcome="written")),
-        "stale_writes": round(infer_m.total("adcast_store_writes_total", outcome="stale")),
-        "inference_dead_letters": round(infer_m.total("adcast_dead_letters_total")),
-        "predictions_per_event": round(predictions / summary.events, 4) if summary.events else float("nan"),
-        "batch_size": _batch_figures(infer_m),
-        "engine_seconds_per_batch": round(infer_m.total("adcast_inference_seconds_sum") / batches, 4)
-        if batches
-        else float("nan"),
-        # Cores each tier kept busy from the first replayed event to the end of the drain.
-        "cores_busy": {tier: round(c / m.wall_s, 2) for tier, c in m.cpu.items()},
-        "lag_at_replay_end": m.lag_replay_end,
-        "lag_after_drain": m.lag_drained,
-        "stream_dead_letters": round(stream_m.total("adcast_dead_letters_total")),
-        "worker_exit_codes": codes,
-        "load_average": {
-            "before": [round(x, 2) for x in m.load_before],
-            "after": [round(x, 2) for x in m.load_after],
-        },
-        "cpu_count": os.cpu_count(),
-    }
-
-
-def _freshness_figures(fresh: list[float]) -> dict[str, Any]:
-    return {
-        "count": len(fresh),
-        "p50": round(percentile(fresh, 50), 3),
-        "p95": round(percentile(fresh, 95), 3),
-        "p99": round(percentile(fresh, 99), 3),
-        "max": round(max(fresh), 3) if fresh else float("nan"),
-    }
-
-
-def _batch_figures(infer_m: Scrape) -> dict[str, Any]:
-    batched = infer_m.total("adcast_batch_size_sum")
-    batches = infer_m.total("adcast_batch_size_count")
-    sizes = infer_m.buckets("adcast_batch_size")
-    return {
-        "batches": round(batches),
-        "mean": round(batched / batches, 2) if batches else float("nan"),
-        "p50_at_most": bucket_quantile(sizes, 0.5),
-        "max_at_most": bucket_quantile(sizes, 1.0),
-    }
-
-
-def exit_code(r: dict[str, Any]) -> int:
-    """Non-zero when some user never caught up: the figures then describe an unfinished run."""
-    return 0 if r["users_caught_up"] == r["users"] else 1
-
-
-def format_report(r: dict[str, Any]) -> str:
-    f, b, tr = r["freshness_s"], r["batch_size"], r["trigger"]
-    lr, ld = r["lag_at_replay_end"], r["lag_after_drain"]
-    reasons = ", ".join(f"{k} {v:,}" for k, v in sorted(r["requests_by_reason"].items()))
-    rows = [
-        (
-            "events replayed",
-            f"{r['events']:,} in {r['replay_seconds']:.1f}s ({r['events_per_second']:,.0f}/s), "
-            f"{r['users']:,} users with a salient event",
-        ),
-        (
-            "trigger",
-            f"quiet {tr['quiet_ms']} ms, max delay {tr['max_delay_ms']} ms, "
-            f"min interval {tr['min_interval_ms']} ms, tick {tr['tick_ms']} ms",
-        ),
-        (
-            "freshness",
-            f"p50 {f['p50']:.2f}s  p95 {f['p95']:.2f}s  p99 {f['p99']:.2f}s  max {f['max']:.2f}s "
-            f"over {f['count']:,} Redis writes",
-        ),
-        ("LLM predictions / event", f"{r['predictions_per_event']:.3f} ({r['predictions']:,} predictions)"),
-        (
-            "requests emitted",
-            f"{r['requests_emitted']:,} ({reasons}); {r['requests_superseded']:,} superseded in a micro-batch",
-        ),
-        ("Redis writes", f"{r['redis_writes']:,} ({r['stale_writes']:,} stale)"),
-        (
-            "micro-batches",
-            f"{b['batches']:,}, mean {b['mean']:.1f}, p50 <= {b['p50_at_most']:g}, "
-            f"max <= {b['max_at_most']:g} (histogram buckets)",
-        ),
-        (
-            "CPU",
-            f"stream tier {r['cores_busy']['stream']:.2f} cores, inference tier {r['cores_busy']['infer']:.2f} "
-            f"cores busy; engine {r['engine_seconds_per_batch'] * 1000:.0f} ms per micro-batch",
-        ),
-        (
-            "lag at replay end",
-            f"stream {lr['stream_committed']:,} committed / {lr['stream_unprocessed']:,} "
-            f"unprocessed events, inference {lr['inference_committed']:,} requests",
-        ),
-        (
-            "lag after drain",
-            f"stream {ld['stream_committed']:,}, inference {ld['inference_committed']:,} "
-            f"(drained in {r['drain_seconds']:.1f}s, {r['users_caught_up']:,}/{r['users']:,} users)",
-        ),
-        (
-            "load average",
-            f"{' '.join(map(str, r['load_average']['before']))} before, "
-            f"{' '.join(map(str, r['load_average']['after']))} after ({r['cpu_count']} CPUs)",
-        ),
-    ]
-    width = max(len(k) for k, _ in rows)
-    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+    return report(args, settings, run, m, codes)

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import argparse
 from collections import Counter
-from collections.abc import Callable
 from typing import Any
 
+from adcast.commands import AddCommand
 from adcast.config import Settings
 
 # The command line's add(name, fn, help) -> the subcommand's parser (adcast.cli).
-Add = Callable[[str, Callable[[argparse.Namespace, Settings], int], str], Any]
 
 
 def _write_world(out: str, world: dict[str, list[dict[str, Any]]]) -> None:
@@ -46,7 +45,7 @@ def cmd_import_completejourney(args: argparse.Namespace, settings: Settings) -> 
     return 0
 
 
-def add_import_commands(add: Add) -> None:
+def add_import_commands(add: AddCommand) -> None:
     tb = add(
         "import-taobao",
         cmd_import_taobao,
@@ -64,7 +63,7 @@ def add_import_commands(add: Add) -> None:
     _add_completejourney_command(add)
 
 
-def _add_completejourney_command(add: Add) -> None:
+def _add_completejourney_command(add: AddCommand) -> None:
     from adcast.data import completejourney as cj
 
     cj_help = (

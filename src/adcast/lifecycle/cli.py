@@ -7,11 +7,10 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+from adcast.commands import AddCommand
 from adcast.config import Settings
 from adcast.core.clock import now_ms
 from adcast.errors import ConfigError
-
-Add = Callable[[str, Callable[[argparse.Namespace, Settings], int], str], argparse.ArgumentParser]
 
 
 def cmd_slots(args: argparse.Namespace, settings: Settings) -> int:
@@ -86,7 +85,7 @@ def cmd_compare(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def add_lifecycle_commands(add: Add, parse_time: Callable[[str], int]) -> None:
+def add_lifecycle_commands(add: AddCommand, parse_time: Callable[[str], int]) -> None:
     sl = add("slots", cmd_slots, "the store's model slots: which is live, candidate, previous, and their writers")
     sl.add_argument("--count", action="store_true", help="count each slot's keys (SCAN: a pass over the store)")
     sl.add_argument("--coverage", action="store_true", help="each slot's coverage of the users the stream state knows")
