@@ -111,7 +111,7 @@ class Delivery:
     def producer(self) -> transport.Producer:
         return cast(transport.Producer, self.app.producer)  # the transport's; made when first asked for
 
-    async def _send_letter(self, topic: str, key: bytes | None, value: bytes) -> Awaitable[Any]:
+    async def _send_letter(self, key: bytes | None, value: bytes) -> Awaitable[Any]:
         return await self._dead_letters.send(key=key, value=value)
 
     async def __call__(self, outcome: Outcome) -> None:

@@ -101,9 +101,9 @@ class InferenceWorker:
         self._producer: AIOKafkaProducer | None = None
         self.dead_letters = DeadLetterSink(settings, self._send)
 
-    async def _send(self, topic: str, key: bytes | None, value: bytes) -> Any:
+    async def _send(self, key: bytes | None, value: bytes) -> Any:
         assert self._producer is not None, "dead letters are sent while the worker runs"
-        return await self._producer.send(topic, value, key=key)
+        return await self._producer.send(self.dead_letters.topic, value, key=key)
 
     async def run(self) -> Stats:
         s = self.settings

@@ -21,19 +21,19 @@ from adcast.wire import serde
 
 log = logging.getLogger(__name__)
 
-# The tier's producer: (topic, key, value) -> once queued, an awaitable of its delivery.
-Send = Callable[[str, bytes | None, bytes], Awaitable[Awaitable[Any]]]
+# The tier's producer, bound to the dead-letter topic (DeadLetters.topic): (key, value) -> once
+# queued, an awaitable of its delivery.
+Send = Callable[[bytes | None, bytes], Awaitable[Awaitable[Any]]]
 
 
-class DeadLetterSink:
-    """`log_each`: a warning per letter (the workers); tools that print a summary turn it off."""
+class DeadLetters:
+    """Letters encoded, counted and logged; the replay tools produce them with their own producer.
+    `log_each`: a warning per letter (the workers); tools that print a summary turn it off."""
 
-    def __init__(self, settings: Settings, send: Send | None = None, log_each: bool = True) -> None:
+    def __init__(self, settings: Settings, log_each: bool = True) -> None:
         self.settings = settings
         self.topic = settings.topics.name("dead_letters")
-        self._send = send
         self.log_each = log_each
-        self.sent = 0
 
     def letter(self, message: Any, rejected: Rejected, at_ms: int | None = None) -> tuple[bytes | None, bytes]:
         """(key, value) of the letter for a consumed message (anything with value, key, topic,
@@ -60,15 +60,22 @@ class DeadLetterSink:
             )
         return key, value
 
+
+class DeadLetterSink(DeadLetters):
+    """The workers' letters, sent through the tier's own producer (`send`)."""
+
+    def __init__(self, settings: Settings, send: Send) -> None:
+        super().__init__(settings)
+        self._send = send
+        self.sent = 0
+
     async def send(self, rejected: Sequence[tuple[Any, Rejected]]) -> None:
         """Send a letter for each (consumed message, why) and wait until all are delivered."""
         if not rejected:
             return
-        if self._send is None:
-            raise TypeError("this DeadLetterSink was made without a producer: use letter()")
         # A producer does not notice a deleted topic by itself; letters are rare, so check each time.
         await asyncio.to_thread(ensure_dead_letter_topic, self.settings)
         at = now_ms()
-        deliveries = [await self._send(self.topic, *self.letter(m, r, at)) for m, r in rejected]
+        deliveries = [await self._send(*self.letter(m, r, at)) for m, r in rejected]
         await asyncio.gather(*deliveries)
         self.sent += len(rejected)

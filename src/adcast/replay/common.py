@@ -16,7 +16,7 @@ from adcast.core.clock import now_ms
 from adcast.core.events import validate_event
 from adcast.errors import ConfigError, Rejected, ServiceError
 from adcast.kafka import confluent_config
-from adcast.kafka.dead_letters import DeadLetterSink
+from adcast.kafka.dead_letters import DeadLetters
 from adcast.wire import serde
 
 log = logging.getLogger(__name__)
@@ -209,7 +209,7 @@ class Sink:
         self.live = live
         self.collect = collect
         self.errors: list[str] = []
-        self.letters = DeadLetterSink(settings, log_each=False)  # the summary names the reasons
+        self.letters = DeadLetters(settings, log_each=False)  # the summary names the reasons
 
     def _done(self, event_type: str | None) -> Callable[[Any, Any], None]:
         def done(err: Any, msg: Any) -> None:
