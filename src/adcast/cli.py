@@ -128,6 +128,10 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_lookup(args: argparse.Namespace, settings: Settings) -> int:
+    from collections.abc import Mapping
+
+    from adcast.core.clock import now_ms
+    from adcast.lookup_table import Label, lookup_table
     from adcast.store import AffinityClient
 
     client = AffinityClient(settings.redis, args.slot)
@@ -135,6 +139,17 @@ def cmd_lookup(args: argparse.Namespace, settings: Settings) -> int:
         found = client.get_many(args.user_ids)
     finally:
         client.close()
+    if not args.json:
+        names: Mapping[str, Label] = {}
+        if not args.no_names:
+            from adcast.kafka.advertiser_names import read_advertiser_names
+
+            try:
+                names = read_advertiser_names(settings, timeout_s=5.0)
+            except AdcastError as exc:  # names are a convenience: the lookup itself goes on
+                print(f"adcast: warning: no advertiser names, showing ids: {exc}; or pass --no-names", file=sys.stderr)
+        print(lookup_table(found, names, now_ms(), args.k))
+        return 0
     out = {
         u: (
             None
@@ -309,10 +324,12 @@ def _add_reading_commands(add: AddCommand) -> None:
     ev.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     ev.add_argument("--plot", default=None, metavar="FILE.png", help="write Recall@K curves to this PNG")
 
-    lk = add("lookup", cmd_lookup, "read users' affinities from Redis")
-    lk.add_argument("user_ids", nargs="+")
+    lk = add("lookup", cmd_lookup, "read users' affinities from Redis, as a table with advertiser names")
+    lk.add_argument("user_ids", nargs="+", metavar="USER", help="user ids")
     lk.add_argument("-k", type=int, default=10, help="advertisers to show per user")
     lk.add_argument("--slot", default=None, help="read this model slot (default: the live one)")
+    lk.add_argument("--json", action="store_true", help="print JSON: [advertiser_id, probability] pairs, no names")
+    lk.add_argument("--no-names", action="store_true", help="show advertiser ids without reading the advertisers topic")
 
     sv = add("serve", cmd_serve, "HTTP lookup service: GET /v1/affinities, /healthz, /metrics, /openapi.json")
     sv.add_argument("--host", default=None, help="listen address (default: serve.host, 127.0.0.1)")
