@@ -10,7 +10,7 @@ import pytest
 
 from adcast.errors import ConfigError
 from adcast.train.cli import add_model_commands, train_config
-from adcast.train.config import TrainConfig
+from adcast.train.config import EXAMPLES_PER_RUN, MAX_AUTO_EPOCHS, TrainConfig, auto_epochs
 
 
 def test_the_defaults_and_sensible_settings_are_accepted():
@@ -85,6 +85,17 @@ def test_train_options_set_their_fields_and_help_shows_the_defaults():
         train_config(parser.parse_args(["--data", "d", "--out", "o", "--lora-targets", " , "]))
     text = "".join(parser.format_help().split())  # argparse wraps lines anywhere, even inside a default
     defaults = TrainConfig()
-    for shown in (defaults.epochs, defaults.lr, defaults.weight_decay, defaults.batch_size, defaults.checkpoint_every):
+    for shown in (defaults.lr, defaults.weight_decay, defaults.batch_size, defaults.checkpoint_every):
         assert f"default:{shown})" in text
+    assert f"about{EXAMPLES_PER_RUN:,}examples,1to{MAX_AUTO_EPOCHS}passes)" in text  # epochs: from the data
     assert f"default:{','.join(defaults.lora_targets)})" in text
+
+
+@pytest.mark.parametrize(
+    ("examples", "epochs"),
+    [(1, MAX_AUTO_EPOCHS), (EXAMPLES_PER_RUN // 5, 5), (EXAMPLES_PER_RUN // 2, 2), (EXAMPLES_PER_RUN, 1), (10**9, 1)],
+)
+def test_derived_epochs_see_about_the_same_examples_on_any_data_size(examples, epochs):
+    assert auto_epochs(examples) == epochs
+    if epochs < MAX_AUTO_EPOCHS:
+        assert (epochs - 1) * examples < EXAMPLES_PER_RUN <= epochs * examples

@@ -9,12 +9,11 @@ from collections.abc import Callable
 from dataclasses import fields
 from typing import Any
 
+from adcast.commands import AddCommand
 from adcast.config import Settings
 from adcast.core.examples import DEFAULT_CUTOFF_FRACTION
 from adcast.errors import require
-from adcast.train.config import TrainConfig
-
-AddCommand = Callable[[str, Callable[[argparse.Namespace, Settings], int], str], Any]
+from adcast.train.config import EXAMPLES_PER_RUN, MAX_AUTO_EPOCHS, TrainConfig
 
 # `adcast train`'s defaults are TrainConfig's: one list of them, shown by --help.
 DEFAULTS = TrainConfig()
@@ -68,7 +67,7 @@ def cmd_import_model(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def add_model_commands(add: AddCommand) -> None:
-    """Add `examples`, `train` and `import-model` through the command line's `add(name, fn, help)`."""
+    """AddCommand `examples`, `train` and `import-model` through the command line's `add(name, fn, help)`."""
     _add_examples(add)
     _add_train(add)
     _add_import_model(add)
@@ -145,7 +144,12 @@ def _add_train(add: AddCommand) -> None:
         help="local pretrained Hugging Face checkpoint to fine-tune (adcast import-model makes one from a GGUF "
         "file; default: a tiny Llama trained from scratch)",
     )
-    _config_option(t, "epochs", "passes over the training examples (default: %(default)s)")
+    _config_option(
+        t,
+        "epochs",
+        "passes over the training examples (default: from the data: enough to see about "
+        f"{EXAMPLES_PER_RUN:,} examples, 1 to {MAX_AUTO_EPOCHS} passes)",
+    )
     _config_option(t, "seed", "random seed of the model, the batches and the validation slice (default: %(default)s)")
     _config_option(t, "cutoff_fraction", "train on events before this time quantile (default: %(default)s)")
     _config_option(t, "device", "cpu or cuda (bf16 autocast on cuda; default: %(default)s)")

@@ -14,7 +14,9 @@ from adcast.train.lora import DEFAULT_TARGETS
 class TrainConfig:
     """Settings of `adcast train`; a value that cannot work raises ConfigError, naming the option."""
 
-    epochs: int = 5
+    # Passes over the training examples. None: derived from the data (auto_epochs), so that a run
+    # sees about as many examples on a large data set as on a small one.
+    epochs: int | None = None
     batch_size: int = 64
     lr: float = 1e-3
     weight_decay: float = 0.1
@@ -58,6 +60,19 @@ class TrainConfig:
         _check_lora(self)
 
 
+# auto_epochs: passes over small data sets up to MAX_AUTO_EPOCHS, fewer over large ones, so that a
+# run sees about EXAMPLES_PER_RUN examples. Measured (recall@10): the default world (16k examples)
+# gains up to 5 passes; Complete Journey's purchases (57k) score the same after 1.7 passes as after 5.
+EXAMPLES_PER_RUN = 80_000
+MAX_AUTO_EPOCHS = 5
+
+
+def auto_epochs(examples: int) -> int:
+    """Passes over `examples` training examples when none are asked for: enough to see about
+    EXAMPLES_PER_RUN examples, at least 1 and at most MAX_AUTO_EPOCHS."""
+    return max(1, min(MAX_AUTO_EPOCHS, -(-EXAMPLES_PER_RUN // max(1, examples))))
+
+
 def _option(name: str) -> str:
     """A field as `adcast train` spells it: the messages serve the command line and Python alike."""
     return "--" + name.replace("_", "-")
@@ -65,7 +80,7 @@ def _option(name: str) -> str:
 
 def _check_sizes(cfg: TrainConfig) -> None:
     for name in ("epochs", "batch_size", "hidden_size", "layers", "heads", "max_positions"):
-        if getattr(cfg, name) < 1:
+        if getattr(cfg, name) is not None and getattr(cfg, name) < 1:
             raise ConfigError(f"{_option(name)} must be 1 or more; got {getattr(cfg, name)}")
     for name in ("checkpoint_every", "stop_after_steps", "patience"):
         if getattr(cfg, name) < 0:
