@@ -7,7 +7,8 @@ commits its offsets; stream/table.py routes the table writes to the right partit
 sends a tick to each partition this worker owns; the tick, handled by the same agent, emits the
 requests whose trigger is due. Processing is at-least-once; effects are made idempotent by the
 event-id dedupe inside the changelogged table and by versioned Redis writes. This module only
-hooks Faust's agent, timer and signals to BatchCommit.
+hooks Faust's agent, timer and signals to BatchCommit, and serves stream/history_page.py's
+page from Faust's web server (`stream.web_port`).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from adcast.wire.history_encoder import encode_request
 from adcast.wire.schema_registry import activate as activate_schemas
 from stream import transport
 from stream.commit import BatchCommit
+from stream.history_page import add_history_page
 from stream.processor import EVENT, PROFILE, TICK, Outcome, StreamProcessor
 from stream.table import FaustTableStore
 
@@ -49,8 +51,25 @@ class StreamApp(faust.App):
     fetch_max_wait_ms = transport.FAUST_FETCH_MAX_WAIT_MS
 
 
-def faust_app(settings: Settings) -> faust.App:
-    """The Faust app with adcast's broker, transport and timing settings (no agents yet)."""
+def web_settings(settings: Settings, pages: bool) -> dict[str, Any]:
+    """Faust's web server settings: on with `pages` and a `stream.web_port`."""
+    s = settings.stream
+    if not (pages and s.web_port):
+        return {"web_enabled": False}
+    return {
+        "web_enabled": True,
+        "web_port": s.web_port,
+        "web_bind": s.web_bind,
+        # This worker's address to the others (its canonical URL): table_route forwards there.
+        **({"web_host": s.web_host} if s.web_host else {}),
+        # None of Faust's own pages: its table and router views would show any key of any table.
+        **{f"web_{name}_enabled": False for name in ("router", "tables", "graph", "stats", "metrics")},
+    }
+
+
+def faust_app(settings: Settings, pages: bool = False) -> faust.App:
+    """The Faust app with adcast's broker, transport and timing settings (no agents yet); with
+    `pages`, its web server (`web_settings`)."""
     s, k = settings.stream, settings.kafka
     app = StreamApp(
         s.app_id,
@@ -62,7 +81,6 @@ def faust_app(settings: Settings) -> faust.App:
         processing_guarantee="at_least_once",
         topic_partitions=settings.topics.partitions,
         topic_allow_declare=True,
-        web_enabled=False,
         consumer_auto_offset_reset="earliest",
         key_serializer="raw",
         value_serializer="raw",
@@ -77,6 +95,7 @@ def faust_app(settings: Settings) -> faust.App:
         producer_linger=s.producer_linger_ms / 1000,
         producer_max_batch_size=s.producer_batch_bytes,
         producer_max_request_size=k.max_request_bytes,
+        **web_settings(settings, pages),
     )
     app.fetch_max_wait_ms = s.fetch_max_wait_ms
     return app
@@ -149,7 +168,7 @@ def create_app(settings: Settings) -> faust.App:
     s, t = settings.stream, settings.topics
     # Writes: requests, dead letters, and the history on the table's changelog.
     activate_schemas(settings, writes=(serde.REQUEST, serde.DEAD_LETTER, serde.HISTORY))
-    app = faust_app(settings)
+    app = faust_app(settings, pages=True)
     events_topic, ticks_topic = t.name("events"), t.name("ticks")
     inputs = app.topic(events_topic, t.name("profiles"), ticks_topic, key_type=bytes, value_type=bytes)
     ticks = app.topic(ticks_topic, partitions=t.partitions, internal=True, key_type=bytes, value_type=bytes)
@@ -167,6 +186,9 @@ def create_app(settings: Settings) -> faust.App:
         on_failure=lambda exc: exit_to_reread("batch failed", exc),
         cache_users=s.cache_users,
     )
+
+    if app.conf.web_enabled:
+        add_history_page(app, table, commit.processor, s.history_limits())
 
     @app.agent(inputs)
     async def process(stream: faust.StreamT) -> None:

@@ -115,6 +115,11 @@ class SentBatch(NamedTuple):
 
 
 class Producer(faust_aiokafka.Producer):
+    async def partitions_known(self, topic: str) -> None:
+        """Fetch `topic`'s partitions unless known: `key_partition` (Faust's table routing too)
+        reads them without fetching."""
+        await self._ensure_producer().partitions_for(topic)
+
     async def send_now(self, topic: str, records: Iterable[tuple[int | None, bytes, bytes]]) -> list[SentBatch]:
         """Queue `records` (partition, key, value; partition None: by key, as a keyed send would
         place it) for `topic`, one closed batch per partition, in order; returns the batches.

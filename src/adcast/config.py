@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, TypeAdapter, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
 from adcast.core.history import HistoryLimits
@@ -176,6 +176,9 @@ class StreamSettings(_Group):
     rocksdb_write_buffer_mb: int = Field(
         16, ge=1, description="RocksDB memtable size per table partition; two per partition at most."
     )
+    web_port: int = Field(6066, ge=0, le=65535, description="Port of the history page (GET /v1/history); 0: none.")
+    web_bind: str = Field("0.0.0.0", description="Address the history page listens on.")
+    web_host: str | None = Field(None, description="Address other workers reach this one at; unset: hostname.")
 
     def history_limits(self) -> HistoryLimits:
         return HistoryLimits(
@@ -255,6 +258,11 @@ class Settings(BaseSettings):
     serve: ServeSettings = ServeSettings()  # type: ignore[call-arg]
     metrics_port: int = Field(0, description="Prometheus endpoint port for this worker; 0 disables it.")
 
+    @model_validator(mode="after")
+    def _across_groups(self) -> Settings:
+        check_across_groups(self)
+        return self
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -272,6 +280,15 @@ class Settings(BaseSettings):
         if local.is_file():
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=local))
         return tuple(sources)
+
+
+def check_across_groups(settings: Settings) -> None:
+    """At load and in `override` (model_copy validates nothing); pydantic passes ConfigError on as is."""
+    if settings.stream.web_port and settings.stream.web_port == settings.metrics_port:
+        raise ConfigError(
+            f"ADCAST_STREAM__WEB_PORT and ADCAST_METRICS_PORT are both {settings.metrics_port}: the history page "
+            "and the metrics need a port each; set ADCAST_STREAM__WEB_PORT to another port (0: no page)"
+        )
 
 
 LOCAL_FILE = "local.toml"
@@ -298,7 +315,10 @@ def override(model: Model, **changes: Any) -> Model:
                 annotation = fields[name].annotation
                 value = TypeAdapter(annotation if annotation is not None else Any).validate_python(value)
             update[name] = value
-        return model.model_copy(update=update)
+        copy = model.model_copy(update=update)
+        if isinstance(copy, Settings):
+            check_across_groups(copy)
+        return copy
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}" for e in exc.errors())
         raise ConfigError(f"invalid {type(model).__name__} override: {problems}") from exc

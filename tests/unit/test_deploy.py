@@ -361,15 +361,39 @@ def test_topics_keep_acked_writes_through_the_loss_of_a_broker() -> None:
     assert '--config min.insync.replicas="$MIN_INSYNC_REPLICAS"' in "\n".join(container["args"])
 
 
-def test_ingress_is_closed_but_for_metrics() -> None:
+def test_ingress_is_closed_but_for_metrics_and_the_history_page() -> None:
     policies = _kind("NetworkPolicy")
     adcast = {"app.kubernetes.io/name": "adcast"}
+    stream = adcast | {"app.kubernetes.io/component": "stream"}
+    serve = adcast | {"app.kubernetes.io/component": "serve"}
     assert any(p["spec"]["podSelector"]["matchLabels"] == adcast and "ingress" not in p["spec"] for p in policies)
-    opened = [r for p in policies for r in p["spec"].get("ingress", [])]
-    assert opened and all([port["port"] for port in r["ports"]] == ["metrics"] for r in opened)
-    for _, pod in _pod_specs():
+    opened = [(p["spec"]["podSelector"]["matchLabels"], r) for p in policies for r in p["spec"].get("ingress", [])]
+    assert sorted(port["port"] for _, r in opened for port in r["ports"]) == ["history", "metrics"]
+    for pods, rule in opened:
+        if [port["port"] for port in rule["ports"]] == ["history"]:
+            # Only the stream pods serve it, to `adcast serve` and to each other (Faust forwards between them).
+            assert pods == stream
+            assert rule["from"] == [{"podSelector": {"matchLabels": serve}}, {"podSelector": {"matchLabels": stream}}]
+    for name, pod in _pod_specs():
         for c in pod["containers"]:
-            assert all(p["name"] == "metrics" for p in c.get("ports", [])), c["name"]
+            allowed = {"metrics", "history"} if c["name"] == "stream" else {"metrics"}
+            assert {p["name"] for p in c.get("ports", [])} <= allowed, f"{name}/{c['name']}"
+
+
+def test_the_history_page_is_served_on_its_port(settings_from: Any) -> None:
+    (statefulset,) = _kind("StatefulSet")
+    (container,) = statefulset["spec"]["template"]["spec"]["containers"]
+    settings = settings_from(_container_env(container))
+    port = settings.stream.web_port
+    assert port and port != settings.metrics_port
+    assert {p["name"]: p["containerPort"] for p in container["ports"]}["history"] == port
+    (service,) = [s for s in _kind("Service") if s["metadata"]["name"] == statefulset["spec"]["serviceName"]]
+    assert {"name": "history", "port": port, "targetPort": "history"} in service["spec"]["ports"]
+    # Workers forward requests to each other's canonical URL: each names itself by its own address.
+    (host,) = [e for e in container["env"] if e["name"] == "ADCAST_STREAM__WEB_HOST"]
+    assert host["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
+    compose = _compose()["services"]["stream"]
+    assert f"127.0.0.1:{port}:{settings_from(_service_env(compose)).stream.web_port}" in compose["ports"]
 
 
 def test_stream_pods_have_room_for_rocksdb_when_a_pod_is_down(settings_from: Any) -> None:

@@ -119,12 +119,13 @@ def _print_quality(q: dict[str, Any]) -> None:
 def isolated_settings(settings: Settings, name: str, run_dir: Path) -> Settings:
     """A copy of `settings` with topics, consumer groups, table directory and Redis keys of its
     own, so that an earlier run's data never leaks into this one (and this one's into the next),
-    and the local broker's group timings."""
+    the local broker's group timings, and no history page (a benchmark runs several stream
+    workers on this machine, which would all claim its port)."""
     return override(
         settings,
         kafka=LOCAL_BROKER_TIMINGS,
         topics={"prefix": f"adcast.{name}."},
-        stream={"app_id": f"adcast-{name}", "data_dir": str(run_dir / "stream-data")},
+        stream={"app_id": f"adcast-{name}", "data_dir": str(run_dir / "stream-data"), "web_port": 0},
         infer={"group_id": f"adcast-{name}-infer"},
         redis={"key_prefix": f"adcast:{name}:aff:", "ttl_seconds": 3600},
     )
