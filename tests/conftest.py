@@ -57,6 +57,17 @@ pytest_runtest_setup = pytest.hookimpl(wrapper=True)(_guard_vllm_marker)
 pytest_runtest_call = pytest.hookimpl(wrapper=True)(_guard_vllm_marker)
 
 
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """One line when the inspector's browser tests were skipped, saying how to enable them."""
+    skipped = [r for r in terminalreporter.stats.get("skipped", []) if "browser" in getattr(r, "keywords", {})]
+    if skipped:
+        from browser import MISSING
+
+        terminalreporter.write_line(
+            f"{len(skipped)} browser tests skipped: they need {' and '.join(MISSING) or 'a browser'}"
+        )
+
+
 @pytest.fixture(autouse=True)
 def file_registry_after() -> Iterator[None]:
     """Every test ends with this process reading and writing through the embedded file registry:

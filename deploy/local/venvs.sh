@@ -20,7 +20,7 @@ tiers=("$@")
 extras_of() {
   case "$1" in
     stream) echo '.[stream,dev,local,schema-registry]' ;;
-    infer) echo '.[infer-cpu,dev,local,schema-registry]' ;;
+    infer) echo '.[infer-cpu,dev,local,schema-registry,ui-test]' ;;
     *) echo "unknown tier '$1' (expected stream or infer)" >&2; return 2 ;;
   esac
 }

@@ -125,9 +125,20 @@ class ServeSettings(_Group):
     max_users: int = Field(1000, description="Most user ids one lookup request may ask for.")
     token: SecretStr | None = Field(
         None,
-        description="Bearer token that /v1/affinities and /metrics require (`Authorization: Bearer TOKEN`). "
-        "Unset: no authentication, so keep the service on a private network.",
+        description="Bearer token that /v1/affinities, /metrics and the inspector (/ui) require "
+        "(`Authorization: Bearer TOKEN`). Unset: no authentication, so keep the service on a private network.",
     )
+    history_url: str = Field(
+        "http://127.0.0.1:6066", description="The stream tier's history page, for the inspector; empty: none."
+    )
+    worker_metrics_urls: str = Field(
+        "",
+        description="Workers' metrics URLs, comma-separated, for the inspector's fleet view (every address a "
+        "host name resolves to is read: a headless Service names all its pods).",
+    )
+
+    def metrics_urls(self) -> list[str]:
+        return [u.strip() for u in self.worker_metrics_urls.split(",") if u.strip()]
 
 
 ROCKSDB_WRITE_BUFFERS = 2  # memtables per table partition: one filling while one flushes
@@ -356,27 +367,6 @@ def masked(settings: Settings) -> dict[str, Any]:
     if settings.schema_registry.url:
         data["schema_registry"]["url"] = redact_url(settings.schema_registry.url)
     return data
-
-
-def redis_connection_kwargs(settings: RedisSettings) -> dict[str, Any]:
-    """Credentials and TLS files as keyword arguments of redis-py's `from_url` (plain, asyncio and
-    cluster clients alike). TLS itself follows the URL scheme: rediss:// turns it on."""
-    kwargs: dict[str, Any] = {}
-    if settings.username:
-        kwargs["username"] = settings.username
-    if settings.password:
-        kwargs["password"] = settings.password.get_secret_value()
-    files = {"ssl_ca_certs": settings.ssl_ca_certs, "ssl_certfile": settings.ssl_certfile}
-    tls = {k: v for k, v in {**files, "ssl_keyfile": settings.ssl_keyfile}.items() if v}
-    if tls and not settings.url.startswith("rediss://"):
-        # A plain connection would ignore them (redis-py rejects them): the user meant TLS.
-        raise ConfigError(
-            f"{', '.join(f'ADCAST_REDIS__{k.upper()}' for k in tls)} set but ADCAST_REDIS__URL "
-            f"({redact_url(settings.url)}) is not rediss://; use a rediss:// URL for TLS"
-        )
-    if bool(settings.ssl_certfile) != bool(settings.ssl_keyfile):
-        raise ConfigError("set both ADCAST_REDIS__SSL_CERTFILE and ADCAST_REDIS__SSL_KEYFILE for a client certificate")
-    return {**kwargs, **tls}
 
 
 def to_env(settings: Settings) -> dict[str, str]:

@@ -7,10 +7,11 @@
   GET /healthz                               200 while Redis answers PING, else 503
   GET /metrics                               Prometheus text
   GET /openapi.json                          the OpenAPI 3 description of these endpoints
+  GET /ui                                    the inspector, a page for people (adcast.inspector.routes)
 
 Errors are JSON, `{"error": {"code": "...", "message": "..."}}`: 400 for a bad request (codes
 missing_user_id, empty_user_id, oversized_user_id, too_many_users), 401 without the bearer token
-`serve.token` asks for (lookups and metrics; /healthz and /openapi.json stay open for probes),
+`serve.token` asks for (lookups, metrics, the inspector; /healthz and /openapi.json stay open),
 404/405 for a wrong path or method, 503 while Redis is unreachable. 5xx bodies are generic: the
 detail (Redis's address, the exception) goes to the service log only. Works on Redis Cluster like
 the client it uses (adcast.store.AsyncAffinityClient). No access log (one line per lookup costs more than the
@@ -37,14 +38,16 @@ from adcast.core.clock import now_ms
 from adcast.core.events import MAX_ID_CHARS
 from adcast.core.slots import SLOT_NAME
 from adcast.errors import AdcastError, BadRequest, StoreUnavailable
+from adcast.inspector.routes import PATHS as INSPECTOR_PATHS
+from adcast.inspector.routes import add_inspector
 from adcast.store import AsyncAffinityClient, StoredAffinities
 
 log = logging.getLogger(__name__)
 
 SETTINGS = web.AppKey("settings", Settings)
 CLIENT = web.AppKey("client", AsyncAffinityClient)
-ENDPOINTS = ("/v1/affinities", "/healthz", "/metrics", "/openapi.json")
-PROTECTED = frozenset({"/v1/affinities", "/metrics"})  # with serve.token set
+ENDPOINTS = ("/v1/affinities", "/healthz", "/metrics", "/openapi.json", *INSPECTOR_PATHS)
+PROTECTED = frozenset({"/v1/affinities", "/metrics"})  # with serve.token set (the inspector checks its own)
 SLOT_NAME_RE = re.compile(SLOT_NAME)
 _JSON = msgspec.json.Encoder()  # the lookup answers: ~10x faster than json.dumps, aiohttp's default
 # Worst case: every character 4 bytes of UTF-8, each percent-encoded as 3.
@@ -348,6 +351,7 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", prometheus_metrics)
     app.router.add_get("/openapi.json", openapi_json)
+    add_inspector(app, settings, CLIENT)
     return app
 
 
@@ -360,6 +364,7 @@ def run(settings: Settings, host: str | None = None, port: int | None = None) ->
     host = host or settings.serve.host
     port = settings.serve.port if port is None else port
     log.info("lookup service on http://%s:%s (GET /v1/affinities, /healthz, /metrics, /openapi.json)", host, port)
+    log.info("inspector on http://%s:%s/ui", host, port)
     web.run_app(
         create_app(settings), host=host, port=port, access_log=None, print=None, handler_args=handler_args(settings)
     )

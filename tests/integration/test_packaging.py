@@ -1,5 +1,5 @@
-"""What `pip install adcast` gets: the schemas inside the wheel, and no local services unless the
-`local` extra is asked for."""
+"""What `pip install adcast` gets: the schemas and the inspector's page inside the wheel, and no
+local services unless the `local` extra is asked for."""
 
 import json
 import subprocess
@@ -36,7 +36,8 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_the_wheel_carries_the_schemas_and_reads_them_outside_a_checkout(wheel, tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     wanted = {"adcast/schemas/registry.json", "adcast/schemas/engagement_event.avsc", "adcast/store/store.lua"}
-    assert wanted <= set(names)
+    page = {f"adcast/inspector/static/{name}" for name in ("index.html", "inspector.js", "inspector.css")}
+    assert wanted | page <= set(names)
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)
     probe = "from adcast.wire import serde; print(serde.schema_dir()); print(len(serde.registry().by_id))"

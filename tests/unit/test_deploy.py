@@ -7,126 +7,39 @@ effective settings from loading them the way the container does (image ENV, then
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import re
-import shlex
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
-import yaml
-from pydantic import BaseModel
+from deploy_manifests import (
+    DEPLOY,
+    DOCKERFILES,
+    ENV_CHECKED,
+    ENV_NAME,
+    K8S,
+    ROOT,
+    YAML_FILES,
+    _adcast_containers,
+    _compose,
+    _container_env,
+    _created_topics,
+    _dockerfile,
+    _docs,
+    _k8s,
+    _kind,
+    _loaded_as_given,
+    _pod_specs,
+    _service_dockerfile,
+    _service_env,
+    _settings_fields,
+    _subcommands,
+    _valid_env_names,
+)
 
-from adcast.cli import build_parser
 from adcast.config import ROCKSDB_WRITE_BUFFERS, Settings, load_settings, to_env
 from adcast.kafka import topic_specs
-
-ROOT = Path(__file__).resolve().parents[2]
-DEPLOY = ROOT / "deploy"
-K8S = DEPLOY / "k8s"
-YAML_FILES = sorted([*DEPLOY.rglob("*.yaml"), *DEPLOY.rglob("*.yml")])
-DOCKERFILES = sorted(p for p in DEPLOY.glob("Dockerfile.*") if p.suffix != ".dockerignore")
-# Files whose ADCAST_* names must be real (the local/ scripts have a variable of their own, ADCAST_BIN).
-ENV_CHECKED = [*YAML_FILES, *DOCKERFILES, DEPLOY / "README.md", ROOT / "docs" / "feature-store.md"]
-ENV_NAME = re.compile(r"\bADCAST_[A-Z0-9_]*[A-Z0-9]\b")
-
-
-def _docs(path: Path) -> list[dict[str, Any]]:
-    return [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
-
-
-def _compose() -> dict[str, Any]:
-    return _docs(DEPLOY / "compose.yaml")[0]
-
-
-def _k8s() -> list[dict[str, Any]]:
-    return [d for p in sorted(K8S.glob("*.yaml")) for d in _docs(p)]
-
-
-def _kind(kind: str) -> list[dict[str, Any]]:
-    return [d for d in _k8s() if d.get("kind") == kind]
-
-
-def _subcommands() -> set[str]:
-    parser = build_parser()
-    actions = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
-    assert len(actions) == 1
-    return set(actions[0].choices)
-
-
-def _settings_fields(model: type[BaseModel] = Settings, prefix: str = "") -> dict[str, Any]:
-    """Environment name -> annotation of every setting, nested groups joined as to_env joins them."""
-    config = Settings.model_config
-    prefix = prefix or config["env_prefix"].upper()
-    fields: dict[str, Any] = {}
-    for name, field in model.model_fields.items():
-        env = prefix + name.upper()
-        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
-            fields |= _settings_fields(field.annotation, env + config["env_nested_delimiter"])
-        else:
-            fields[env] = field.annotation
-    return fields
-
-
-def _valid_env_names() -> set[str]:
-    names = set(_settings_fields())
-    # Variables the code reads directly rather than through Settings (config file, schemas, log level).
-    direct = re.compile(r"""(?:environ\.get\(|environ\[|getenv\()\s*["'](ADCAST_[A-Z0-9_]+)["']""")
-    for path in [*(ROOT / "src" / "adcast").rglob("*.py"), *(ROOT / "stream").rglob("*.py")]:
-        names |= set(direct.findall(path.read_text()))
-    return names
-
-
-def _dockerfile(path: Path) -> tuple[dict[str, str], list[str], list[str]]:
-    """ENV, ENTRYPOINT and CMD of the last stage."""
-    text = re.sub(r"\\\n", " ", path.read_text())
-    last_stage = re.split(r"^FROM\s", text, flags=re.MULTILINE)[-1]
-    env: dict[str, str] = {}
-    entrypoint: list[str] = []
-    cmd: list[str] = []
-    for line in last_stage.splitlines():
-        instruction, _, rest = line.strip().partition(" ")
-        if instruction == "ENV":
-            for token in shlex.split(rest):
-                name, _, value = token.partition("=")
-                env[name] = value
-        elif instruction == "ENTRYPOINT":
-            entrypoint = json.loads(rest)
-        elif instruction == "CMD":
-            cmd = json.loads(rest)
-    return env, entrypoint, cmd
-
-
-def _image_dockerfile(image: str) -> Path:
-    """adcast-<tier>[:tag] is built from deploy/Dockerfile.<tier>."""
-    path = DEPLOY / f"Dockerfile.{image.split(':')[0].removeprefix('adcast-')}"
-    assert path.is_file(), f"image {image} has no Dockerfile in deploy/"
-    return path
-
-
-def _container_env(container: dict[str, Any]) -> dict[str, str]:
-    """What a k8s container sees: image ENV, then envFrom ConfigMaps, then its env values."""
-    env = dict(_dockerfile(_image_dockerfile(container["image"]))[0])
-    maps = {d["metadata"]["name"]: d.get("data", {}) for d in _kind("ConfigMap")}
-    for source in container.get("envFrom", []):
-        if "configMapRef" in source:  # secrets are not in the repository
-            env.update({k: str(v) for k, v in maps[source["configMapRef"]["name"]].items()})
-    env.update({e["name"]: str(e["value"]) for e in container.get("env", []) if "value" in e})
-    return env
-
-
-def _service_dockerfile(service: dict[str, Any]) -> Path:
-    """Compose resolves the context from the compose file's folder, the Dockerfile from the context."""
-    return (DEPLOY / service["build"]["context"] / service["build"]["dockerfile"]).resolve()
-
-
-def _service_env(service: dict[str, Any]) -> dict[str, str]:
-    """What a compose service sees: its Dockerfile's ENV, then its environment."""
-    env = dict(_dockerfile(_service_dockerfile(service))[0]) if "build" in service else {}
-    env.update({k: str(v) for k, v in service.get("environment", {}).items()})
-    return env
 
 
 @pytest.fixture
@@ -144,24 +57,6 @@ def settings_from(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
         return load_settings()
 
     return load
-
-
-def _adcast_containers() -> list[dict[str, Any]]:
-    return [
-        c
-        for d in _k8s()
-        if d["kind"] in {"Deployment", "StatefulSet", "Job", "DaemonSet"}
-        for c in d["spec"]["template"]["spec"]["containers"]
-        if c["image"].startswith("adcast-")
-    ]
-
-
-def _created_topics(script: str) -> dict[str, tuple[int, dict[str, str]]]:
-    """`create NAME PARTITIONS [--config K=V ...]` lines of a topic-creation script."""
-    return {
-        name: (int(partitions), dict(re.findall(r"--config\s+([\w.]+)=(\S+)", rest)))
-        for name, partitions, rest in re.findall(r"^\s*create\s+(\S+)\s+(\d+)(.*)$", script, flags=re.MULTILINE)
-    }
 
 
 @pytest.mark.parametrize("path", YAML_FILES, ids=lambda p: str(p.relative_to(DEPLOY)))
@@ -206,9 +101,13 @@ def test_compose_stream_state_volume_is_the_configured_data_dir(settings_from: A
     assert any(v.split(":")[1] == data_dir for v in service["volumes"])
 
 
+def _component(workload: dict[str, Any]) -> str:
+    return workload["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/component"]
+
+
 def test_inference_requests_a_gpu() -> None:
-    deployments = _kind("Deployment")  # the live inference tier and its shadow
-    assert deployments
+    deployments = [d for d in _kind("Deployment") if _component(d) != "serve"]
+    assert {_component(d) for d in deployments} == {"infer", "infer-shadow"}  # the live inference tier and its shadow
     for deployment in deployments:
         (container,) = deployment["spec"]["template"]["spec"]["containers"]
         assert int(container["resources"]["limits"]["nvidia.com/gpu"]) == 1, deployment["metadata"]["name"]
@@ -220,7 +119,9 @@ def test_metrics_ports_are_annotated(settings_from: Any) -> None:
     for workload in workloads:
         template = workload["spec"]["template"]
         (container,) = template["spec"]["containers"]
-        port = settings_from(_container_env(container)).metrics_port
+        settings = settings_from(_container_env(container))
+        # A worker serves them on the metrics port; `adcast serve` at /metrics of its own port.
+        port = settings.serve.port if _component(workload) == "serve" else settings.metrics_port
         assert port, f"{workload['metadata']['name']} serves no metrics"
         assert template["metadata"]["annotations"]["prometheus.io/port"] == str(port)
         assert port in {p["containerPort"] for p in container["ports"]}
@@ -274,18 +175,6 @@ def test_env_names_are_settings() -> None:
         assert not unknown, f"{path.relative_to(ROOT)}: not adcast settings: {sorted(unknown)}"
 
 
-def _loaded_as_given(settings: Settings, env: dict[str, str]) -> None:
-    """Every ADCAST_* setting of `env` is the value the loaded settings hold."""
-    fields = _settings_fields()
-    for name, value in env.items():
-        if name not in fields:  # not a setting: PATH, or a variable the code reads itself
-            continue
-        held: Any = settings
-        for part in name.removeprefix("ADCAST_").lower().split("__"):
-            held = getattr(held, part)
-        assert str(held).lower() == value.lower(), f"{name}={value!r} loaded as {held!r}"
-
-
 def test_env_values_load(settings_from: Any) -> None:
     for c in _adcast_containers():
         env = _container_env(c)
@@ -314,14 +203,6 @@ def test_k8s_topics_match_topic_specs(settings_from: Any) -> None:
     assert statefulset["spec"]["replicas"] <= expected[settings.topics.name("events")][0]
     for deployment in _kind("Deployment"):
         assert deployment["spec"]["replicas"] <= expected[settings.topics.name("requests")][0]
-
-
-def _pod_specs() -> list[tuple[str, dict[str, Any]]]:
-    return [
-        (d["metadata"]["name"], d["spec"]["template"]["spec"])
-        for d in _k8s()
-        if d["kind"] in {"Deployment", "StatefulSet", "Job", "DaemonSet"}
-    ]
 
 
 def test_every_container_runs_unprivileged_on_a_read_only_root() -> None:
@@ -361,23 +242,31 @@ def test_topics_keep_acked_writes_through_the_loss_of_a_broker() -> None:
     assert '--config min.insync.replicas="$MIN_INSYNC_REPLICAS"' in "\n".join(container["args"])
 
 
-def test_ingress_is_closed_but_for_metrics_and_the_history_page() -> None:
+def test_ingress_is_closed_but_for_metrics_the_history_page_and_serve() -> None:
     policies = _kind("NetworkPolicy")
     adcast = {"app.kubernetes.io/name": "adcast"}
     stream = adcast | {"app.kubernetes.io/component": "stream"}
     serve = adcast | {"app.kubernetes.io/component": "serve"}
     assert any(p["spec"]["podSelector"]["matchLabels"] == adcast and "ingress" not in p["spec"] for p in policies)
     opened = [(p["spec"]["podSelector"]["matchLabels"], r) for p in policies for r in p["spec"].get("ingress", [])]
-    assert sorted(port["port"] for _, r in opened for port in r["ports"]) == ["history", "metrics"]
-    for pods, rule in opened:
-        if [port["port"] for port in rule["ports"]] == ["history"]:
-            # Only the stream pods serve it, to `adcast serve` and to each other (Faust forwards between them).
-            assert pods == stream
-            assert rule["from"] == [{"podSelector": {"matchLabels": serve}}, {"podSelector": {"matchLabels": stream}}]
+    assert sorted(port["port"] for _, r in opened for port in r["ports"]) == ["history", "http", "metrics"]
+    by_port = {rule["ports"][0]["port"]: (pods, rule["from"]) for pods, rule in opened}
+    # Only the stream pods serve the history page, to `adcast serve` and to each other (Faust forwards).
+    assert by_port["history"] == (
+        stream,
+        [{"podSelector": {"matchLabels": serve}}, {"podSelector": {"matchLabels": stream}}],
+    )
+    # Metrics: to Prometheus's namespace, and to the inspector's fleet view.
+    assert by_port["metrics"][1][1] == {"podSelector": {"matchLabels": serve}}
+    # The lookups and the inspector: only serve pods, to their labelled clients and Prometheus.
+    assert by_port["http"][0] == serve
+    for source in by_port["http"][1]:
+        (labels,) = [s["matchLabels"] for s in source.values()]
+        assert labels in ({"adcast.io/serve-client": "true"}, {"adcast.io/scrapes-metrics": "true"}), source
+    ports = {"stream": {"metrics", "history"}, "serve": {"http"}}
     for name, pod in _pod_specs():
         for c in pod["containers"]:
-            allowed = {"metrics", "history"} if c["name"] == "stream" else {"metrics"}
-            assert {p["name"] for p in c.get("ports", [])} <= allowed, f"{name}/{c['name']}"
+            assert {p["name"] for p in c.get("ports", [])} <= ports.get(c["name"], {"metrics"}), f"{name}/{c['name']}"
 
 
 def test_the_history_page_is_served_on_its_port(settings_from: Any) -> None:
@@ -409,3 +298,37 @@ def test_stream_pods_have_room_for_rocksdb_when_a_pod_is_down(settings_from: Any
         settings.stream.rocksdb_block_cache_mb + ROCKSDB_WRITE_BUFFERS * settings.stream.rocksdb_write_buffer_mb
     )
     assert held * per_partition_mb + baseline_mb <= limit_mb
+
+
+def test_serve_reads_the_history_page_and_every_workers_metrics(settings_from: Any) -> None:
+    (deployment,) = [d for d in _kind("Deployment") if _component(d) == "serve"]
+    template = deployment["spec"]["template"]
+    (container,) = template["spec"]["containers"]
+    settings = settings_from(_container_env(container))
+    assert settings.serve.host == "0.0.0.0"
+    assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"http": settings.serve.port}
+    services = {s["metadata"]["name"]: s for s in _kind("Service")}
+    assert services["adcast-serve"]["spec"]["selector"] == template["metadata"]["labels"]
+    assert services["adcast-serve"]["spec"]["ports"] == [
+        {"name": "http", "port": settings.serve.port, "targetPort": "http"}
+    ]
+    # The history page through the stream pods' Service (any pod answers for any user).
+    (statefulset,) = _kind("StatefulSet")
+    stream = settings_from(_container_env(statefulset["spec"]["template"]["spec"]["containers"][0]))
+    assert settings.serve.history_url == f"http://{statefulset['spec']['serviceName']}:{stream.stream.web_port}"
+    # Every worker's metrics: headless Services, whose names resolve to each pod they select.
+    covered = set()
+    for url in settings.serve.metrics_urls():
+        parts = urlsplit(url)
+        spec = services[str(parts.hostname)]["spec"]
+        assert spec["clusterIP"] == "None" and parts.path == "/metrics", url
+        assert {"name": "metrics", "port": parts.port, "targetPort": "metrics"} in spec["ports"], url
+        for workload in [*_kind("StatefulSet"), *_kind("Deployment")]:
+            if spec["selector"].items() <= workload["spec"]["template"]["metadata"]["labels"].items():
+                covered.add(_component(workload))
+    assert covered == {"stream", "infer", "infer-shadow"}
+    compose = _compose()["services"]
+    served = settings_from(_service_env(compose["serve"]))
+    assert served.serve.history_url == f"http://stream:{settings_from(_service_env(compose['stream'])).stream.web_port}"
+    assert sorted(served.serve.metrics_urls()) == ["http://infer:9464/metrics", "http://stream:9464/metrics"]
+    assert f"127.0.0.1:{served.serve.port}:{served.serve.port}" in compose["serve"]["ports"]

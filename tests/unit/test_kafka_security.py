@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from adcast.config import load_settings, masked, override, redis_connection_kwargs, to_env
+from adcast.config import load_settings, masked, override, to_env
 from adcast.errors import ConfigError
 from adcast.kafka import aiokafka_config, confluent_config
+from adcast.store.connection import redis_connection_kwargs
 
 SECRETS = ("kafka-s3cret", "k3y-s3cret", "redis-s3cret", "url-s3cret")
 

@@ -8,8 +8,6 @@ import logging
 import os
 import socket
 import time
-import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -17,6 +15,7 @@ from urllib.parse import urlparse
 from adcast.config import Settings
 from adcast.errors import ServiceError
 from adcast.local.services import local_services
+from adcast.scrape import Scrape, scrape_url
 
 log = logging.getLogger(__name__)
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
@@ -39,37 +38,9 @@ def tree_cpu_seconds(pid: int) -> float:
     return total
 
 
-@dataclass
-class Scrape:
-    samples: dict[str, list[tuple[dict[str, str], float]]]
-
-    def total(self, name: str, **labels: str) -> float:
-        return sum(v for lab, v in self.samples.get(name, []) if all(lab.get(k) == x for k, x in labels.items()))
-
-    def by_label(self, name: str, label: str) -> dict[str, float]:
-        out: dict[str, float] = {}
-        for lab, v in self.samples.get(name, []):
-            out[lab.get(label, "")] = out.get(lab.get(label, ""), 0.0) + v
-        return out
-
-    def buckets(self, name: str) -> list[tuple[float, float]]:
-        """(upper bound, cumulative count) of a histogram, in order."""
-        return sorted((float(lab["le"]), v) for lab, v in self.samples.get(f"{name}_bucket", []))
-
-
 def scrape(port: int) -> Scrape:
-    from prometheus_client.parser import text_string_to_metric_families
-
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
-            text = r.read().decode()
-    except OSError as exc:
-        raise ServiceError(f"cannot read a worker's metrics on port {port}: {exc}") from exc
-    samples: dict[str, list[tuple[dict[str, str], float]]] = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            samples.setdefault(s.name, []).append((dict(s.labels), float(s.value)))
-    return Scrape(samples)
+    """A loopback worker's metrics (adcast.scrape reads them)."""
+    return scrape_url(f"http://127.0.0.1:{port}/metrics")
 
 
 def delete_run_topics(settings: Settings) -> None:
@@ -126,25 +97,10 @@ def consumer_lag(settings: Settings, group: str, topic: str, produced: int) -> i
     The topic is fresh, so its end offsets sum to the messages produced to it; `produced` (known
     to the caller) stands in where the broker reports less: the local Tansu answers ListOffsets
     with the base offset of a partition's last record batch plus one, not the offset after it."""
-    from confluent_kafka import Consumer, TopicPartition
+    from adcast.kafka.lag import group_offsets
 
-    from adcast.kafka import confluent_config
-
-    # committed() asks the group coordinator for offsets; only subscribe() would join the group.
-    consumer = Consumer({**confluent_config(settings), "group.id": group, "enable.auto.commit": False, "log_level": 2})
-    try:
-        partitions = sorted(consumer.list_topics(topic, timeout=10).topics[topic].partitions)
-        committed = consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=10)
-        end = done = 0
-        for tp in committed:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, tp.partition), timeout=10)
-            end += high
-            done += tp.offset if tp.offset >= 0 else low
-        return max(0, max(end, produced) - done)
-    except Exception as exc:
-        raise ServiceError(f"cannot read the offsets of group {group} on {topic}: {exc}") from exc
-    finally:
-        consumer.close()
+    end, done = group_offsets(settings, group, topic)
+    return max(0, max(end, produced) - done)
 
 
 def read_topic(settings: Settings, topic: str, expected: int, timeout_s: float = 60.0) -> list[bytes]:

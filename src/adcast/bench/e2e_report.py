@@ -8,9 +8,9 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from adcast.bench._harness import Scrape
 from adcast.config import Settings
 from adcast.core.ranking import percentile
+from adcast.scrape import Scrape
 from adcast.wire import serde
 
 if TYPE_CHECKING:

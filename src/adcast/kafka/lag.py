@@ -1,6 +1,7 @@
 """adcast_consumer_lag, one reporter for both tiers: per partition a worker holds, the high
 watermark minus how far the worker got; partitions it no longer holds are dropped (a stale value
-would lie). Lag is telemetry: a partition revoked while it is read is skipped, never an error."""
+would lie). Lag is telemetry: a partition revoked while it is read is skipped, never an error.
+`group_offsets` reads a group's lag from Kafka itself, for readers outside the group."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from adcast import metrics
+from adcast.config import Settings
+from adcast.errors import ServiceError
 
 
 class LagReporter:
@@ -44,3 +47,33 @@ class LagReporter:
         """A stopped worker holds no partitions."""
         metrics.forget_lag(self._labels)
         self._labels = set()
+
+
+def group_offsets(settings: Settings, group: str, topic: str, timeout_s: float = 10.0) -> tuple[int, int]:
+    """(end, committed) of a consumer group on a topic, each summed over its partitions: the high
+    watermarks, and the group's committed offsets (a partition without a commit counts from its
+    low watermark). Read by a consumer that never joins the group (committed() only asks the
+    coordinator). The lag is end - committed; the local Tansu reports ends low (adcast_consumer_lag)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    from adcast.kafka.clients import confluent_config
+
+    conf = {**confluent_config(settings), "group.id": group, "enable.auto.commit": False, "log_level": 2}
+    consumer = Consumer(conf)
+    try:
+        meta = consumer.list_topics(topic, timeout=timeout_s).topics.get(topic)
+        if meta is None or meta.error is not None or not meta.partitions:
+            raise ServiceError(f"topic {topic} does not exist at {settings.kafka.bootstrap_servers}")
+        committed = consumer.committed([TopicPartition(topic, p) for p in sorted(meta.partitions)], timeout=timeout_s)
+        end = done = 0
+        for tp in committed:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, tp.partition), timeout=timeout_s)
+            end += high
+            done += tp.offset if tp.offset >= 0 else low
+        return end, done
+    except ServiceError:
+        raise
+    except Exception as exc:  # KafkaException: the broker did not answer in time
+        raise ServiceError(f"cannot read the offsets of group {group} on {topic}: {exc}") from exc
+    finally:
+        consumer.close()

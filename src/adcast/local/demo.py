@@ -1,15 +1,17 @@
 """`adcast demo` (what `make demo` runs): the whole path once, on local services.
 
 Starts the broker and redis-server (unless running), generates the synthetic world and trains
-the demo model (both cached under <home>), starts a stream worker and an inference worker as
-subprocesses, replays a slice of the world live, waits until every user's prediction in Redis
-has caught up with their newest event, prints what it read back, and stops what it started.
+the demo model (both cached under <home>), starts a stream worker, an inference worker and `adcast
+serve` (the inspector) as subprocesses, replays a slice of the world live, waits until every
+user's prediction in Redis has caught up with their newest event, prints what it read back and the
+inspector's address, and stops what it started (`--keep` leaves it all running).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -19,7 +21,7 @@ from adcast.core.prompt import PROMPT_FORMAT_VERSION
 from adcast.core.ranking import percentile
 from adcast.data.files import read_records, write_records
 from adcast.errors import ServiceError
-from adcast.local.services import LOCAL_BROKER_TIMINGS, local_services
+from adcast.local.services import LOCAL_BROKER_TIMINGS, free_port, local_services
 from adcast.local.workers import WorkerProcess, start_worker
 from adcast.model_meta import META_FILE
 from adcast.store import AffinityClient, StoredAffinities
@@ -131,6 +133,56 @@ def isolated_settings(settings: Settings, name: str, run_dir: Path) -> Settings:
     )
 
 
+def with_inspector(settings: Settings) -> tuple[Settings, dict[str, int]]:
+    """The settings with the stream worker's history page on a free port and `adcast serve` (on
+    serve.port when it is free) reading it and both workers' metrics; returns the workers' metrics
+    ports too. The inspector then shows everything the demo runs."""
+    metrics = {"stream": free_port(), "infer": free_port()}
+    web = free_port()
+    with socket.socket() as s:
+        port = settings.serve.port if s.connect_ex(("127.0.0.1", settings.serve.port)) else free_port()
+    urls = ",".join(f"http://127.0.0.1:{p}/metrics" for p in metrics.values())
+    settings = override(
+        settings,
+        stream={"web_port": web, "web_host": "127.0.0.1", "web_bind": "127.0.0.1"},
+        serve={"port": port, "history_url": f"http://127.0.0.1:{web}", "worker_metrics_urls": urls},
+    )
+    return settings, metrics
+
+
+def start_pipeline(settings: Settings, metrics: dict[str, int], logs: Path, workers: list[WorkerProcess]) -> None:
+    """Both tiers' workers and `adcast serve`, into `workers` as they start (the caller stops
+    them), then ready; a serve that does not start is reported and left out."""
+    env = to_env(settings)
+    for tier, port in metrics.items():
+        workers.append(start_worker(tier, {**env, "ADCAST_METRICS_PORT": str(port)}, logs / f"{tier}.log"))
+    serve = start_worker("serve", env, logs / "serve.log")
+    workers.append(serve)
+    for w in workers[:-1]:
+        w.wait_ready()
+    try:
+        serve.wait_ready(30)
+    except ServiceError as exc:
+        print(f"the inspector did not start, the demo goes on without it: {exc}")
+        serve.stop()
+        workers.remove(serve)
+
+
+def _print_inspector(settings: Settings, user: str, workers: list[WorkerProcess], keep_running: bool) -> None:
+    if not any(w.tier == "serve" for w in workers):
+        return
+    host = "127.0.0.1" if settings.serve.host in ("0.0.0.0", "::") else settings.serve.host
+    url = f"http://{host}:{settings.serve.port}/ui"
+    print(f"inspector: {url}?user_id={user}  (fleet view: {url}?view=fleet)")
+    if settings.serve.token is not None:
+        print("  serve.token is set: add &token=<serve.token> to the address once")
+    if keep_running:
+        pids = " ".join(str(w.proc.pid) for w in workers)
+        print(f"left running (--keep): stop the workers and the inspector with `kill {pids}`; services: `adcast down`")
+    else:
+        print("  it stops with the demo; `adcast demo --keep` (make demo DEMO_ARGS=--keep) leaves it running")
+
+
 def _replay_slice(world: Path, out: Path, max_events: int) -> Path:
     """The world's newest `max_events` events, with their users' profiles."""
     events = sorted(read_records(world, "events"), key=lambda e: e["event_time"])[-max_events:]
@@ -175,12 +227,10 @@ def run_demo(settings: Settings, users: int, replay_events: int, rate: float, ke
         settings = override(settings, infer={"model_dir": str(ensure_model(home, world))})
         replay_dir = _replay_slice(world, home / "runs" / run_id / "replay", replay_events)
 
-        env = to_env(settings)
+        settings, metrics_ports = with_inspector(settings)
         logs = home / "runs" / run_id
-        print(f"starting the stream and inference workers (logs in {logs})")
-        workers = [start_worker("stream", env, logs / "stream.log"), start_worker("infer", env, logs / "infer.log")]
-        for w in workers:
-            w.wait_ready()
+        print(f"starting the stream and inference workers and the inspector (logs in {logs})")
+        start_pipeline(settings, metrics_ports, logs, workers)
         summary = replay(settings, replay_dir, rate=rate, live=True, collect=True)
         print(f"replayed {summary.events} events live at {rate:.0f}/s in {summary.seconds:.1f}s")
         expected = expected_versions(summary.delivered)
@@ -195,6 +245,7 @@ def run_demo(settings: Settings, users: int, replay_events: int, rate: float, ke
             )
         _print_report(replay_dir, done)
         print(f"demo finished in {time.monotonic() - t0:.0f}s")
+        _print_inspector(settings, sorted(done)[0], workers, keep_running)
         return 0
     finally:
         if not keep_running:

@@ -1,8 +1,9 @@
-"""Start and stop the tier workers as subprocesses, exactly as an operator runs them.
+"""Start and stop the tier workers (and `adcast serve`) as subprocesses, exactly as an operator runs them.
 
 Each tier lives in its own virtual environment, so each worker is started through that
 environment's `adcast` executable: $ADCAST_STREAM_BIN and $ADCAST_INFER_BIN (the Makefile sets
 both), else the checkout's `.venv-stream` / `.venv-infer`, else `adcast` beside this interpreter.
+`adcast serve` needs neither tier's extra; it runs from the inference tier's environment.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from pathlib import Path
 
 from adcast.errors import ServiceError
 
-READY_MARKERS = {"stream": "[^Worker]: Ready", "infer": "inference worker started"}
+READY_MARKERS = {"stream": "[^Worker]: Ready", "infer": "inference worker started", "serve": "inspector on http://"}
+ENVIRONMENT_OF = {"serve": "infer"}  # a command outside the tiers, and the environment it runs from
 
 
 def tier_binary(tier: str) -> str:
@@ -69,7 +71,7 @@ class WorkerProcess:
 
 
 def start_worker(tier: str, env: dict[str, str], log_path: Path, args: tuple[str, ...] = ()) -> WorkerProcess:
-    binary = tier_binary(tier)
+    binary = tier_binary(ENVIRONMENT_OF.get(tier, tier))
     if not Path(binary).exists():
         raise ServiceError(
             f"no adcast executable for the {tier} tier at {binary}; create its environment "

@@ -12,8 +12,29 @@ from collections.abc import Iterator
 from typing import Any
 
 from adcast import metrics
-from adcast.config import RedisSettings, redact_url, redis_connection_kwargs
+from adcast.config import RedisSettings, redact_url
 from adcast.errors import ConfigError, StoreKeyError, StoreUnavailable
+
+
+def redis_connection_kwargs(settings: RedisSettings) -> dict[str, Any]:
+    """Credentials and TLS files as keyword arguments of redis-py's `from_url` (plain, asyncio and
+    cluster clients alike). TLS itself follows the URL scheme: rediss:// turns it on."""
+    kwargs: dict[str, Any] = {}
+    if settings.username:
+        kwargs["username"] = settings.username
+    if settings.password:
+        kwargs["password"] = settings.password.get_secret_value()
+    files = {"ssl_ca_certs": settings.ssl_ca_certs, "ssl_certfile": settings.ssl_certfile}
+    tls = {k: v for k, v in {**files, "ssl_keyfile": settings.ssl_keyfile}.items() if v}
+    if tls and not settings.url.startswith("rediss://"):
+        # A plain connection would ignore them (redis-py rejects them): the user meant TLS.
+        raise ConfigError(
+            f"{', '.join(f'ADCAST_REDIS__{k.upper()}' for k in tls)} set but ADCAST_REDIS__URL "
+            f"({redact_url(settings.url)}) is not rediss://; use a rediss:// URL for TLS"
+        )
+    if bool(settings.ssl_certfile) != bool(settings.ssl_keyfile):
+        raise ConfigError("set both ADCAST_REDIS__SSL_CERTFILE and ADCAST_REDIS__SSL_KEYFILE for a client certificate")
+    return {**kwargs, **tls}
 
 
 def _connection_kwargs(settings: RedisSettings) -> dict[str, Any]:
