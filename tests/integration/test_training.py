@@ -49,6 +49,20 @@ def test_training_is_deterministic_and_resume_equals_an_uninterrupted_run(small_
     assert report.last_loss == reference.last_loss
 
 
+def test_derived_epochs_end_a_partial_last_pass_on_its_share_of_steps(small_world, tmp_path, monkeypatch):
+    """Without --epochs, a data set larger than a run's worth of examples gets a fractional number
+    of passes (auto_epochs); the run stops within the last pass, after that share of its steps."""
+    import adcast.train.trainer as trainer
+
+    monkeypatch.setattr(trainer, "auto_epochs", lambda examples: 1.5)
+    report = trainer.train(small_world, tmp_path / "m", trainer.TrainConfig(relabel=0.0), progress=False)
+    trained = json.loads((tmp_path / "m" / META_FILE).read_text())["trained"]
+    steps_per_epoch = math.ceil(trained["examples"] / trainer.TrainConfig().batch_size)
+    assert trained["epochs"] == 1.5
+    assert trained["steps"] == math.ceil(1.5 * steps_per_epoch)
+    assert report.epochs == pytest.approx(1.5, abs=1 / steps_per_epoch)
+
+
 def test_fine_tunes_a_local_pretrained_checkpoint_with_advertiser_tokens_added(small_world, tmp_path):
     """`--base`: a small 'pretrained' checkpoint this test saves itself (its own vocabulary, no
     advertiser tokens) gets the advertiser tokens added, initialised from their names, and trains."""

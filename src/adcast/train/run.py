@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import random
 import time
 from contextlib import nullcontext
@@ -68,7 +69,7 @@ class RunData:
     val_ids: list[int]
     copyable: list[int]  # training examples whose target is not new to the user: those relabelled
     relabel_copies: float
-    epochs: int  # asked for, or derived from the training examples (auto_epochs)
+    epochs: float  # asked for, or derived from the training examples (auto_epochs; the last may be partial)
     pad_id: int
 
 
@@ -99,15 +100,18 @@ class Run:
     bar: Any  # tqdm's progress bar
     accumulate: int
     steps_per_epoch: int
+    total_steps: int  # of the whole run: the epochs' steps, the last epoch's cut to its share
     epoch0: int  # where the run starts: 0, 0 unless it resumes
     step0: int
     losses: list[float]  # of every step so far
 
     def run_epochs(self) -> None:
         """Train until the last epoch, the time box or early stopping ends the run."""
-        for epoch in range(self.epoch0, self.data.epochs):
+        for epoch in range(self.epoch0, math.ceil(self.data.epochs)):
             seen, steps = self.plan(epoch)
             for step in range(self.step0 if epoch == self.epoch0 else 0, len(steps)):
+                if len(self.losses) >= self.total_steps:
+                    break  # a partial last epoch
                 self.step(epoch, step, seen, steps)
                 if self.opt.box.expired:
                     minutes, done = self.cfg.max_minutes, len(self.losses)
@@ -116,7 +120,7 @@ class Run:
             # A time box may end an epoch early: its weights are scored like a whole epoch's.
             if self.data.val_ids and len(self.best.losses) <= epoch and self.validate(epoch):
                 break
-            if self.opt.box.expired:
+            if self.opt.box.expired or len(self.losses) >= self.total_steps:
                 break
         self.bar.close()
 
@@ -272,7 +276,7 @@ def _facts(run: Run, base: str | None, limits: HistoryLimits) -> dict[str, Any]:
     return {
         "data_fingerprint": manifest.data_fingerprint,
         "examples": len(run.data.examples),
-        "epochs": run.data.epochs,
+        "epochs": round(run.data.epochs, 3),
         "seed": cfg.seed,
         "lr": cfg.lr,
         "weight_decay": cfg.weight_decay,

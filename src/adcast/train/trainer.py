@@ -242,7 +242,7 @@ def _start_run(
     continues from."""
     copy_score = CopyScore().to(device)
     steps_per_epoch = _steps_per_epoch(cfg, data, accumulate, ranks)
-    total = steps_per_epoch * data.epochs
+    total = math.ceil(steps_per_epoch * data.epochs)
     opt = _build_optimizer(cfg, net, copy_score, total, ranks)
     checkpoints = _checkpoints(cfg, base, data.manifest, out)
     head = AdvertiserHead(net.model, copy_score, torch.tensor(net.token_ids, device=device))
@@ -264,6 +264,7 @@ def _start_run(
         bar=bar,
         accumulate=accumulate,
         steps_per_epoch=steps_per_epoch,
+        total_steps=total,
         epoch0=epoch0,
         step0=step0,
         losses=losses,
