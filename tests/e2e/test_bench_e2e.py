@@ -41,6 +41,9 @@ def test_bench_e2e_reports_consistent_figures_and_cleans_up(settings, broker, re
     f = r["freshness_s"]
     assert f["count"] == r["redis_writes"]
     assert 0 <= f["p50"] <= f["p95"] <= f["p99"] <= f["max"]
+    d = r["top10_drift"]  # one per taken prediction after each user's first
+    assert 0 < d["count"] < f["count"] and 0 <= d["p50"] <= 1 and 0 <= d["mean"] <= 1
+    assert f"over {d['count']:,} predictions after a user's first" in report
 
     b = r["batch_size"]
     assert 1 <= b["batches"] <= r["predictions"]

@@ -11,6 +11,8 @@ pipeline has drained, and reports:
                        that Redis took (the affinities topic carries each scored prediction with its
                        computed_at, stamped just before the Redis write, and the newest event time
                        of the scored history; a prediction that lost the version check is left out)
+  top-10 drift         per taken prediction after a user's first, the share of its top 10 that the
+                       one before did not hold: what an LLM call changed for a reader of the top 10
   predictions/event    LLM predictions (requests scored: the inference worker's Redis writes, stale
                        ones included) / events replayed; also requests emitted (by trigger reason),
                        requests superseded inside a micro-batch, and those dead-lettered
@@ -57,7 +59,7 @@ from adcast.bench._harness import (
     start_local_services,
     tree_cpu_seconds,
 )
-from adcast.bench.e2e_report import Measured, freshness, report
+from adcast.bench.e2e_report import Measured, report, taken_predictions
 
 # The command line reads a benchmark's table and exit code from its module (adcast.bench).
 from adcast.bench.e2e_report import exit_code as exit_code
@@ -258,7 +260,7 @@ def _replay_and_drain(
     lag_drained = _lag(settings, summary.events, stream_m, unprocessed=False)
     # Every scored prediction is written to Redis (or found stale there) and published.
     published = round(infer_m.total("adcast_store_writes_total"))
-    fresh = freshness(read_topic(settings, settings.topics.name("affinities"), published))
+    fresh, drift = taken_predictions(read_topic(settings, settings.topics.name("affinities"), published))
     return Measured(
         summary=summary,
         expected=expected,
@@ -271,6 +273,7 @@ def _replay_and_drain(
         lag_replay_end=lag_replay_end,
         lag_drained=lag_drained,
         fresh=fresh,
+        drift=drift,
         load_before=load_before,
         load_after=load_after,
     )

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from adcast.config import Settings
-from adcast.core.ranking import percentile
+from adcast.core.ranking import percentile, top_k_drift
 from adcast.scrape import Scrape
 from adcast.wire import serde
 
@@ -25,17 +25,25 @@ def bucket_quantile(buckets: list[tuple[float, float]], q: float) -> float:
     return next(le for le, cum in buckets if cum >= q * count)
 
 
-def freshness(updates: list[bytes]) -> list[float]:
-    """Seconds from newest event to Redis write for every published prediction that Redis took:
-    per user (one partition, in write order) only versions above the ones before it."""
+def taken_predictions(updates: list[bytes]) -> tuple[list[float], list[float]]:
+    """For every published prediction that Redis took (per user, one partition in write order:
+    only versions above the ones before it): seconds from newest event to Redis write; and, for
+    each after a user's first, its top-10 drift from the one before (core.ranking.top_k_drift)."""
     best: dict[str, int] = {}
-    out: list[float] = []
+    top: dict[str, list[str]] = {}
+    fresh: list[float] = []
+    drift: list[float] = []
     for raw in updates:
         a = serde.decode(serde.AFFINITY, raw)
-        if a["version"] > best.get(a["user_id"], -1):
-            best[a["user_id"]] = a["version"]
-            out.append((a["computed_at"] - a["newest_event_time"]) / 1000)
-    return out
+        user = a["user_id"]
+        if a["version"] > best.get(user, -1):
+            best[user] = a["version"]
+            fresh.append((a["computed_at"] - a["newest_event_time"]) / 1000)
+            current = [s["advertiser_id"] for s in a["advertisers"]]
+            if user in top:
+                drift.append(top_k_drift(top[user], current))
+            top[user] = current
+    return fresh, drift
 
 
 @dataclass
@@ -51,6 +59,7 @@ class Measured:
     lag_replay_end: dict[str, int]
     lag_drained: dict[str, int]
     fresh: list[float]
+    drift: list[float]  # top-10 drift of each taken prediction after a user's first
     load_before: tuple[float, float, float]
     load_after: tuple[float, float, float]
 
@@ -85,6 +94,11 @@ def report(
             "cpu_threads": settings.infer.cpu_threads,
         },
         "freshness_s": _freshness_figures(m.fresh),
+        "top10_drift": {
+            "count": len(m.drift),
+            "mean": round(sum(m.drift) / len(m.drift), 4) if m.drift else float("nan"),
+            "p50": round(percentile(m.drift, 50), 4),
+        },
         "requests_emitted": round(stream_m.total("adcast_requests_emitted_total")),
         "requests_by_reason": {
             k: round(v) for k, v in stream_m.by_label("adcast_requests_emitted_total", "reason").items()
@@ -141,7 +155,7 @@ def exit_code(r: dict[str, Any]) -> int:
 
 
 def format_report(r: dict[str, Any]) -> str:
-    f, b, tr = r["freshness_s"], r["batch_size"], r["trigger"]
+    f, b, tr, d = r["freshness_s"], r["batch_size"], r["trigger"], r["top10_drift"]
     lr, ld = r["lag_at_replay_end"], r["lag_after_drain"]
     reasons = ", ".join(f"{k} {v:,}" for k, v in sorted(r["requests_by_reason"].items()))
     rows = [
@@ -161,6 +175,11 @@ def format_report(r: dict[str, Any]) -> str:
             f"over {f['count']:,} Redis writes",
         ),
         ("LLM predictions / event", f"{r['predictions_per_event']:.3f} ({r['predictions']:,} predictions)"),
+        (
+            "top-10 drift per call",
+            f"mean {d['mean']:.2f}, p50 {d['p50']:.2f} of the top 10 replaced, over {d['count']:,} predictions "
+            "after a user's first",
+        ),
         (
             "requests emitted",
             f"{r['requests_emitted']:,} ({reasons}); {r['requests_superseded']:,} superseded in a micro-batch",

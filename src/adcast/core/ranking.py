@@ -63,3 +63,12 @@ def percentile(values: Sequence[float], q: float) -> float:
     if len(values) < 2:
         return values[0] if values else float("nan")
     return statistics.quantiles(values, n=100, method="inclusive")[max(0, min(98, round(q) - 1))]
+
+
+def top_k_drift(previous: Sequence[str], current: Sequence[str], k: int = 10) -> float:
+    """The share of `current`'s top k that `previous`'s top k did not hold: 0 when a new prediction
+    changed nothing a reader of the top k sees, 1 when it replaced all of it (an LLM call's worth)."""
+    shown = current[:k]
+    if not shown:
+        return 0.0
+    return len(set(shown) - set(previous[:k])) / len(shown)
