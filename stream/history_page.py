@@ -28,11 +28,11 @@ import faust
 from faust import web
 from faust.web.exceptions import ServiceUnavailable
 
-from adcast.core.events import check_id
+from adcast.core.events import one_user_id
 from adcast.core.history import HistoryLimits, UserHistory
 from adcast.core.prompt import PROMPT_FORMAT_VERSION, render
 from adcast.core.requests import PredictionRequest
-from adcast.errors import BadRequest, InvalidEvent
+from adcast.errors import BadRequest
 from stream.processor import StreamProcessor, decode_history
 from stream.transport import Producer
 
@@ -48,15 +48,7 @@ _HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
 
 def user_of(query: Any) -> str:
     """The one user id of the query string (the ids' rules of ingest), or BadRequest."""
-    users: list[str] = query.getall("user_id", [])
-    if not users:
-        raise BadRequest("missing_user_id", f"give one user id: {PATH}?user_id=U")
-    if len(users) > 1:
-        raise BadRequest("too_many_users", f"{len(users)} user_id parameters; this page shows one user per request")
-    try:
-        return check_id("user_id", users[0])
-    except InvalidEvent as exc:
-        raise BadRequest(exc.reason, exc.detail) from exc
+    return one_user_id(query.getall("user_id", []), f"{PATH}?user_id=U")
 
 
 def answer(history: UserHistory, limits: HistoryLimits, due_at: int | None, served_by: str) -> dict[str, Any]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from adcast.errors import InvalidEvent
+from adcast.errors import BadRequest, InvalidEvent
 
 IMPRESSION = "impression"
 VIEW = "view"
@@ -54,6 +54,18 @@ def check_id(name: str, value: Any) -> str:
     if len(value) > MAX_ID_CHARS:
         raise InvalidEvent(f"oversized_{name}", f"{name} has {len(value)} chars, limit {MAX_ID_CHARS}")
     return value
+
+
+def one_user_id(given: list[str], usage: str) -> str:
+    """The one user id of a request that shows one user (ingest's id rules), or BadRequest with
+    its reason code; `usage` says how to ask."""
+    if len(given) != 1:
+        code = "missing_user_id" if not given else "too_many_users"
+        raise BadRequest(code, f"{len(given)} user_id parameters; give exactly one: {usage}")
+    try:
+        return check_id("user_id", given[0])
+    except InvalidEvent as exc:
+        raise BadRequest(exc.reason, exc.detail) from exc
 
 
 def _check_field(name: str, value: Any) -> str | None:

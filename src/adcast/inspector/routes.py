@@ -30,9 +30,9 @@ from aiohttp import web
 
 from adcast.config import Settings
 from adcast.core.clock import now_ms
-from adcast.core.events import check_id
+from adcast.core.events import one_user_id
 from adcast.core.slots import check_slot
-from adcast.errors import BadRequest, ConfigError, InvalidEvent
+from adcast.errors import BadRequest, ConfigError
 from adcast.inspector import views
 from adcast.inspector.sources import FleetSampler, LagReader, NamesFeed, fetch_history, read_pointer
 from adcast.store import AsyncAffinityClient
@@ -138,14 +138,9 @@ def asset(name: str, content_type: str) -> Handler:
 
 def query_of(query: Any) -> tuple[str, list[str]]:
     """The one user id (ingest's id rules) and the slots asked for, or BadRequest."""
-    users: list[str] = query.getall("user_id", [])
-    if len(users) != 1:
-        raise BadRequest("missing_user_id" if not users else "too_many_users", "give one user id: ?user_id=U")
+    user_id = one_user_id(query.getall("user_id", []), f"{API_USER}?user_id=U")
     try:
-        user_id = check_id("user_id", users[0])
         slots = [check_slot(s) for s in query.get("slots", "").split(",") if s]
-    except InvalidEvent as exc:
-        raise BadRequest(exc.reason, exc.detail) from exc
     except ConfigError as exc:
         raise BadRequest("invalid_slot", str(exc)) from exc
     return user_id, slots

@@ -27,7 +27,7 @@ from adcast.core.slots import SlotPointer, pointer_key
 from adcast.errors import AdcastError
 from adcast.inspector.views import counters_since, merged
 from adcast.kafka.advertiser_names import AdvertiserName, AdvertiserNames
-from adcast.kafka.lag import group_offsets
+from adcast.kafka.lag import OffsetsUnreadable, group_offsets
 from adcast.scrape import Scrape, parse
 from adcast.store import AsyncAffinityClient
 from adcast.store.connection import mapped_errors
@@ -231,9 +231,10 @@ class LagReader:
                     try:
                         end, committed = group_offsets(s, groups[tier], topic, LAG_TIMEOUT_S)
                         row |= {"lag": max(0, end - committed), "end": end, "committed": committed}
-                    except AdcastError as exc:
+                    except OffsetsUnreadable as exc:
+                        row["error"] = failed = str(exc)
+                    except AdcastError as exc:  # a missing topic: the other topics may still be read
                         row["error"] = str(exc)
-                        failed = str(exc) if "cannot read the offsets" in str(exc) else None
                 else:  # the broker did not answer: not once per topic
                     row["error"] = failed
                 rows.append(row)

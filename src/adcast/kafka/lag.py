@@ -13,6 +13,10 @@ from adcast.config import Settings
 from adcast.errors import ServiceError
 
 
+class OffsetsUnreadable(ServiceError):
+    """The broker did not answer an offsets read (not a missing topic)."""
+
+
 class LagReporter:
     def __init__(self, tier: str) -> None:
         self.tier = tier
@@ -74,6 +78,6 @@ def group_offsets(settings: Settings, group: str, topic: str, timeout_s: float =
     except ServiceError:
         raise
     except Exception as exc:  # KafkaException: the broker did not answer in time
-        raise ServiceError(f"cannot read the offsets of group {group} on {topic}: {exc}") from exc
+        raise OffsetsUnreadable(f"cannot read the offsets of group {group} on {topic}: {exc}") from exc
     finally:
         consumer.close()
