@@ -1,7 +1,6 @@
 """Advertiser names from the real broker's compacted topic, and `adcast lookup` showing them beside
 affinities written to the real Redis by the inference tier's writer."""
 
-import asyncio
 import json
 import time
 
@@ -68,23 +67,6 @@ def test_last_record_per_key_wins_and_tombstones_remove(advertisers):
         "a1": AdvertiserName("Alpha Three", "running"),
         "a4": AdvertiserName("Delta", "food"),
     }
-
-
-def test_follow_keeps_names_current_until_stopped(advertisers):
-    async def go(reader):
-        task = asyncio.create_task(reader.follow(interval_s=0.05))
-        await asyncio.to_thread(produce, advertisers, [("a5", {"name": "Epsilon", "category": None})])
-        deadline = time.monotonic() + 10
-        while "a5" not in reader.names:
-            assert time.monotonic() < deadline
-            await asyncio.sleep(0.05)
-        reader.stop()
-        await asyncio.wait_for(task, 5)
-
-    with AdvertiserNames(advertisers) as reader:
-        reader.load()
-        asyncio.run(go(reader))
-        assert reader.names["a5"] == AdvertiserName("Epsilon", None)
 
 
 def test_a_missing_topic_says_how_to_create_it(settings, broker):

@@ -11,15 +11,13 @@ A missing topic raises ServiceError naming it and how to create it, rather than 
 mapping: a long-running reader (`adcast serve`) would otherwise show bare ids forever without
 saying why. A caller to whom names are optional (`adcast lookup`) catches it and warns.
 
-After `load()`, `poll_new()` applies what arrived since, and `follow()` does so periodically for an
-asyncio service until `stop()` or cancellation. `names` is a snapshot that is never mutated: each
+After `load()`, `poll_new()` applies what arrived since (`adcast serve` calls it from a thread of
+its own: adcast.inspector.sources.NamesFeed). `names` is a snapshot that is never mutated: each
 change publishes a new mapping, so readers on another thread never see a half-applied batch.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import threading
 import time
@@ -54,7 +52,6 @@ class AdvertiserNames:
         self.skipped: Counter[str] = Counter()  # undecodable records by SerdeError reason
         self._consumer: Any = None
         self._lock = threading.Lock()  # one consume at a time; close() waits for a poll in flight
-        self._stopped = asyncio.Event()
 
     def load(self) -> Mapping[str, AdvertiserName]:
         """Read the topic from its beginning to its current end; ServiceError when the broker cannot
@@ -102,20 +99,6 @@ class AdvertiserNames:
             if applied or self.skipped.total() > before:
                 self._publish(names, before)
         return applied
-
-    async def follow(self, interval_s: float = 1.0) -> None:
-        """Keep `names` current until stop() or cancellation (call load() first). A poll runs in a
-        thread: decoding may ask a Schema Registry for a new id."""
-        while not self._stopped.is_set():
-            try:
-                await asyncio.to_thread(self.poll_new)
-            except Exception as exc:  # a name is a convenience: the service goes on with the last ones
-                log.warning("advertiser names not updated: %s", exc)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopped.wait(), interval_s)
-
-    def stop(self) -> None:
-        self._stopped.set()
 
     def close(self) -> None:
         with self._lock:
