@@ -4,6 +4,7 @@ AdcastError
 ├── ConfigError            bad or missing settings; fatal, the message says what to set
 ├── DependencyMissing      an optional extra is not installed; says which to install
 ├── ServiceError           a local service (broker, redis-server) could not be managed
+│   └── OffsetsUnreadable  the broker did not answer a consumer group's offsets read
 ├── Rejected               one input refused: it goes to the dead-letter topic (stage, reason, detail)
 │   ├── SerdeError         bytes that are not a valid record of the expected schema (stage "decode")
 │   ├── InvalidEvent       a decoded record that breaks the contract (stage "validate")
@@ -46,6 +47,10 @@ class DependencyMissing(AdcastError):
 
 class ServiceError(AdcastError):
     pass
+
+
+class OffsetsUnreadable(ServiceError):
+    """The broker did not answer an offsets read (not a missing topic)."""
 
 
 class Rejected(AdcastError):

@@ -24,10 +24,10 @@ import aiohttp
 
 from adcast.config import Settings
 from adcast.core.slots import SlotPointer, pointer_key
-from adcast.errors import AdcastError
+from adcast.errors import AdcastError, OffsetsUnreadable
 from adcast.inspector.views import counters_since, merged
 from adcast.kafka.advertiser_names import AdvertiserName, AdvertiserNames
-from adcast.kafka.lag import OffsetsUnreadable, group_offsets
+from adcast.kafka.lag import group_offsets
 from adcast.scrape import Scrape, parse
 from adcast.store import AsyncAffinityClient
 from adcast.store.connection import mapped_errors

@@ -10,11 +10,7 @@ from typing import Any
 
 from adcast import metrics
 from adcast.config import Settings
-from adcast.errors import ServiceError
-
-
-class OffsetsUnreadable(ServiceError):
-    """The broker did not answer an offsets read (not a missing topic)."""
+from adcast.errors import OffsetsUnreadable, ServiceError
 
 
 class LagReporter:
