@@ -23,7 +23,6 @@ import faust
 
 from adcast import metrics
 from adcast.config import ROCKSDB_WRITE_BUFFERS, Settings
-from adcast.core.triggers import TriggerPolicy
 from adcast.kafka.dead_letters import DeadLetterSink
 from adcast.wire import serde
 from adcast.wire.history_encoder import encode_request
@@ -174,7 +173,7 @@ def create_app(settings: Settings) -> faust.App:
     ticks = app.topic(ticks_topic, partitions=t.partitions, internal=True, key_type=bytes, value_type=bytes)
     table = history_table(app, settings)
     delivery = Delivery(app, settings)
-    policy = TriggerPolicy(quiet_ms=s.quiet_ms, max_delay_ms=s.max_delay_ms, min_interval_ms=s.min_interval_ms)
+    policy = s.trigger()
     commit = BatchCommit(
         StreamProcessor(s.history_limits(), policy, partitions=t.partitions),
         # A changelog write that never arrived would let Faust commit offsets past state that only

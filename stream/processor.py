@@ -109,12 +109,12 @@ class StreamProcessor:
             out.duplicates += 1
             return
         history.partition = item.partition
-        result = fold_event(history, event, item.offset, now_ms, self.limits)
+        result = fold_event(history, event, item.offset, self.limits)
         if not result.applied:
             out.duplicates += 1
             return
         histories.changed(event.user_id)
-        if result.salient:
+        if self.policy.note(history, result, now_ms):
             self.pending.setdefault(item.partition, {})[event.user_id] = self.policy.next_check_ms(history)
 
     def _profile(self, histories: Histories, item: Input, now_ms: int, out: Outcome) -> None:
@@ -152,7 +152,7 @@ class StreamProcessor:
             history = histories.load(user_id, item.ref)
             reason = self.policy.decide(history, now_ms)
             if reason is None:
-                if history.pending:
+                if self.policy.waiting(history):
                     users[user_id] = self.policy.next_check_ms(history)
                 else:
                     del users[user_id]
@@ -168,7 +168,7 @@ class StreamProcessor:
         count = 0
         for _, raw in items:
             history = decode_history(raw)
-            if history.pending:
+            if self.policy.waiting(history):
                 self.pending.setdefault(history.partition, {})[history.user_id] = self.policy.next_check_ms(history)
                 count += 1
         return count

@@ -113,6 +113,7 @@ def isolated_test_settings(name: str, folder: Path, kafka: str, redis: str) -> S
             "quiet_ms": 200,
             "max_delay_ms": 600,
             "min_interval_ms": 300,
+            "settle_ms": 1000,  # a user's newest version reaches Redis within a second of quiet
             "web_port": 0,  # many workers share this machine: a test that serves the history page picks a port
         },
         infer={"group_id": f"{name}-infer", "max_wait_ms": 20},

@@ -4,19 +4,21 @@ the PredictionRequest the stream tier would build, the serving renderer, the eng
 `settings.infer`, and the inference worker's writer (store.lua: write only newer versions, set the
 TTL). Writes go to Redis only; the affinities topic is the live tier's audit log.
 
-Versions. A live version is the input offset of the user's newest salient event, so it is >= 0.
+Versions. A live version is the input offset of the user's newest event that changed the prompt,
+so it is >= 0.
 History files have no offsets, so a backfilled record carries
 
-    version = (event time of the user's newest salient event, epoch ms) - 2**53
+    version = (event time of the user's newest event that changed the prompt, epoch ms) - 2**53
 
 which is always negative (event times are far below 2**53) and exact in the doubles store.lua
 compares with. Hence:
 - any live prediction (version >= 0) supersedes a backfilled one, and a backfill never overwrites
   a live prediction (the script keeps the stored version when it is the same or newer);
 - a re-run over the same files computes the same versions, so the script skips every write
-  (idempotent); a run over newer files (a later newest salient event) supersedes an older
+  (idempotent); a run over newer files (a later newest event) supersedes an older
   backfill, and a run over older files changes nothing.
-The version follows salient events only, as the live one does: impressions change neither.
+The version follows every change of the prompt, as the live one does: an impression of an
+advertiser included.
 
 Slots. A backfill writes one slot (`--slot`, default infer.slot), and the version guard is per
 slot: a backfill of a new slot fills that slot, where no live prediction is, and never touches the
@@ -53,7 +55,7 @@ REASON = "backfill"
 
 
 def backfill_version(event_time_ms: int) -> int:
-    """The version of a backfilled prediction whose newest salient event happened at this time."""
+    """The version of a backfilled prediction whose newest change happened at this time."""
     return event_time_ms - BACKFILL_VERSION_BASE
 
 
@@ -64,7 +66,7 @@ class BackfillSummary:
     written: int = 0
     stale: int = 0  # Redis already held the same or a newer version
     failed: Counter[str] = field(default_factory=Counter)  # reason -> users whose key refused the write
-    no_salient: int = 0  # only impressions: the live tier never scores them either
+    nothing_to_show: int = 0  # no event that changes a prompt: the live tier never scores them either
     invalid: Counter[str] = field(default_factory=Counter)  # reason -> events skipped
     load_seconds: float = 0.0  # reading, folding and loading the engine
     seconds: float = 0.0  # scoring and writing
@@ -97,7 +99,7 @@ def fold_histories(
             # Start below every backfill version: the default, -1, is above them all.
             profile = bounded_profile(profiles.get(e.user_id, {}))
             history = histories[e.user_id] = UserHistory(e.user_id, version=backfill_version(0), profile=profile)
-        fold_event(history, e, backfill_version(e.event_time), e.event_time, limits)
+        fold_event(history, e, backfill_version(e.event_time), limits)
     return histories
 
 
@@ -135,8 +137,8 @@ def backfill(
     requests = []
     for user in users:
         history = histories[user]
-        if not history.events:
-            summary.no_salient += 1
+        if not history.events and not history.impressions:
+            summary.nothing_to_show += 1
             continue
         requests.append(PredictionRequest.from_history(history, REASON, now, limits))
     del histories
@@ -199,8 +201,8 @@ def format_summary(s: BackfillSummary) -> str:
     if s.failed:
         reasons = ", ".join(f"{r} {n}" for r, n in sorted(s.failed.items()))
         lines.append(f"  not written, the user's key refused the write: {s.failed.total()} ({reasons})")
-    if s.no_salient:
-        lines.append(f"  not scored: {s.no_salient} users with impressions only")
+    if s.nothing_to_show:
+        lines.append(f"  not scored: {s.nothing_to_show} users with nothing a prompt shows")
     if s.invalid:
         reasons = ", ".join(f"{r} {n}" for r, n in sorted(s.invalid.items()))
         lines.append(f"  invalid events skipped: {s.invalid.total()} ({reasons})")

@@ -15,7 +15,7 @@ from pathlib import Path
 from adcast.bench import add_bench_commands, benchmark_in
 from adcast.commands import AddCommand
 from adcast.config import Settings, load_settings, masked
-from adcast.core.examples import DEFAULT_CUTOFF_FRACTION
+from adcast.core.examples import DEFAULT_CUTOFF_FRACTION, DEFAULT_SERVING_DELAY_MS
 from adcast.data.cli import add_import_commands
 from adcast.errors import AdcastError, ConfigError, require
 from adcast.lifecycle.cli import add_lifecycle_commands
@@ -120,10 +120,46 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
         require("torch", "infer-cpu")
     ks = sorted({int(k) for k in args.k.split(",")})
     limits = settings.stream.history_limits()
-    report = evaluate(args.data, args.model, args.cutoff_fraction, ks, args.engine, args.device, limits, not args.json)
+    delay_ms = round(args.serving_delay * 1000)
+    if args.online:
+        return _eval_online(args, settings, ks, delay_ms)
+    report = evaluate(
+        args.data,
+        args.model,
+        args.cutoff_fraction,
+        ks,
+        args.engine,
+        args.device,
+        limits,
+        not args.json,
+        serving_delay_ms=delay_ms,
+    )
     if args.plot:
         plot(report, args.plot)
     print(json.dumps(report, indent=2) if args.json else format_table(report))
+    return 0
+
+
+def _eval_online(args: argparse.Namespace, settings: Settings, ks: list[int], delay_ms: int) -> int:
+    from adcast import online
+
+    if args.model is None:
+        raise ConfigError("--online scores the model's predictions: give it one with --model")
+    report = online.evaluate_online(
+        args.data,
+        args.model,
+        settings.stream.trigger(),
+        args.cutoff_fraction,
+        ks,
+        args.engine,
+        args.device,
+        settings.stream.history_limits(),
+        delay_ms,
+        progress=not args.json,
+    )
+    if args.plot:
+        online.plot(report, args.plot)
+    print(json.dumps(report, indent=2) if args.json else online.format_table(report))
     return 0
 
 
@@ -321,8 +357,28 @@ def _add_reading_commands(add: AddCommand) -> None:
     ev.add_argument("--k", default="1,5,10,50", help="comma-separated cut-offs (default: 1,5,10,50)")
     ev.add_argument("--engine", default="torch", help="scoring engine (default: torch)")
     ev.add_argument("--device", default="cpu", help="cpu or cuda")
+    ev.add_argument(
+        "--serving-delay",
+        type=float,
+        default=DEFAULT_SERVING_DELAY_MS / 1000,
+        metavar="SECONDS",
+        help="events less than this many seconds before an engagement are left out of its prompt; online, "
+        "a call's prediction becomes visible this long after it (default: %(default)s)",
+    )
+    ev.add_argument(
+        "--online",
+        action="store_true",
+        help="replay the evaluation period through the stream tier's fold and trigger policies on the events' "
+        "clock and judge each engagement against the prediction visible then: hit@10 and LLM calls per "
+        "event of the every_change, engagements and value policies (timings from the stream settings)",
+    )
     ev.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
-    ev.add_argument("--plot", default=None, metavar="FILE.png", help="write Recall@K curves to this PNG")
+    ev.add_argument(
+        "--plot",
+        default=None,
+        metavar="FILE.png",
+        help="write Recall@K curves to this PNG (with --online: hit@10 against calls per event, per policy)",
+    )
 
     lk = add("lookup", cmd_lookup, "read users' affinities from Redis, as a table with advertiser names")
     lk.add_argument("user_ids", nargs="+", metavar="USER", help="user ids")

@@ -19,6 +19,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from adcast.core.history import HistoryLimits
 from adcast.core.slots import DEFAULT_SLOT, SLOT_NAME
+from adcast.core.triggers import PolicyName, TriggerPolicy
 from adcast.errors import ConfigError
 
 
@@ -150,10 +151,28 @@ class StreamSettings(_Group):
 
     app_id: str = Field("adcast-stream", description="Faust app id: the consumer group and table namespace.")
     data_dir: str = Field(".adcast/stream-data", description="Where RocksDB tables live (rebuilt from the changelog).")
+    trigger_policy: PolicyName = Field(
+        "value",
+        description="Which prompt changes are worth an LLM call: `value` (those that can move the top-K: "
+        "an ad or category new to the shown list, a new advertiser), `engagements` (never an impression), "
+        "`every_change`.",
+    )
     quiet_ms: int = Field(500, description="Emit once the user has been quiet this long.")
     max_delay_ms: int = Field(1500, description="Emit at the latest this long after the first pending event.")
     min_interval_ms: int = Field(
         1000, description="Minimum time between two emissions for a user, except high-value events."
+    )
+    shown_interval_ms: int = Field(
+        10_000,
+        ge=0,
+        description="Minimum time between two emissions for a user when only ads shown are pending "
+        "(they arrive in streams as the user scrolls).",
+    )
+    settle_ms: int = Field(
+        300_000,
+        ge=1,
+        description="A user whose newest version the policy skipped is scored once quiet this long, "
+        "so every user's newest version reaches Redis.",
     )
     tick_ms: int = Field(100, description="How often pending users are checked.")
     fetch_max_wait_ms: int = Field(
@@ -190,6 +209,16 @@ class StreamSettings(_Group):
     web_port: int = Field(6066, ge=0, le=65535, description="Port of the history page (GET /v1/history); 0: none.")
     web_bind: str = Field("0.0.0.0", description="Address the history page listens on.")
     web_host: str | None = Field(None, description="Address other workers reach this one at; unset: hostname.")
+
+    def trigger(self) -> TriggerPolicy:
+        return TriggerPolicy(
+            quiet_ms=self.quiet_ms,
+            max_delay_ms=self.max_delay_ms,
+            min_interval_ms=self.min_interval_ms,
+            shown_interval_ms=self.shown_interval_ms,
+            settle_ms=self.settle_ms,
+            name=self.trigger_policy,
+        )
 
     def history_limits(self) -> HistoryLimits:
         return HistoryLimits(

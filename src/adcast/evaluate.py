@@ -2,9 +2,9 @@
 
 Protocol: `cutoff` is the event time at `cutoff_fraction` of all events sorted by time. Targets
 are the engagements (click, save, add_to_cart, checkout) with a known advertiser at or after the
-cutoff; each target is predicted from the version served when it happened: the user's salient
-events before it and the impressions up to the newest of those (`core.history.shown_ads`), folded
-by the stream tier's code; the baselines see the same events. Popularity and co-occurrence are
+cutoff; each target is predicted from the prompt of the user's newest version `serving_delay_ms`
+before it (every event at least that old, impressions included, folded by the stream tier's code:
+`core.examples.iter_examples`); the baselines see the same events. Popularity and co-occurrence are
 fitted on events before the cutoff. "Best baseline" is the best of all of them at each K.
 `union` is the complementary view: recall of the best baseline's top-K/2 merged with the model's
 top-K/2 (deduplicated, filled to K), beside the best baseline's own top-K. `by_kind` splits
@@ -23,6 +23,7 @@ from adcast.core.baselines import Cooccurrence, Popularity, engaged_sequence, re
 from adcast.core.events import Event
 from adcast.core.examples import (
     DEFAULT_CUTOFF_FRACTION,
+    DEFAULT_SERVING_DELAY_MS,
     TARGET_KINDS,
     Example,
     cutoff_time,
@@ -49,9 +50,8 @@ def evaluate(
     limits: HistoryLimits | None = None,
     progress: bool = True,
     batch_size: int = 256,
+    serving_delay_ms: int = DEFAULT_SERVING_DELAY_MS,
 ) -> dict[str, Any]:
-    from tqdm import tqdm
-
     started = time.monotonic()
     limits = limits or HistoryLimits()
     k_max = max(ks)
@@ -69,7 +69,11 @@ def evaluate(
     popular = popularity.rank(k_max)
     cooccurrence = Cooccurrence(engaged_sequence(seq) for seq in before.values())
 
-    examples = list(iter_examples(records, profiles, advertisers, limits, start=cutoff, with_prior=True))
+    examples = list(
+        iter_examples(
+            records, profiles, advertisers, limits, start=cutoff, with_prior=True, serving_delay_ms=serving_delay_ms
+        )
+    )
     if not examples:
         raise ConfigError(f"no evaluation targets at or after the cutoff in {data_dir}")
     targets = [ex.target for ex in examples]
@@ -79,22 +83,12 @@ def evaluate(
         "recent_shown": [recent_shown(ex.prior, ex.event_time, k_max, popular) for ex in examples],
         "cooccurrence": [cooccurrence.rank(ex.prior, k_max, popular) for ex in examples],
     }
-    report: dict[str, Any] = {"targets": len(examples), "cutoff_time": cutoff}
+    report: dict[str, Any] = {"targets": len(examples), "cutoff_time": cutoff, "serving_delay_ms": serving_delay_ms}
     report["baselines"] = {name: summarize(_ranks(lists[name], targets), ks) for name in BASELINES}
 
     if model_dir is not None:
-        from adcast.engines import create_engine
-
-        scorer = create_engine(engine, str(model_dir), device)
         prompts = [render(ex) for ex in examples]
-        model_lists: list[list[str]] = []
-        bar = tqdm(total=len(prompts), desc="eval", unit="user", disable=not progress, mininterval=0.5)
-        for i in range(0, len(prompts), batch_size):
-            chunk = scorer.score(prompts[i : i + batch_size], k_max)
-            model_lists.extend([a for a, _ in top] for top in chunk)
-            bar.update(len(chunk))
-        bar.close()
-        scorer.close()
+        model_lists = score_prompts(prompts, model_dir, k_max, engine, device, progress, batch_size)
         report["model"] = summarize(_ranks(model_lists, targets), ks)
         lists = {"model": model_lists, **lists}
         report["union"] = {}
@@ -107,6 +101,34 @@ def evaluate(
     report["by_kind"] = _by_kind(examples, lists, 10 if 10 in ks else k_max)
     report["seconds"] = round(time.monotonic() - started, 1)
     return report
+
+
+def score_prompts(
+    prompts: Sequence[str],
+    model_dir: str | Path,
+    k: int,
+    engine: str = "torch",
+    device: str = "cpu",
+    progress: bool = True,
+    batch_size: int = 256,
+    desc: str = "eval",
+) -> list[list[str]]:
+    """The model's top-k advertiser ids for each prompt, in order, scored by `engine`."""
+    from tqdm import tqdm
+
+    from adcast.engines import create_engine
+
+    scorer = create_engine(engine, str(model_dir), device)
+    out: list[list[str]] = []
+    try:
+        with tqdm(total=len(prompts), desc=desc, unit="prompt", disable=not progress, mininterval=0.5) as bar:
+            for i in range(0, len(prompts), batch_size):
+                chunk = scorer.score(list(prompts[i : i + batch_size]), k)
+                out.extend([a for a, _ in top] for top in chunk)
+                bar.update(len(chunk))
+    finally:
+        scorer.close()
+    return out
 
 
 def _by_kind(examples: Sequence[Example], lists: dict[str, list[list[str]]], k: int) -> dict[str, dict[str, Any]]:

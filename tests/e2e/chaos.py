@@ -96,7 +96,7 @@ def reference_requests(
         history = UserHistory(user_id=user, profile=bounded_profile(profiles.get(user, {})))
         for e, d in zip(events, at, strict=True):
             assert e["event_type"] == d.event_type, f"{user}: replay order differs at offset {d.offset}"
-            fold_event(history, validate_event(e, now), d.offset, now, limits)
+            fold_event(history, validate_event(e, now), d.offset, limits)
         if history.events:
             out[user] = PredictionRequest.from_history(history, "reference", now, limits)
     return out

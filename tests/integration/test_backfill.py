@@ -36,14 +36,15 @@ def engine(tiny_model):
 
 
 def newest_times(events) -> tuple[dict[str, int], dict[str, int]]:
-    """Per user: the newest salient event time, and the newest event time of any kind."""
-    salient: dict[str, int] = {}
+    """Per user: the time of the newest event that changes a prompt (anything but an impression
+    without an advertiser), and the newest event time of any kind."""
+    changed: dict[str, int] = {}
     newest: dict[str, int] = defaultdict(int)
     for e in events:
         newest[e["user_id"]] = max(newest[e["user_id"]], e["event_time"])
-        if e["event_type"] != "impression":
-            salient[e["user_id"]] = max(salient.get(e["user_id"], 0), e["event_time"])
-    return salient, dict(newest)
+        if e["event_type"] != "impression" or e.get("advertiser_id"):
+            changed[e["user_id"]] = max(changed.get(e["user_id"], 0), e["event_time"])
+    return changed, dict(newest)
 
 
 def stored_users(settings, slot: str = DEFAULT_SLOT) -> list[str]:
@@ -61,7 +62,7 @@ def test_backfill_writes_one_record_per_user_and_a_rerun_writes_nothing(settings
 
     first = backfill(settings, small_world, batch=32, engine=engine, progress=False)
 
-    assert first.users == len(newest) and first.no_salient == len(newest) - len(salient)
+    assert first.users == len(newest) and first.nothing_to_show == len(newest) - len(salient)
     assert first.scored == first.written == len(salient) and first.stale == 0 and not first.invalid
     assert stored_users(settings) == sorted(salient)
     client = AffinityClient(settings.redis)
@@ -71,7 +72,7 @@ def test_backfill_writes_one_record_per_user_and_a_rerun_writes_nothing(settings
         for user, t in salient.items():
             a = found[user]
             assert a is not None and a.version == backfill_version(t) < 0, user
-            assert a.model_version == engine.model_version and a.newest_event_time == t  # newest salient event
+            assert a.model_version == engine.model_version and a.newest_event_time == t  # the newest change
             probs = [p for _, p in a.top]
             assert len(a.top) == settings.infer.top_k and {x for x, _ in a.top} <= known
             assert probs == sorted(probs, reverse=True) and sum(probs) <= 1 + 1e-6
@@ -91,7 +92,11 @@ def test_newer_files_supersede_an_older_backfill_and_older_ones_do_not(
     cutoff = sorted(e["event_time"] for e in events)[len(events) * 3 // 4]
     older = tmp_path / "older"
     invalid = {**events[0], "event_id": "bad", "event_type": "teleport"}
-    lurker = [{**events[0], "event_id": f"imp{i}", "user_id": "lurker", "event_type": "impression"} for i in range(3)]
+    # Impressions with no advertiser: nothing a prompt could show.
+    lurker = [
+        {**events[0], "event_id": f"imp{i}", "user_id": "lurker", "event_type": "impression", "advertiser_id": None}
+        for i in range(3)
+    ]
     write_records(older, "events", [e for e in events if e["event_time"] < cutoff] + [invalid] + lurker)
     write_records(older, "profiles", read_records(small_world, "profiles"))
     salient_old, _ = newest_times(e for e in events if e["event_time"] < cutoff)
@@ -100,7 +105,7 @@ def test_newer_files_supersede_an_older_backfill_and_older_ones_do_not(
     assert 0 < len(moved) < len(salient_new), "the cutoff should leave some users unchanged"
 
     s = backfill(settings, older, batch=64, engine=engine, progress=False)
-    assert s.written == len(salient_old) and s.no_salient == 1 and s.invalid == {"unknown_event_type": 1}
+    assert s.written == len(salient_old) and s.nothing_to_show == 1 and s.invalid == {"unknown_event_type": 1}
     assert "lurker" not in stored_users(settings)
 
     s = backfill(settings, small_world, batch=64, engine=engine, progress=False)

@@ -47,3 +47,33 @@ def test_eval_json_has_the_documented_shape_and_the_model_beats_popularity(small
         weighted = sum(row["targets"] * row[method]["recall@10"] for row in by_kind.values()) / report["targets"]
         assert weighted == pytest.approx(overall["recall@10"])
     assert plot.stat().st_size > 1000 and plot.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_online_eval_reports_the_three_policies_side_by_side(small_world, tiny_model, tmp_path):
+    plot = tmp_path / "budget.png"
+    args = ["eval", "--online", "--data", str(small_world), "--model", str(tiny_model), "--k", "5,10", "--json"]
+    out = subprocess.run(
+        [sys.executable, "-m", "adcast.cli", *args, "--plot", str(plot)], capture_output=True, text=True, check=True
+    )
+    report = json.loads(out.stdout)
+    assert report["serving_delay_ms"] == 1000
+    policies = report["policies"]
+    assert list(policies) == ["value", "engagements", "every_change"]
+    every = policies["every_change"]
+    for name, f in policies.items():
+        # The same engagements are judged under every policy; the counts add up.
+        assert f["targets"] == every["targets"] > 50 and f["events"] == every["events"]
+        assert f["hit@10"] == f["recall@10"] and f["recall@5"] <= f["recall@10"]
+        assert sum(f["calls_by_reason"].values()) == f["calls"]
+        assert f["calls_per_event"] == pytest.approx(f["calls"] / f["events"])
+        assert sum(row["targets"] for row in f["by_kind"].values()) == f["targets"]
+        weighted = sum(row["targets"] * row["hit@10"] for row in f["by_kind"].values()) / f["targets"]
+        assert weighted == pytest.approx(f["hit@10"])
+        assert 0 <= f["no_prediction_share"] < 1 and 0 <= f["top10_drift_mean"] <= 1
+        assert f["calls"] <= every["calls"], name  # a budget never calls more than every change
+    assert set(every["calls_by_reason"]) == {"change"}
+    assert plot.stat().st_size > 1000 and plot.read_bytes()[:4] == b"\x89PNG"
+    table = subprocess.run(
+        [sys.executable, "-m", "adcast.cli", *args[:-1]], capture_output=True, text=True, check=True
+    ).stdout
+    assert all(name in table for name in policies) and "calls/event" in table

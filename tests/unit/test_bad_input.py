@@ -228,8 +228,8 @@ def test_out_of_order_events_fold_in_event_time_order():
         (20, "save"),
         (30, "click"),
     ]
-    assert history.version == 104  # the offset of the newest salient event read (the late search)
-    assert history.newest_event_time == NOW + 30  # impressions change no prompt, so they don't count for freshness
+    assert history.version == 104  # the offset of the newest event read that changed the prompt
+    assert history.newest_event_time == NOW + 40  # the impression changed the prompt too: freshness counts it
     (request,) = on_tick(p, table, 0, NOW + 1000).requests
     assert request.version == 104 and [e.event_time for e in request.events] == [NOW + t for t in (5, 10, 20, 30)]
 
@@ -263,11 +263,12 @@ def test_any_arrival_order_keeps_the_history_sorted_bounded_and_versioned(events
     assert len(history.events) <= min(len(salient), limits.max_events)
     if salient:
         assert len(history.events) >= min(len(salient), limits.min_events)
-        assert history.version == max(i for i, _ in salient)
         assert times[-1] == NOW + max(t for _, t in salient)  # the newest by time is never trimmed away
     else:
-        assert history.version == -1 and history.events == []
-    assert history.newest_event_time == (NOW + max(t for _, t in salient) if salient else 0)
+        assert history.events == []
+    # Every event changes the prompt (impressions enter the shown list): the version is the newest offset.
+    assert history.version == len(events) - 1
+    assert history.newest_event_time == NOW + max(t for t, _ in events)
 
 
 def _home(user: str, partitions: int = 4) -> int:

@@ -58,7 +58,7 @@ def test_thousands_of_events_leave_the_state_bounded_by_the_limits():
     h = UserHistory("u1", profile=bounded_profile(attrs))
     largest = 0
     for offset, record in enumerate(events):
-        fold_event(h, validate_event(record, record["event_time"]), offset, record["event_time"], limits)
+        fold_event(h, validate_event(record, record["event_time"]), offset, limits)
         assert len(h.events) <= limits.max_events and len(h.counters) <= limits.max_counters
         largest = max(largest, history_bytes(h))
     assert largest <= bound

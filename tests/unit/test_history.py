@@ -21,14 +21,14 @@ def ev(n: int, kind: str = "click", t: int | None = None, adv: str | None = "a1"
 def fold_all(events: list[tuple[int, Event]], limits: HistoryLimits = LIMITS) -> UserHistory:
     h = UserHistory("u1")
     for offset, e in events:
-        fold_event(h, e, offset, 0, limits)
+        fold_event(h, e, offset, limits)
     return h
 
 
 def test_duplicate_event_ids_are_dropped():
     h = UserHistory("u1")
-    assert fold_event(h, ev(1), 10, 0, LIMITS).applied
-    again = fold_event(h, ev(1), 11, 0, LIMITS)
+    assert fold_event(h, ev(1), 10, LIMITS).applied
+    again = fold_event(h, ev(1), 11, LIMITS)
     assert not again.applied
     assert len(h.events) == 1 and h.version == 10
 
@@ -37,40 +37,52 @@ def prompt_of(h: UserHistory, limits: HistoryLimits = LIMITS) -> str:
     return render_prompt(h.profile, h.events, ranked_advertisers(h, limits), shown_ads(h, limits))
 
 
-def test_an_impression_reaches_the_prompt_at_the_next_version_and_never_bumps_it():
+def test_an_impression_moves_the_version_and_reaches_the_prompt_at_once():
     h = UserHistory("u1")
-    fold_event(h, ev(1), 5, 0, LIMITS)
-    before = prompt_of(h)
-    result = fold_event(h, Event("e2", "u1", T0 + 2000, "impression", "a2", None, "shoes"), 6, 0, LIMITS)
-    assert result.applied and not result.salient
-    assert h.version == 5 and len(h.events) == 1
-    assert prompt_of(h) == before  # version 5's prompt is what it was
-    assert not fold_event(h, ev(2, "impression", adv="a2"), 7, 0, LIMITS).applied  # still deduplicated
-    fold_event(h, ev(3, "view"), 8, 0, LIMITS)
+    fold_event(h, ev(1), 5, LIMITS)
+    result = fold_event(h, Event("e2", "u1", T0 + 2000, "impression", "a2", None, "shoes"), 6, LIMITS)
+    assert result.applied and result.changed and result.impression and result.novel
+    assert h.version == 6 and len(h.events) == 1 and h.newest_event_time == T0 + 2000
     assert shown_ads(h, LIMITS) == (ShownAd("a2", "shoes"),)
     assert "; shown <adv_a2> cat=shoes ; own <adv_a1>" in prompt_of(h)
+    assert not fold_event(h, ev(2, "impression", adv="a2"), 7, LIMITS).applied  # still deduplicated
+    again = fold_event(h, Event("e3", "u1", T0 + 3000, "impression", "a2", None, "shoes"), 8, LIMITS)
+    assert again.changed and not again.novel  # the same ad shown again cannot move the top-K
+    assert h.version == 8
+
+
+def test_what_can_move_the_top_k_is_novel():
+    h = UserHistory("u1")
+    assert fold_event(h, ev(1, adv="a1"), 1, LIMITS).novel  # a first advertiser
+    assert not fold_event(h, ev(2, adv="a1"), 2, LIMITS).novel  # the strongest advertiser again
+    assert fold_event(h, ev(3, adv="a2"), 3, LIMITS).novel  # another advertiser
+    assert fold_event(h, ev(4, "search", adv=None), 4, LIMITS).novel  # intent without an advertiser
+    shown = Event("e5", "u1", T0 + 5000, "impression", "a3", None, "shoes")
+    assert fold_event(h, shown, 5, LIMITS).novel
+    same_cat = Event("e6", "u1", T0 + 6000, "impression", "a4", None, "shoes")
+    assert fold_event(h, same_cat, 6, LIMITS).novel  # a new ad, though its category is shown
+    repeat = Event("e7", "u1", T0 + 7000, "impression", "a3", None, "bags")
+    assert fold_event(h, repeat, 7, LIMITS).novel  # a shown ad in a category new to the list
+    assert not fold_event(h, Event("e8", "u1", T0 + 8000, "impression", "a4", None, "bags"), 8, LIMITS).novel
+    blank = fold_event(h, Event("e9", "u1", T0 + 9000, "impression", None), 9, LIMITS)
+    assert blank.applied and not blank.changed and h.version == 8  # nothing to show
 
 
 @given(st.lists(st.sampled_from(["impression"] * 4 + ["click", "view"]), min_size=1, max_size=80), st.randoms())
-def test_a_versions_prompt_is_fixed_by_the_events_up_to_it_whatever_follows(kinds, rnd):
-    """The prompt rendered when a version is folded equals the one rendered after any number of
-    later impressions: the newest `shown` impressions at or before the version, and the state
-    never holds more than twice that many."""
+def test_the_prompt_holds_every_change_up_to_the_version_and_the_newest_shown_ads(kinds, rnd):
+    """Every event moves the version to its offset; the prompt then shows the newest `shown`
+    impressions (and no more are kept), and its events are the non-impressions folded."""
     limits = HistoryLimits(min_events=4, dedupe_window=16, max_counters=5, shown=3)
     h = UserHistory("u1")
-    at_version: dict[int, str] = {}
-    shown_before: list[tuple[int, str]] = []
+    shown_before: list[str] = []
     for offset, kind in enumerate(kinds):
         adv = f"a{rnd.randrange(6)}"
-        fold_event(h, ev(offset, kind, adv=adv), offset, 0, limits)
-        assert len(h.impressions) <= 2 * limits.shown
+        fold_event(h, ev(offset, kind, adv=adv), offset, limits)
+        assert h.version == offset
+        assert len(h.impressions) <= limits.shown
         if kind == "impression":
-            shown_before.append((offset, adv))
-        else:
-            at_version[offset] = prompt_of(h, limits)
-            assert [ad.advertiser_id for ad in shown_ads(h, limits)] == [a for _, a in shown_before[-limits.shown :]]
-        if h.version >= 0:
-            assert prompt_of(h, limits) == at_version[h.version]
+            shown_before.append(adv)
+        assert [ad.advertiser_id for ad in shown_ads(h, limits)] == shown_before[-limits.shown :]
 
 
 def test_own_advertisers_rank_by_decayed_engagement_weight():
@@ -82,7 +94,7 @@ def test_history_is_trimmed_in_chunks_between_n_and_2n():
     h = UserHistory("u1")
     sizes = []
     for n in range(30):
-        fold_event(h, ev(n), n, 0, LIMITS)
+        fold_event(h, ev(n), n, LIMITS)
         sizes.append(len(h.events))
     assert max(sizes) == LIMITS.max_events
     assert min(sizes[LIMITS.max_events :]) == LIMITS.min_events
@@ -118,7 +130,7 @@ def test_state_size_is_bounded_however_long_the_history():
             "brand-name",
             " ".join(f"word{rnd.randrange(999)}" for _ in range(40)),
         )
-        fold_event(h, e, n, n, limits)
+        fold_event(h, e, n, limits)
         if n % 100 == 99:
             sizes.append(len(serde.encode(serde.HISTORY, h.to_record())))
     # it oscillates between N and 2N events (chunked trims) but never grows
@@ -134,7 +146,6 @@ def test_synthetic_world_state_is_under_2kb_per_user():
             histories.setdefault(e.user_id, UserHistory(e.user_id, profile={"age": "25-34"})),
             e,
             offset,
-            e.event_time,
             HistoryLimits(),
         )
     sizes = [len(serde.encode(serde.HISTORY, h.to_record())) for h in histories.values()]

@@ -27,7 +27,7 @@ def query(*pairs: tuple[str, str]) -> MultiDict[str]:
 def history(*events: Event) -> UserHistory:
     h = UserHistory(user_id="u1", partition=0)
     for offset, e in enumerate(events):
-        fold_event(h, e, offset, NOW, LIMITS)
+        fold_event(h, e, offset, LIMITS)
     return h
 
 

@@ -146,3 +146,30 @@ def test_batching_changes_nothing_but_cost(events, cuts, replayed):
             tick_cuts.append(size)
             size = 0
     assert run(tick_cuts) == one_by_one
+
+
+def test_a_skipped_change_is_scored_in_the_next_call_or_once_the_user_settles():
+    """Under the value policy the same ad shown again moves the version but makes no call; the
+    next call carries it, and a user left on it is scored once quiet for settle_ms."""
+    policy = TriggerPolicy(quiet_ms=500, max_delay_ms=2000, min_interval_ms=0, settle_ms=10_000)
+    p, table = StreamProcessor(HistoryLimits(), policy), MappingStore()
+    on_event(p, table, event(1, kind="impression"), 0, 100, NOW)
+    (first,) = on_tick(p, table, 0, NOW + 500).requests  # a new ad shown: worth a call
+    assert first.version == 100 and first.reason == "quiet"
+    on_event(p, table, event(2, kind="impression"), 0, 101, NOW + 600)  # the same ad again
+    assert on_tick(p, table, 0, NOW + 5_000).requests == []
+    (settled,) = on_tick(p, table, 0, NOW + 10_600).requests
+    assert settled.version == 101 and settled.reason == "settle"
+    assert on_tick(p, table, 0, NOW + 60_000).requests == []
+
+
+def test_pending_users_survive_a_reindex_under_the_value_policy():
+    policy = TriggerPolicy(quiet_ms=500, max_delay_ms=2000, min_interval_ms=0, settle_ms=10_000)
+    p, table = StreamProcessor(HistoryLimits(), policy), MappingStore()
+    on_event(p, table, event(1, kind="impression"), 0, 100, NOW)
+    on_tick(p, table, 0, NOW + 500)
+    on_event(p, table, event(2, kind="impression"), 0, 101, NOW + 600)  # skipped, unscored
+    restarted = StreamProcessor(HistoryLimits(), policy)
+    assert restarted.reindex(list(table.data.items())) == 1
+    (settled,) = on_tick(restarted, table, 0, NOW + 10_600).requests
+    assert settled.version == 101

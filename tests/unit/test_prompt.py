@@ -28,7 +28,7 @@ def test_prefix_is_byte_stable_between_predictions_until_a_trim():
     h = UserHistory("u1", profile={"age": "18-24"})
     prompts = []
     for n in range(12):
-        fold_event(h, Event(f"e{n}", "u1", T0 + n * 1000, "click", f"a{n % 3}"), n, 0, limits)
+        fold_event(h, Event(f"e{n}", "u1", T0 + n * 1000, "click", f"a{n % 3}"), n, limits)
         prompts.append(render_prompt(h.profile, h.events))
     stable = [p.removesuffix(" ; next") for p in prompts]
     grew = sum(1 for a, b in zip(stable, stable[1:], strict=False) if b.startswith(a))

@@ -103,8 +103,8 @@ def consumer_lag(settings: Settings, group: str, topic: str, produced: int) -> i
     return max(0, max(end, produced) - done)
 
 
-def read_topic(settings: Settings, topic: str, expected: int, timeout_s: float = 60.0) -> list[bytes]:
-    """Every message value of `topic`, at least `expected` of them. End offsets cannot say when
+def read_topic(settings: Settings, topic: str, expected: int, timeout_s: float = 60.0) -> list[Any]:
+    """Every message of `topic` (confluent-kafka Messages), at least `expected` of them. End offsets cannot say when
     the topic has been read (see consumer_lag), so reading goes on until `expected` messages have
     arrived and then until the topic stays quiet for a moment."""
     from confluent_kafka import Consumer, TopicPartition
@@ -113,14 +113,14 @@ def read_topic(settings: Settings, topic: str, expected: int, timeout_s: float =
 
     conf = {**confluent_config(settings), "group.id": f"{settings.infer.group_id}-bench-reader", "log_level": 2}
     consumer = Consumer({**conf, "enable.auto.commit": False})
-    values: list[bytes] = []
+    values: list[Any] = []
     try:
         partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
         consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
         deadline = time.monotonic() + timeout_s
         while True:
             messages = consumer.consume(1000, timeout=0.5)
-            values.extend(v for m in messages if m.error() is None and (v := m.value()) is not None)
+            values.extend(m for m in messages if m.error() is None and m.value() is not None)
             if len(values) >= expected and not messages:
                 return values
             if time.monotonic() > deadline:

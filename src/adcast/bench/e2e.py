@@ -59,7 +59,7 @@ from adcast.bench._harness import (
     start_local_services,
     tree_cpu_seconds,
 )
-from adcast.bench.e2e_report import Measured, report, taken_predictions
+from adcast.bench.e2e_report import Measured, reason_of, report, taken_predictions
 
 # The command line reads a benchmark's table and exit code from its module (adcast.bench).
 from adcast.bench.e2e_report import exit_code as exit_code
@@ -260,7 +260,8 @@ def _replay_and_drain(
     lag_drained = _lag(settings, summary.events, stream_m, unprocessed=False)
     # Every scored prediction is written to Redis (or found stale there) and published.
     published = round(infer_m.total("adcast_store_writes_total"))
-    fresh, drift = taken_predictions(read_topic(settings, settings.topics.name("affinities"), published))
+    messages = read_topic(settings, settings.topics.name("affinities"), published)
+    fresh, drift = taken_predictions([(m.value(), reason_of(m.headers())) for m in messages])
     return Measured(
         summary=summary,
         expected=expected,

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from adcast.config import Settings
 from adcast.core.ranking import percentile, top_k_drift
+from adcast.core.triggers import REASON_HEADER, SETTLE
 from adcast.scrape import Scrape
 from adcast.wire import serde
 
@@ -25,20 +26,27 @@ def bucket_quantile(buckets: list[tuple[float, float]], q: float) -> float:
     return next(le for le, cum in buckets if cum >= q * count)
 
 
-def taken_predictions(updates: list[bytes]) -> tuple[list[float], list[float]]:
+def reason_of(headers: list[tuple[str, bytes]] | None) -> str:
+    """The trigger reason an affinity update's headers carry ('' when none)."""
+    return next((v.decode(errors="replace") for k, v in headers or () if k == REASON_HEADER), "")
+
+
+def taken_predictions(updates: list[tuple[bytes, str]]) -> tuple[list[float], list[float]]:
     """For every published prediction that Redis took (per user, one partition in write order:
-    only versions above the ones before it): seconds from newest event to Redis write; and, for
+    only versions above the ones before it), given with the reason its request was emitted:
+    seconds from newest event to Redis write (settle calls, late on purpose, left out); and, for
     each after a user's first, its top-10 drift from the one before (core.ranking.top_k_drift)."""
     best: dict[str, int] = {}
     top: dict[str, list[str]] = {}
     fresh: list[float] = []
     drift: list[float] = []
-    for raw in updates:
+    for raw, reason in updates:
         a = serde.decode(serde.AFFINITY, raw)
         user = a["user_id"]
         if a["version"] > best.get(user, -1):
             best[user] = a["version"]
-            fresh.append((a["computed_at"] - a["newest_event_time"]) / 1000)
+            if reason != SETTLE:
+                fresh.append((a["computed_at"] - a["newest_event_time"]) / 1000)
             current = [s["advertiser_id"] for s in a["advertisers"]]
             if user in top:
                 drift.append(top_k_drift(top[user], current))

@@ -85,7 +85,7 @@ def worst_case_history(limits: HistoryLimits, sizes: FieldBytes) -> UserHistory:
         profile=profile,
         events=[event] * limits.max_events,
         counters=[Counter(s(sizes.field), 1.0, _WIDEST_LONG) for _ in range(limits.max_counters)],
-        impressions=[Impression(_WIDEST_LONG, s(sizes.field), s(sizes.field))] * (2 * limits.shown),
+        impressions=[Impression(_WIDEST_LONG, s(sizes.field), s(sizes.field))] * limits.shown,
         seen_ids=b"\xff" * (limits.dedupe_window * 8),
         newest_event_time=_WIDEST_LONG,
         pending_since=_WIDEST_LONG,
@@ -93,6 +93,7 @@ def worst_case_history(limits: HistoryLimits, sizes: FieldBytes) -> UserHistory:
         pending_high_value=True,
         last_emit_at=_WIDEST_LONG,
         emitted_version=_WIDEST_LONG,
+        pending_engaged=True,
     )
 
 
@@ -145,7 +146,7 @@ def fold_users(
             invalid += 1  # the stream tier dead-letters it: it never reaches the state
             continue
         h = histories.setdefault(event.user_id, UserHistory(user_id=event.user_id))
-        if fold_event(h, event, offset, event.event_time, limits).applied:
+        if fold_event(h, event, offset, limits).applied:
             # What the history keeps of it (of an impression, less: its advertiser and category).
             longest.see_event(event, HistoryEvent.from_event(event))
     for h in histories.values():

@@ -7,7 +7,7 @@ rendered by the same renderer the inference tier uses, so train and serve see th
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,9 +33,9 @@ class Example:
     events: tuple[HistoryEvent, ...]
     target: str  # advertiser id
     own: tuple[str, ...]  # the user's own advertisers, strongest first, as a request carries them
-    shown: tuple[ShownAd, ...] = ()  # the ads shown before the version, as a request carries them
-    # The user's events up to the version the prediction was made at (every salient event before
-    # the target, and the impressions before the newest of them), when asked for (baselines).
+    shown: tuple[ShownAd, ...] = ()  # the newest ads shown, as a request carries them
+    # The user's events folded into the prompt the prediction was made from, when asked for
+    # (the baselines see exactly these).
     prior: tuple[Event, ...] = ()
 
 
@@ -46,9 +46,14 @@ def target_kind(example: Example) -> str:
     """What the engagement is to the user: `repeat`, the advertiser of their last event (a save
     after a click); `return`, another of their own advertisers; `new`, one they had not engaged
     with (or whose counter was dropped)."""
-    if example.events and example.events[-1].advertiser_id == example.target:
+    return target_kind_of(example.events, example.own, example.target)
+
+
+def target_kind_of(events: Sequence[HistoryEvent], own: Sequence[str], target: str) -> str:
+    """`target_kind` of an engagement with `target` after `events`, the user's own advertisers `own`."""
+    if events and events[-1].advertiser_id == target:
         return "repeat"
-    return "return" if example.target in example.own else "new"
+    return "return" if target in own else "new"
 
 
 # The time quantile that splits training from evaluation (adcast train, examples, eval).
@@ -77,6 +82,11 @@ def to_event(record: Mapping[str, Any]) -> Event:
     )
 
 
+# Events newer than this before an engagement are left out of its prompt: a prediction cannot be
+# fresher than the pipeline that makes it (about a second, event to Redis, at p99).
+DEFAULT_SERVING_DELAY_MS = 1000
+
+
 def iter_examples(
     events: Iterable[Mapping[str, Any]],
     profiles: Mapping[str, Mapping[str, str]],
@@ -85,23 +95,27 @@ def iter_examples(
     start: int = 0,
     end: int = _FAR_FUTURE_MS,
     with_prior: bool = False,
+    serving_delay_ms: int = 0,
 ) -> Iterator[Example]:
-    """Examples whose target time lies in [start, end); histories use every earlier event."""
+    """Examples whose target time lies in [start, end). Each is predicted from the prompt of the
+    user's newest version `serving_delay_ms` before it: every earlier event at least that old,
+    impressions included, folded by the stream tier's code."""
     by_user: dict[str, list[Event]] = defaultdict(list)
     for r in events:
         by_user[r["user_id"]].append(to_event(r))
     for user_id in sorted(by_user):
         history = UserHistory(user_id=user_id, profile=dict(profiles.get(user_id, {})))
         ordered = sorted(by_user[user_id], key=lambda e: (e.event_time, e.event_id))
-        for offset, e in enumerate(ordered):
+        folded = 0
+        for i, e in enumerate(ordered):
             if e.event_time >= end:
                 break
-            if (
-                start <= e.event_time
-                and e.event_type in ENGAGEMENTS
-                and e.advertiser_id in advertisers
-                and history.events
-            ):
+            if start > e.event_time or e.event_type not in ENGAGEMENTS or e.advertiser_id not in advertisers:
+                continue
+            while folded < i and ordered[folded].event_time <= e.event_time - serving_delay_ms:
+                fold_event(history, ordered[folded], folded, limits)
+                folded += 1
+            if history.events:
                 yield Example(
                     user_id,
                     e.event_time,
@@ -110,6 +124,5 @@ def iter_examples(
                     e.advertiser_id,
                     ranked_advertisers(history, limits),
                     shown_ads(history, limits),
-                    tuple(ordered[: history.version + 1]) if with_prior else (),
+                    tuple(ordered[:folded]) if with_prior else (),
                 )
-            fold_event(history, e, offset, e.event_time, limits)

@@ -40,7 +40,7 @@ class HistoryLimits:
     min_events: int = 12  # N: after a trim the history keeps N events; it grows to 2N
     dedupe_window: int = 32  # event ids remembered for duplicate detection
     max_counters: int = 16  # advertisers with decayed counters
-    shown: int = 8  # impressions the prompt shows: the newest ones at or before the version
+    shown: int = 8  # impressions the prompt shows: the newest ones
     counter_half_life_ms: int = 7 * 24 * 3600 * 1000
 
     @property
@@ -107,23 +107,31 @@ class Counter:
 @dataclass(slots=True)
 class UserHistory:
     user_id: str
-    version: int = -1  # input offset of the newest salient event folded in
+    version: int = -1  # input offset of the newest event that changed the prompt
     partition: int = -1
     profile: dict[str, str] = field(default_factory=dict)
     events: list[HistoryEvent] = field(default_factory=list)  # oldest first, by event time
     counters: list[Counter] = field(default_factory=list)
-    impressions: list[Impression] = field(default_factory=list)  # by offset; see _keep_impression
+    impressions: list[Impression] = field(default_factory=list)  # the newest `shown`, by offset
     seen_ids: bytes = b""
     newest_event_time: int = 0
-    # Trigger state (wall-clock ms); it lives here so that it survives restarts.
+    # Trigger state (wall-clock ms; 0 is "not pending"); it lives here so that it survives restarts.
     pending_since: int = 0
     last_event_at: int = 0
     pending_high_value: bool = False
     last_emit_at: int = 0
     emitted_version: int = -1
+    pending_engaged: bool = False  # something the user did (not only ads shown) is pending
 
     @property
     def pending(self) -> bool:
+        """A change the trigger policy wanted scored waits for its call. Changes it skipped are
+        not pending, but they are in the prompt of the next call (it renders the history)."""
+        return self.pending_since > 0
+
+    @property
+    def unscored(self) -> bool:
+        """The newest version has not been emitted (pending, or skipped by the policy so far)."""
         return self.version > self.emitted_version
 
     def to_record(self) -> dict[str, Any]:
@@ -145,6 +153,7 @@ class UserHistory:
             "last_emit_at": self.last_emit_at,
             "emitted_version": self.emitted_version,
             "impressions": [i._asdict() for i in self.impressions],
+            "pending_engaged": self.pending_engaged,
         }
 
     @classmethod
@@ -166,6 +175,7 @@ class UserHistory:
             impressions=[
                 Impression(i["offset"], i["advertiser_id"], i.get("category")) for i in r.get("impressions", ())
             ],
+            pending_engaged=r.get("pending_engaged", False),
         )
 
 
@@ -252,66 +262,78 @@ def _keep_impression(history: UserHistory, impression: Impression, limits: Histo
         impressions.append(impression)  # the usual case: offsets grow
     else:
         impressions.insert(bisect.bisect_right(impressions, impression.offset, key=attrgetter("offset")), impression)
-    _trim_impressions(history, limits)
-
-
-def _trim_impressions(history: UserHistory, limits: HistoryLimits) -> None:
-    """Keep the newest `limits.shown` impressions at or before the version (what the prompt shows)
-    and the newest `limits.shown` after it (what the next version's prompt may show): at most
-    2 × shown, and the prompt at version v is the same whenever it is rendered."""
-    impressions = history.impressions
-    if len(impressions) <= limits.shown:
-        return
-    split = bisect.bisect_right(impressions, history.version, key=attrgetter("offset"))
-    before, after = impressions[:split], impressions[split:]
-    if len(before) > limits.shown or len(after) > limits.shown:
-        history.impressions = before[-limits.shown :] + after[-limits.shown :]
+    if len(impressions) > limits.shown:
+        del impressions[: len(impressions) - limits.shown]
 
 
 def shown_ads(history: UserHistory, limits: HistoryLimits) -> tuple[ShownAd, ...]:
-    """The ads shown to the user that the prompt of the current version holds: the newest
-    `limits.shown` impressions whose input offset is at or before the version, oldest first.
-    Impressions neither bump the version nor trigger; this rule keeps the prompt of a version
-    fixed by the topic, so a replay ends on the same prompt whatever the timing."""
-    impressions = history.impressions
-    split = bisect.bisect_right(impressions, history.version, key=attrgetter("offset"))
-    return tuple(ShownAd(i.advertiser_id, i.category) for i in impressions[max(0, split - limits.shown) : split])
+    """The ads shown to the user that the prompt holds: the newest `limits.shown` impressions,
+    oldest first. An impression is a change of the prompt like any other: it moves the version
+    to its input offset, so the prompt of a version is fixed by the topic, whatever the timing."""
+    return tuple(ShownAd(i.advertiser_id, i.category) for i in history.impressions[-limits.shown :])
 
 
 @dataclass(frozen=True, slots=True)
 class FoldResult:
+    """What one event did to a history; the trigger policy decides from it whether the change is
+    worth an LLM call (adcast.core.triggers)."""
+
     applied: bool  # False when the event was a duplicate
-    salient: bool  # True when it entered the history (and so needs a new prediction)
+    changed: bool = False  # the prompt changed: the version moved to the event's offset
+    impression: bool = False  # the change is an ad shown, not something the user did
+    novel: bool = False  # the change can move the top-K (see `_is_novel`)
+    high_value: bool = False  # an event type that always deserves a prompt call
+
+
+DUPLICATE = FoldResult(applied=False)
+UNCHANGED = FoldResult(applied=True)
+
+
+def _is_novel(history: UserHistory, event: Event, limits: HistoryLimits) -> bool:
+    """Whether a change can move the user's top-K, judged before it is folded: an impression of
+    an ad or a category the shown list lacks; anything the user does, except one more
+    engagement with the advertiser they already engage with most."""
+    if event.event_type == IMPRESSION:
+        shown = history.impressions[-limits.shown :]
+        return all(i.advertiser_id != event.advertiser_id for i in shown) or (
+            event.category is not None and all(i.category != event.category for i in shown)
+        )
+    if not event.advertiser_id:
+        return True
+    top = ranked_advertisers(history, limits)
+    return not top or top[0] != event.advertiser_id
 
 
 def fold_event(
     history: UserHistory,
     event: Event,
     offset: int,
-    now_ms: int,
     limits: HistoryLimits,
     high_value_types: frozenset[str] = frozenset({ADD_TO_CART, CHECKOUT}),
 ) -> FoldResult:
     """Fold one validated event, read at input `offset`, into `history` in place."""
     digest = event_id_hash(event.event_id)
     if _seen(history, digest):
-        return FoldResult(applied=False, salient=False)
+        return DUPLICATE
     _remember(history, digest, limits)
+    if event.event_type == IMPRESSION and not event.advertiser_id:
+        return UNCHANGED  # nothing to show in the prompt
+    novel = _is_novel(history, event, limits)
     _count(history, event, limits)
     if event.event_type == IMPRESSION:
-        if event.advertiser_id:
-            _keep_impression(history, Impression(offset, event.advertiser_id, event.category), limits)
-        return FoldResult(applied=True, salient=False)
-    # Only events that change the prompt: freshness is measured from the newest of those.
+        _keep_impression(history, Impression(offset, event.advertiser_id, event.category), limits)
+    else:
+        _insert_event(history, HistoryEvent.from_event(event), limits)
+    # Freshness is measured from the newest event that changed the prompt.
     history.newest_event_time = max(history.newest_event_time, event.event_time)
-    _insert_event(history, HistoryEvent.from_event(event), limits)
     history.version = max(history.version, offset)
-    _trim_impressions(history, limits)
-    if history.pending_since == 0:
-        history.pending_since = now_ms
-    history.last_event_at = now_ms
-    history.pending_high_value = history.pending_high_value or event.event_type in high_value_types
-    return FoldResult(applied=True, salient=True)
+    return FoldResult(
+        applied=True,
+        changed=True,
+        impression=event.event_type == IMPRESSION,
+        novel=novel,
+        high_value=event.event_type in high_value_types,
+    )
 
 
 def ranked_advertisers(history: UserHistory, limits: HistoryLimits) -> tuple[str, ...]:

@@ -1,7 +1,7 @@
 """The one prompt renderer, shared by training, evaluation and the inference tier.
 
 Layout (format version 3), chosen for prefix-cache reuse: the profile first, then events oldest
-to newest; then the ads shown to the user (the newest impressions at or before the version, see
+to newest; then the ads shown to the user (the newest impressions, see
 `adcast.core.history.shown_ads`: what the ad system shows carries the user's current context),
 then the user's own advertisers ranked by their decayed counters (the long memory the bounded
 event list lacks). Both change with every version and so come last, before the fixed suffix. The

@@ -42,6 +42,7 @@ from adcast.core.clock import now_ms
 from adcast.core.prompt import render
 from adcast.core.requests import MAX_VERSION, MIN_VERSION, PredictionRequest
 from adcast.core.slots import ROLLOUT_REASON, SLOT_HEADER
+from adcast.core.triggers import REASON_HEADER, SETTLE
 from adcast.engines.base import ScoringEngine
 from adcast.errors import EngineDead, Interrupted, InvalidEvent, Rejected, StoreKeyError, StoreUnavailable
 from adcast.inference.scoring import Scorer, backoff
@@ -53,6 +54,8 @@ from adcast.wire import serde
 from adcast.wire.schema_registry import activate as activate_schemas
 
 log = logging.getLogger(__name__)
+
+UNTIMED_REASONS = frozenset({ROLLOUT_REASON, SETTLE})  # requests whose age is no freshness
 
 HEARTBEAT_S = 10.0  # how often a worker tells the slot pointer that its slot has a writer
 
@@ -264,7 +267,7 @@ class InferenceWorker:
             scored = await self._score(batch)  # 1. score (failures dead-lettered)
             items, results = await self._write_scored(store, scored)  # 2. write Redis (refusals dead-lettered)
             written_at = now_ms()
-            await self._publish(producer, items, results)  # 3. publish AffinityUpdates
+            await self._publish(producer, scored, items, results)  # 3. publish AffinityUpdates
             self._record(scored, items, results, written_at)  # 4. record metrics and stats
         await self._commit(consumer, offsets)  # 5. commit the consumed offsets
 
@@ -302,15 +305,21 @@ class InferenceWorker:
         return items, results
 
     async def _publish(
-        self, producer: AIOKafkaProducer, items: list[Affinities], results: list[bool | StoreKeyError]
+        self,
+        producer: AIOKafkaProducer,
+        scored: list[tuple[_Pending, list[tuple[str, float]]]],
+        items: list[Affinities],
+        results: list[bool | StoreKeyError],
     ) -> None:
         topic = self.settings.topics.name("affinities")
-        headers = [(SLOT_HEADER, self._slot_header)]
         sends = [
             await producer.send(
-                topic, serde.encode(serde.AFFINITY, a.to_record()), key=a.user_id.encode(), headers=headers
+                topic,
+                serde.encode(serde.AFFINITY, a.to_record()),
+                key=a.user_id.encode(),
+                headers=[(SLOT_HEADER, self._slot_header), (REASON_HEADER, p.request.reason.encode())],
             )
-            for a, r in zip(items, results, strict=True)
+            for (p, _), a, r in zip(scored, items, results, strict=True)
             if not isinstance(r, StoreKeyError)
         ]
         await asyncio.gather(*sends)
@@ -326,8 +335,9 @@ class InferenceWorker:
             metrics.WRITES.labels(
                 self.slot, "failed" if isinstance(r, StoreKeyError) else "written" if r else "stale"
             ).inc()
-            # A rollout request carries a history that may be days old: its age is no freshness.
-            if r is True and p.request.reason != ROLLOUT_REASON:
+            # A rollout request carries a history that may be days old, a settle call is late on
+            # purpose: neither age is freshness.
+            if r is True and p.request.reason not in UNTIMED_REASONS:
                 metrics.FRESHNESS_SECONDS.labels(self.slot).observe(max(0, written_at - a.newest_event_time) / 1000)
         self.stats.batches += 1
         self.stats.scored += len(items)

@@ -207,6 +207,9 @@ def wait_for_versions(
         time.sleep(0.5)
 
 
+DEMO_SETTLE_MS = 3000
+
+
 def run_demo(settings: Settings, users: int, replay_events: int, rate: float, keep_running: bool) -> int:
     from adcast.kafka import create_topics
     from adcast.replay import expected_versions, replay
@@ -214,6 +217,8 @@ def run_demo(settings: Settings, users: int, replay_events: int, rate: float, ke
     home = Path(settings.home).resolve()
     run_id = time.strftime("%Y%m%d-%H%M%S")
     settings = isolated_settings(settings, f"demo-{run_id}", home / "runs" / run_id)
+    # The replay is short: its users' skipped last changes are scored seconds after it, not minutes.
+    settings = override(settings, stream={"settle_ms": DEMO_SETTLE_MS})
 
     started_services = []
     workers: list[WorkerProcess] = []

@@ -34,6 +34,7 @@ class Delivered:
     event_type: str
     partition: int
     offset: int
+    changes_prompt: bool = True  # False for an impression without an advertiser: nothing to show
 
 
 @dataclass
@@ -211,13 +212,15 @@ class Sink:
         self.errors: list[str] = []
         self.letters = DeadLetters(settings, log_each=False)  # the summary names the reasons
 
-    def _done(self, event_type: str | None) -> Callable[[Any, Any], None]:
+    def _done(self, record: dict[str, Any] | None) -> Callable[[Any, Any], None]:
         def done(err: Any, msg: Any) -> None:
             if err is not None:
                 self.errors.append(str(err))
-            elif self.collect and event_type is not None:
+            elif self.collect and record is not None:
                 user = msg.key().decode(errors="replace")
-                self.summary.delivered.append(Delivered(user, event_type, msg.partition(), msg.offset()))
+                kind = record["event_type"]
+                changes = kind != "impression" or bool(record.get("advertiser_id"))
+                self.summary.delivered.append(Delivered(user, kind, msg.partition(), msg.offset(), changes))
 
         return done
 
@@ -228,7 +231,7 @@ class Sink:
         if self.live or value is None:
             record = {**out.record, "event_time": now_ms()} if self.live else out.record
             value = serde.encode(serde.EVENT, record)
-        produce(self.producer, self.topic, out.key, value, self._done(out.record["event_type"]))
+        produce(self.producer, self.topic, out.key, value, self._done(out.record))
         self.producer.poll(0)
         self.summary.events += 1
         self.summary.topics[self.topic] += 1
@@ -282,9 +285,10 @@ def format_summary(s: ReplaySummary) -> str:
 
 
 def expected_versions(delivered: list[Delivered]) -> dict[str, int]:
-    """Per user, the version a complete run must end at: the offset of the newest salient event."""
+    """Per user, the version a complete run must end at: the offset of the newest event that changed
+    the prompt (an impression with an advertiser included)."""
     out: dict[str, int] = {}
     for d in delivered:
-        if d.event_type != "impression":
+        if d.changes_prompt:
             out[d.user_id] = max(out.get(d.user_id, -1), d.offset)
     return out

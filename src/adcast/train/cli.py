@@ -18,6 +18,10 @@ from adcast.train.config import EXAMPLES_PER_RUN, MAX_AUTO_EPOCHS, TrainConfig
 # `adcast train`'s defaults are TrainConfig's: one list of them, shown by --help.
 DEFAULTS = TrainConfig()
 _HINTS = typing.get_type_hints(TrainConfig)
+SERVING_DELAY_HELP = (
+    "events less than this many seconds before an engagement are left out of its prompt: a "
+    "prediction is never fresher than the pipeline that makes it (default: %(default)s)"
+)
 
 
 def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
@@ -53,6 +57,7 @@ def cmd_examples(args: argparse.Namespace, settings: Settings) -> int:
         shard_examples=args.shard_examples,
         memory_limit=args.memory_limit,
         progress=not args.quiet,
+        serving_delay_ms=round(args.serving_delay * 1000),
     )
     print(f"{m.examples:,} examples from {m.events:,} events in {len(m.shards)} shards; saved to {args.out}")
     return 0
@@ -87,6 +92,13 @@ def _add_examples(add: AddCommand) -> None:
         type=float,
         default=DEFAULT_CUTOFF_FRACTION,
         help=f"targets before this time quantile (default: {DEFAULT_CUTOFF_FRACTION})",
+    )
+    ex.add_argument(
+        "--serving-delay",
+        type=float,
+        default=DEFAULTS.serving_delay,
+        metavar="SECONDS",
+        help=SERVING_DELAY_HELP.replace("%(default)s", str(DEFAULTS.serving_delay)),
     )
     ex.add_argument("--shard-examples", type=int, default=200_000, help="examples per shard (default: 200000)")
     ex.add_argument(
@@ -152,6 +164,7 @@ def _add_train(add: AddCommand) -> None:
     )
     _config_option(t, "seed", "random seed of the model, the batches and the validation slice (default: %(default)s)")
     _config_option(t, "cutoff_fraction", "train on events before this time quantile (default: %(default)s)")
+    _config_option(t, "serving_delay", SERVING_DELAY_HELP, metavar="SECONDS")
     _config_option(t, "device", "cpu or cuda (bf16 autocast on cuda; default: %(default)s)")
     _add_model_options(t)
     _add_target_options(t)

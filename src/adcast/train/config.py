@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from adcast.core.examples import DEFAULT_CUTOFF_FRACTION
+from adcast.core.examples import DEFAULT_CUTOFF_FRACTION, DEFAULT_SERVING_DELAY_MS
 from adcast.errors import ConfigError
 from adcast.train.lora import DEFAULT_TARGETS
 
@@ -30,6 +30,9 @@ class TrainConfig:
     relabel: float | None = None
     seed: int = 0
     cutoff_fraction: float = DEFAULT_CUTOFF_FRACTION
+    # Seconds: events this recent before a target are left out of its prompt, as the pipeline
+    # cannot serve a prediction fresher than that (adcast.core.examples.iter_examples).
+    serving_delay: float = DEFAULT_SERVING_DELAY_MS / 1000
     hidden_size: int = 128
     layers: int = 2
     heads: int = 4
@@ -100,6 +103,8 @@ def _check_shares(cfg: TrainConfig) -> None:
         raise ConfigError(f"--relabel is a number of copies per example, 0 or more; got {cfg.relabel}")
     if not 0.0 < cfg.cutoff_fraction <= 1.0:
         raise ConfigError(f"--cutoff-fraction is a time quantile, above 0 and at most 1; got {cfg.cutoff_fraction}")
+    if cfg.serving_delay < 0:
+        raise ConfigError(f"--serving-delay is in seconds, 0 or more; got {cfg.serving_delay}")
     if not 0.0 <= cfg.validation < 1.0:
         raise ConfigError(f"--validation is a share of the users, 0 (none) or more and below 1; got {cfg.validation}")
     if cfg.patience and not cfg.validation:

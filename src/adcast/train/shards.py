@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from adcast.core.examples import Example, iter_examples, target_kind
+from adcast.core.examples import DEFAULT_SERVING_DELAY_MS, Example, iter_examples, target_kind
 from adcast.core.history import HistoryLimits
 from adcast.core.prompt import PROMPT_FORMAT_VERSION, render
 from adcast.data.files import read_records
@@ -77,6 +77,7 @@ class Manifest:
     examples: int
     shards: list[str]
     advertisers: list[dict[str, Any]]
+    serving_delay_ms: int = 0  # events this recent before a target are left out of its prompt
 
     @classmethod
     def load(cls, folder: str | Path) -> Manifest:
@@ -223,6 +224,7 @@ def build_shards(
     shard_examples: int = 200_000,
     memory_limit: str = "1GB",
     progress: bool = True,
+    serving_delay_ms: int = DEFAULT_SERVING_DELAY_MS,
 ) -> Manifest:
     """Write the training examples of `data_dir` (targets before the cutoff) as shards."""
     import duckdb
@@ -249,7 +251,9 @@ def build_shards(
         bar = tqdm(total=len(profiles) or None, unit="user", desc="examples", disable=not progress, mininterval=0.5)
         with bar:
             for user_events in _users(con, sorted_path):
-                for ex in iter_examples(user_events, profiles, known, limits, end=cutoff):
+                for ex in iter_examples(
+                    user_events, profiles, known, limits, end=cutoff, serving_delay_ms=serving_delay_ms
+                ):
                     writer.add(ex)
                 writer.user_done()
                 bar.update(1)
@@ -268,6 +272,7 @@ def build_shards(
         total,
         shards,
         advertisers,
+        serving_delay_ms,
     )
     (out / MANIFEST).write_text(json.dumps(asdict(manifest), indent=1) + "\n")
     log.info("example shards: %s examples in %s shards, %.1f s", total, len(shards), time.monotonic() - started)
@@ -282,6 +287,7 @@ def shards_for_run(
     main: bool,
     wait: Callable[[], None],
     progress: bool,
+    serving_delay_ms: int = DEFAULT_SERVING_DELAY_MS,
 ) -> tuple[Path, Manifest]:
     """The example shards a training run reads: `data` itself when it holds shards (adcast
     examples), else shards of the data directory built into `folder` (kept for a resume) by the
@@ -289,17 +295,25 @@ def shards_for_run(
     given = Path(data)
     if not (given / MANIFEST).exists():
         if main:
-            wanted = (data_fingerprint(given), cutoff_fraction, asdict(limits))
+            wanted = (data_fingerprint(given), cutoff_fraction, asdict(limits), serving_delay_ms)
             held = Manifest.load(folder) if (folder / MANIFEST).exists() else None
-            if held is None or (held.data_fingerprint, held.cutoff_fraction, held.limits) != wanted:
-                build_shards(given, folder, cutoff_fraction, limits, progress=progress)
+            if held is None or (held.data_fingerprint, *_rule(held)) != wanted:
+                build_shards(
+                    given, folder, cutoff_fraction, limits, progress=progress, serving_delay_ms=serving_delay_ms
+                )
         wait()
         given = folder
     manifest = Manifest.load(given)
-    if manifest.cutoff_fraction != cutoff_fraction or manifest.limits != asdict(limits):
+    if _rule(manifest) != (cutoff_fraction, asdict(limits), serving_delay_ms):
         raise ConfigError(
-            f"the example shards in {given} were built with cutoff fraction {manifest.cutoff_fraction} and "
-            f"history limits {manifest.limits}, this run asks for {cutoff_fraction} and {asdict(limits)}: "
+            f"the example shards in {given} were built with cutoff fraction {manifest.cutoff_fraction}, "
+            f"history limits {manifest.limits} and a serving delay of {manifest.serving_delay_ms} ms; this run "
+            f"asks for {cutoff_fraction}, {asdict(limits)} and {serving_delay_ms} ms: "
             "rebuild them (adcast examples) with the run's settings"
         )
     return given, manifest
+
+
+def _rule(manifest: Manifest) -> tuple[float, dict[str, int], int]:
+    """What decides which examples the shards hold, besides the data."""
+    return manifest.cutoff_fraction, manifest.limits, manifest.serving_delay_ms

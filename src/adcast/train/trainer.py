@@ -128,6 +128,7 @@ def _shards(
         ranks.main,
         lambda: barrier(ranks),
         progress,
+        round(cfg.serving_delay * 1000),
     )
     if not manifest.examples:
         raise ConfigError(

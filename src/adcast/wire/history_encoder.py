@@ -175,4 +175,5 @@ def encode_history(h: UserHistory) -> bytes:
         parts.append(_long(len(h.impressions)))
         parts.extend(_long(i.offset) + _known_string(i.advertiser_id) + _optional(i.category) for i in h.impressions)
     parts.append(_NULL)
+    parts.append(b"\x01" if h.pending_engaged else b"\x00")
     return b"".join(parts)
