@@ -192,7 +192,7 @@ class StreamSettings(_Group):
     )
     producer_linger_ms: int = Field(20, description="How long the stream tier's producer gathers a batch.")
     producer_batch_bytes: int = Field(524_288, description="Largest batch of the stream tier's producer, in bytes.")
-    history_events: int = Field(12, description="N: the history keeps between N and 2N salient events.")
+    history_events: int = Field(12, description="N: the history keeps between N and 2N events (impressions apart).")
     dedupe_window: int = Field(32, description="Recent event ids remembered per user for dedupe.")
     shown_impressions: int = Field(
         8, ge=0, description="Impressions the prompt shows: the newest ones at or before the version (0: none)."

@@ -88,10 +88,10 @@ def test_the_page_shows_a_users_history_and_the_prompt_the_engines_see(settings,
             (user, event(0, user, "search", text=SCRIPT, advertiser_id=None, category=None)),
             (user, event(1, user, "impression", advertiser_id="a7", category="bags")),
             (user, event(2, user, "view", brand=SCRIPT)),
-            (user, event(3, user, "impression", advertiser_id="a9", category=SCRIPT)),  # after the version
+            (user, event(3, user, "impression", advertiser_id="a9", category=SCRIPT)),
         ]
         delivered = produce(settings, values)
-        version = delivered[2][1]  # the input offset of the newest salient event
+        version = delivered[3][1]  # the input offset of the newest change: the last ad shown
         request = newest_requests(settings, {user: version})[user]
         page = page_once_emitted(port, user, version, worker)
 
@@ -100,7 +100,10 @@ def test_the_page_shows_a_users_history_and_the_prompt_the_engines_see(settings,
         newest = page["events"][-1]
         assert (newest["event_time"], newest["brand"], newest["category"]) == (NOW + 2, SCRIPT, "shoes")
         assert page["events"][0]["text"] == "img src x onerror alert 1"  # the words the history keeps of a text
-        assert page["shown"] == [{"advertiser_id": "a7", "category": "bags"}]  # at or before the version
+        assert page["shown"] == [
+            {"advertiser_id": "a7", "category": "bags"},
+            {"advertiser_id": "a9", "category": SCRIPT},
+        ]
         assert [i["advertiser_id"] for i in page["impressions"]] == ["a7", "a9"]
         assert page["impressions"][1]["category"] == SCRIPT
         assert [c["advertiser_id"] for c in page["counters"]] == page["own"] == ["a1"]

@@ -56,26 +56,26 @@ def test_stream_worker_dedupes_folds_triggers_and_dead_letters(settings, broker,
         values.append(("junk", serde.encode(serde.EVENT, event(901, "", "click"))))
         delivered = produce(settings, values)
 
-        # Versions are the offsets of each user's newest salient event; the redelivered copy of
-        # e1 (a view) is dropped by event id, so it moves nothing.
-        expected: dict[str, int] = {}
-        for (_, offset), (key, raw) in zip(delivered[: len(users) * 4], values[: len(users) * 4], strict=True):
-            if serde.decode(serde.EVENT, raw)["event_type"] != "impression":
-                expected[key] = max(expected.get(key, -1), offset)
+        # Versions are the offsets of each user's newest event (every one here changes the prompt);
+        # the redelivered copy of e1 (a view) is dropped by event id, so it moves nothing. The
+        # click on the user's strongest advertiser and the same ad shown again are skipped by the
+        # value policy: the newest version is scored with the rest, or once the user settles.
+        expected = {key: offset for (_, offset), (key, _) in zip(delivered[: len(users) * 4], values, strict=False)}
 
-        requests_topic = settings.topics.name("requests")
-        got = consume(
-            settings,
-            requests_topic,
-            lambda out: {serde.decode(serde.REQUEST, m.value())["user_id"] for m in out} >= set(users),
-        )
-        latest: dict[str, int] = {}
+        def newest(out) -> dict[str, int]:
+            latest: dict[str, int] = {}
+            for m in out:
+                r = serde.decode(serde.REQUEST, m.value())
+                latest[r["user_id"]] = max(latest.get(r["user_id"], -1), r["version"])
+            return latest
+
+        got = consume(settings, settings.topics.name("requests"), lambda out: newest(out) == expected)
         for m in got:
             r = serde.decode(serde.REQUEST, m.value())
             assert m.key().decode() == r["user_id"]
-            latest[r["user_id"]] = max(latest.get(r["user_id"], -1), r["version"])
-            assert [e["event_type"] for e in r["events"]] in (["view"], ["view", "click"])
-        assert latest == expected
+            assert [e["event_type"] for e in r["events"]] in ([], ["view"], ["view", "click"])
+            assert len(r["shown"]) in (1, 2)
+        assert newest(got) == expected
 
         dead = consume(settings, settings.topics.name("dead_letters"), lambda out: len(out) >= 3)
         letters = sorted(

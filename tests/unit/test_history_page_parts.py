@@ -11,6 +11,7 @@ from adcast.core.events import Event
 from adcast.core.history import HistoryLimits, UserHistory, fold_event
 from adcast.core.prompt import render
 from adcast.core.requests import PredictionRequest
+from adcast.core.triggers import TriggerPolicy
 from adcast.errors import BadRequest
 
 pytest.importorskip("faust", reason="the stream tier's module needs the stream extra")
@@ -27,7 +28,7 @@ def query(*pairs: tuple[str, str]) -> MultiDict[str]:
 def history(*events: Event) -> UserHistory:
     h = UserHistory(user_id="u1", partition=0)
     for offset, e in enumerate(events):
-        fold_event(h, e, offset, LIMITS)
+        TriggerPolicy().note(h, fold_event(h, e, offset, LIMITS), e.event_time)
     return h
 
 

@@ -65,6 +65,7 @@ from adcast.bench.e2e_report import Measured, reason_of, report, taken_predictio
 from adcast.bench.e2e_report import exit_code as exit_code
 from adcast.bench.e2e_report import format_report as format_report
 from adcast.config import Settings, override, to_env
+from adcast.core.triggers import POLICIES
 from adcast.errors import ConfigError, ServiceError
 from adcast.local.workers import WorkerProcess, start_worker
 
@@ -91,10 +92,29 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet-ms", type=int, default=None, help="trigger: emit once a user is quiet this long")
     p.add_argument("--max-delay-ms", type=int, default=None, help="trigger: emit at the latest after this long")
     p.add_argument("--min-interval-ms", type=int, default=None, help="trigger: least time between two emissions")
+    p.add_argument(
+        "--trigger-policy",
+        choices=POLICIES,
+        default=None,
+        help="which changes are worth a call (default: the stream.trigger_policy setting)",
+    )
+    p.add_argument(
+        "--shown-interval-ms", type=int, default=None, help="trigger: least time between two calls for ads shown alone"
+    )
+    p.add_argument(
+        "--settle-ms",
+        type=int,
+        default=BENCH_SETTLE_MS,
+        help="trigger: a skipped last change is scored after this much quiet; the drain waits for it, so the "
+        f"run keeps it short and reports settle calls apart (default: {BENCH_SETTLE_MS})",
+    )
     p.add_argument("--drain-timeout", type=float, default=180.0, help="seconds to wait for the drain (default: 180)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar or status lines")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
+
+# The drain waits until every user's newest version is in Redis, settle calls included.
+BENCH_SETTLE_MS = 3000
 
 # -- The run -----------------------------------------------------------------------------------
 
@@ -125,7 +145,7 @@ def _wait_drained(
     timeout_s: float,
     progress: bool,
 ) -> int:
-    """Wait until every user's prediction in Redis reached the newest salient event's version and
+    """Wait until every user's prediction in Redis reached the version of the newest change and
     the inference worker has handled (scored and written, or superseded) every request the stream
     worker emitted; returns the number of users caught up (all of them unless the timeout struck)."""
     from adcast.store import AffinityClient
@@ -187,7 +207,7 @@ def _run_settings(args: argparse.Namespace, settings: Settings, home: Path) -> t
     run_dir = home / "runs" / run
     triggers = {
         name: getattr(args, name)
-        for name in ("quiet_ms", "max_delay_ms", "min_interval_ms")
+        for name in ("quiet_ms", "max_delay_ms", "min_interval_ms", "trigger_policy", "shown_interval_ms", "settle_ms")
         if getattr(args, name) is not None
     }
     engine = {"engine": args.engine} if args.engine is not None else {}

@@ -90,9 +90,12 @@ def report(
         "users_caught_up": m.caught_up,
         "drain_seconds": round(m.drain_s, 2),
         "trigger": {
+            "policy": s.trigger_policy,
             "quiet_ms": s.quiet_ms,
             "max_delay_ms": s.max_delay_ms,
             "min_interval_ms": s.min_interval_ms,
+            "shown_interval_ms": s.shown_interval_ms,
+            "settle_ms": s.settle_ms,
             "tick_ms": s.tick_ms,
         },
         "infer": {
@@ -117,6 +120,12 @@ def report(
         "stale_writes": round(infer_m.total("adcast_store_writes_total", outcome="stale")),
         "inference_dead_letters": round(infer_m.total("adcast_dead_letters_total")),
         "predictions_per_event": round(predictions / summary.events, 4) if summary.events else float("nan"),
+        "calls_per_event": _per_event(stream_m.total("adcast_requests_emitted_total"), summary.events),
+        "calls_per_event_without_settle": _per_event(
+            stream_m.total("adcast_requests_emitted_total")
+            - stream_m.total("adcast_requests_emitted_total", reason="settle"),
+            summary.events,
+        ),
         "batch_size": _batch_figures(infer_m),
         "engine_seconds_per_batch": round(infer_m.total("adcast_inference_seconds_sum") / batches, 4)
         if batches
@@ -157,6 +166,10 @@ def _batch_figures(infer_m: Scrape) -> dict[str, Any]:
     }
 
 
+def _per_event(count: float, events: int) -> float:
+    return round(count / events, 4) if events else float("nan")
+
+
 def exit_code(r: dict[str, Any]) -> int:
     """Non-zero when some user never caught up: the figures then describe an unfinished run."""
     return 0 if r["users_caught_up"] == r["users"] else 1
@@ -170,19 +183,24 @@ def format_report(r: dict[str, Any]) -> str:
         (
             "events replayed",
             f"{r['events']:,} in {r['replay_seconds']:.1f}s ({r['events_per_second']:,.0f}/s), "
-            f"{r['users']:,} users with a salient event",
+            f"{r['users']:,} users whose prompt changed",
         ),
         (
             "trigger",
-            f"quiet {tr['quiet_ms']} ms, max delay {tr['max_delay_ms']} ms, "
-            f"min interval {tr['min_interval_ms']} ms, tick {tr['tick_ms']} ms",
+            f"{tr['policy']}: quiet {tr['quiet_ms']} ms, max delay {tr['max_delay_ms']} ms, "
+            f"min interval {tr['min_interval_ms']} ms (ads shown alone {tr['shown_interval_ms']} ms), "
+            f"settle {tr['settle_ms']} ms, tick {tr['tick_ms']} ms",
         ),
         (
             "freshness",
             f"p50 {f['p50']:.2f}s  p95 {f['p95']:.2f}s  p99 {f['p99']:.2f}s  max {f['max']:.2f}s "
             f"over {f['count']:,} Redis writes",
         ),
-        ("LLM predictions / event", f"{r['predictions_per_event']:.3f} ({r['predictions']:,} predictions)"),
+        (
+            "LLM calls / event",
+            f"{r['calls_per_event']:.3f} requests emitted, {r['calls_per_event_without_settle']:.3f} without settle "
+            f"calls; {r['predictions_per_event']:.3f} predictions ({r['predictions']:,}, newest per user in a batch)",
+        ),
         (
             "top-10 drift per call",
             f"mean {d['mean']:.2f}, p50 {d['p50']:.2f} of the top 10 replaced, over {d['count']:,} predictions "

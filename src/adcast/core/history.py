@@ -49,8 +49,9 @@ class HistoryLimits:
 
 
 class HistoryEvent(NamedTuple):
-    """A salient event as kept in the history and rendered into the prompt. Immutable (the state
-    encoder reuses an event's bytes); a named tuple because one is built per salient event."""
+    """An event the user made (anything but an impression) as kept in the history and rendered
+    into the prompt. Immutable (the state encoder reuses an event's bytes); a named tuple because
+    one is built per event."""
 
     event_time: int
     event_type: str

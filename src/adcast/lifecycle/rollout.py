@@ -16,7 +16,7 @@ Position: the changelog offsets done are committed in the consumer group
 delivered, so a restarted rollout resumes where the last one stopped (`restart=True` starts
 over). The store's version guard makes a request sent twice harmless.
 
-Coverage: of the users the state knows (a salient event folded in), how many the slot holds a
+Coverage: of the users the state knows (an event that changed the prompt folded in), how many the slot holds a
 record for (`held`), and how many at their current version or newer (`current`).
 """
 
@@ -57,7 +57,7 @@ class RolloutSummary:
 @dataclass(frozen=True)
 class Coverage:
     slot: str
-    known: int  # users with a salient event in the stream state
+    known: int  # users with a prompt in the stream state (an event that changed it)
     held: int  # of them, users the slot holds a record for
     current: int  # of them, records at the state's version or newer
 
