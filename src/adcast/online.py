@@ -71,6 +71,7 @@ def evaluate_online(
         raise ConfigError(f"no engagements to judge at or after the cutoff in {data_dir}")
     ranked = _score_calls(runs, model_dir, max(ks), engine, device, progress)
     report: dict[str, Any] = {
+        "data": str(data_dir),
         "cutoff_time": cutoff,
         "serving_delay_ms": serving_delay_ms,
         "policies": {name: _figures(runs[name], ranked, ks) for name in POLICIES},
@@ -166,19 +167,17 @@ def plot(report: dict[str, Any], path: str | Path) -> None:
 
     fig, ax = plt.subplots(figsize=(6, 4))
     policies = report["policies"]
-    xs = [f["calls_per_event"] for f in policies.values()]
-    ys = [f[f"hit@{HIT_K}"] for f in policies.values()]
-    ax.plot(xs, ys, color="0.7", zorder=1)
-    for name, x, y in zip(policies, xs, ys, strict=True):
-        ax.scatter([x], [y], zorder=2, label=f"{name}: {y:.3f} at {x:.3f}")
-        ax.annotate(name, (x, y), textcoords="offset points", xytext=(6, -12))
+    points = sorted((f["calls_per_event"], f[f"hit@{HIT_K}"], name) for name, f in policies.items())
+    ax.plot([x for x, _, _ in points], [y for _, y, _ in points], color="0.7", zorder=1)
+    for x, y, name in points:
+        ax.scatter([x], [y], zorder=2, label=f"{name}: {y:.3f} at {x:.3f} calls/event")
+    ax.set_xlim(0, max(x for x, _, _ in points) * 1.08)
     ax.set_xlabel("LLM calls per event")
     ax.set_ylabel(f"hit@{HIT_K} (prediction visible at the engagement)")
-    ax.set_title(
-        f"Online: {next(iter(policies.values()))['targets']} engagements, {report['serving_delay_ms']} ms delay"
-    )
+    targets = next(iter(policies.values()))["targets"]
+    ax.set_title(f"{Path(report['data']).name}: {targets} engagements, serving delay {report['serving_delay_ms']} ms")
     ax.grid(True, alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

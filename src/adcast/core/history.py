@@ -317,11 +317,12 @@ def fold_event(
     if _seen(history, digest):
         return DUPLICATE
     _remember(history, digest, limits)
-    if event.event_type == IMPRESSION and not event.advertiser_id:
+    shown = event.event_type == IMPRESSION
+    if shown and not event.advertiser_id:
         return UNCHANGED  # nothing to show in the prompt
     novel = _is_novel(history, event, limits)
     _count(history, event, limits)
-    if event.event_type == IMPRESSION:
+    if shown and event.advertiser_id:
         _keep_impression(history, Impression(offset, event.advertiser_id, event.category), limits)
     else:
         _insert_event(history, HistoryEvent.from_event(event), limits)
@@ -331,7 +332,7 @@ def fold_event(
     return FoldResult(
         applied=True,
         changed=True,
-        impression=event.event_type == IMPRESSION,
+        impression=shown,
         novel=novel,
         high_value=event.event_type in high_value_types,
     )
