@@ -19,7 +19,13 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 
 from adcast.core.events import ENGAGEMENTS, IMPRESSION, Event
-from adcast.core.examples import DEFAULT_CUTOFF_FRACTION, cutoff_time, iter_examples, target_kind
+from adcast.core.examples import (
+    DEFAULT_CUTOFF_FRACTION,
+    DEFAULT_SERVING_DELAY_MS,
+    cutoff_time,
+    iter_examples,
+    target_kind,
+)
 from adcast.core.history import COUNTER_WEIGHTS, HistoryLimits
 from adcast.data.files import read_records
 
@@ -43,6 +49,12 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("data", help="data directory in the interchange format")
     p.add_argument("--cutoff-fraction", type=float, default=DEFAULT_CUTOFF_FRACTION)
+    p.add_argument(
+        "--serving-delay",
+        type=float,
+        default=DEFAULT_SERVING_DELAY_MS / 1000,
+        help="seconds, as adcast eval's (default: %(default)s)",
+    )
     args = p.parse_args()
     advertisers = {a["advertiser_id"] for a in read_records(args.data, "advertisers")}
     profiles = {r["user_id"]: r["attributes"] for r in read_records(args.data, "profiles")}
@@ -55,7 +67,12 @@ def main() -> None:
     )
     total = sum(before.values())
     popular = {a: n / total for a, n in before.most_common(200)}
-    examples = list(iter_examples(records, profiles, advertisers, HistoryLimits(), start=cutoff, with_prior=True))
+    delay_ms = round(args.serving_delay * 1000)
+    examples = list(
+        iter_examples(
+            records, profiles, advertisers, HistoryLimits(), start=cutoff, with_prior=True, serving_delay_ms=delay_ms
+        )
+    )
     kinds = [target_kind(ex) for ex in examples]
     counts = Counter(kinds)
     print(f"{len(examples):,} targets: " + ", ".join(f"{k} {n:,}" for k, n in sorted(counts.items())))

@@ -47,6 +47,9 @@ def test_bench_e2e_reports_consistent_figures_and_cleans_up(settings, broker, re
 
     f = r["freshness_s"]
     assert 0 < f["count"] <= r["redis_writes"]  # settle calls, late on purpose, are not timed
+    by_reason = r["freshness_by_reason_s"]
+    assert sum(x["count"] for x in by_reason.values()) == f["count"] and "settle" not in by_reason
+    assert r["freshness_user_changes_s"]["count"] == f["count"] - by_reason.get("shown", {"count": 0})["count"]
     assert 0 <= f["p50"] <= f["p95"] <= f["p99"] <= f["max"]
     d = r["top10_drift"]  # one per taken prediction after each user's first
     assert 0 < d["count"] < r["redis_writes"] and 0 <= d["p50"] <= 1 and 0 <= d["mean"] <= 1

@@ -155,7 +155,7 @@ def test_a_skipped_change_is_scored_in_the_next_call_or_once_the_user_settles():
     p, table = StreamProcessor(HistoryLimits(), policy), MappingStore()
     on_event(p, table, event(1, kind="impression"), 0, 100, NOW)
     (first,) = on_tick(p, table, 0, NOW + 500).requests  # a new ad shown: worth a call
-    assert first.version == 100 and first.reason == "quiet"
+    assert first.version == 100 and first.reason == "shown"  # ads shown alone
     on_event(p, table, event(2, kind="impression"), 0, 101, NOW + 600)  # the same ad again
     assert on_tick(p, table, 0, NOW + 5_000).requests == []
     (settled,) = on_tick(p, table, 0, NOW + 10_600).requests

@@ -42,7 +42,7 @@ def test_drift_is_taken_per_user_between_the_predictions_redis_took():
         _update("u2", 10, ["x", "z"], at=31_000, reason="settle"),  # late on purpose: drift, no freshness
     ]
     fresh, drift = taken_predictions(updates)
-    assert fresh == [1.0, 1.0, 2.5, 1.0]
+    assert fresh == {"quiet": [1.0, 1.0, 2.5, 1.0]}
     assert drift == [0.5, 0.0, 0.5]  # u1: c replaced b; u2: nothing changed, then z replaced y
 
 

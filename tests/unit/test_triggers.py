@@ -1,6 +1,6 @@
 from adcast.core.events import Event
 from adcast.core.history import HistoryLimits, UserHistory, fold_event
-from adcast.core.triggers import CHANGE, HIGH_VALUE, MAX_DELAY, QUIET, SETTLE, TriggerPolicy, mark_emitted
+from adcast.core.triggers import CHANGE, HIGH_VALUE, MAX_DELAY, QUIET, SETTLE, SHOWN, TriggerPolicy, mark_emitted
 
 POLICY = TriggerPolicy(quiet_ms=500, max_delay_ms=2000, min_interval_ms=1000, shown_interval_ms=5000, settle_ms=30_000)
 T0 = 1_767_225_600_000
@@ -66,7 +66,7 @@ def test_the_value_policy_skips_what_cannot_move_the_top_k_and_settles_it_later(
     fold(h, 8, "impression", 4000, adv="s2", cat="shoes")  # a new ad: worth a call
     # Ads shown alone wait shown_interval_ms since the last call (ads arrive in streams).
     assert h.pending and POLICY.decide(h, 4500) is None
-    assert POLICY.next_check_ms(h) == 2700 + 5000 and POLICY.decide(h, 7700) == QUIET
+    assert POLICY.next_check_ms(h) == 2700 + 5000 and POLICY.decide(h, 7700) == SHOWN
     fold(h, 9, "click", 5000, adv="b")  # something the user did: the ordinary interval
     assert POLICY.decide(h, 5500) == QUIET
 

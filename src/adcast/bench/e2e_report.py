@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from adcast.config import Settings
 from adcast.core.ranking import percentile, top_k_drift
-from adcast.core.triggers import REASON_HEADER, SETTLE
+from adcast.core.triggers import REASON_HEADER, SETTLE, SHOWN
 from adcast.scrape import Scrape
 from adcast.wire import serde
 
@@ -31,14 +31,15 @@ def reason_of(headers: list[tuple[str, bytes]] | None) -> str:
     return next((v.decode(errors="replace") for k, v in headers or () if k == REASON_HEADER), "")
 
 
-def taken_predictions(updates: list[tuple[bytes, str]]) -> tuple[list[float], list[float]]:
+def taken_predictions(updates: list[tuple[bytes, str]]) -> tuple[dict[str, list[float]], list[float]]:
     """For every published prediction that Redis took (per user, one partition in write order:
     only versions above the ones before it), given with the reason its request was emitted:
-    seconds from newest event to Redis write (settle calls, late on purpose, left out); and, for
-    each after a user's first, its top-10 drift from the one before (core.ranking.top_k_drift)."""
+    seconds from newest event to Redis write, by reason (settle calls, late on purpose, left
+    out); and, for each after a user's first, its top-10 drift from the one before
+    (core.ranking.top_k_drift)."""
     best: dict[str, int] = {}
     top: dict[str, list[str]] = {}
-    fresh: list[float] = []
+    fresh: dict[str, list[float]] = {}
     drift: list[float] = []
     for raw, reason in updates:
         a = serde.decode(serde.AFFINITY, raw)
@@ -46,7 +47,7 @@ def taken_predictions(updates: list[tuple[bytes, str]]) -> tuple[list[float], li
         if a["version"] > best.get(user, -1):
             best[user] = a["version"]
             if reason != SETTLE:
-                fresh.append((a["computed_at"] - a["newest_event_time"]) / 1000)
+                fresh.setdefault(reason, []).append((a["computed_at"] - a["newest_event_time"]) / 1000)
             current = [s["advertiser_id"] for s in a["advertisers"]]
             if user in top:
                 drift.append(top_k_drift(top[user], current))
@@ -66,7 +67,7 @@ class Measured:
     infer_m: Scrape
     lag_replay_end: dict[str, int]
     lag_drained: dict[str, int]
-    fresh: list[float]
+    fresh: dict[str, list[float]]  # by trigger reason
     drift: list[float]  # top-10 drift of each taken prediction after a user's first
     load_before: tuple[float, float, float]
     load_after: tuple[float, float, float]
@@ -104,7 +105,12 @@ def report(
             "max_wait_ms": settings.infer.max_wait_ms,
             "cpu_threads": settings.infer.cpu_threads,
         },
-        "freshness_s": _freshness_figures(m.fresh),
+        "freshness_s": _freshness_figures([s for values in m.fresh.values() for s in values]),
+        # What the user did, apart from ads shown alone (held up to shown_interval_ms by design).
+        "freshness_user_changes_s": _freshness_figures(
+            [s for reason, values in m.fresh.items() if reason != SHOWN for s in values]
+        ),
+        "freshness_by_reason_s": {reason: _freshness_figures(values) for reason, values in sorted(m.fresh.items())},
         "top10_drift": {
             "count": len(m.drift),
             "mean": round(sum(m.drift) / len(m.drift), 4) if m.drift else float("nan"),
@@ -194,7 +200,14 @@ def format_report(r: dict[str, Any]) -> str:
         (
             "freshness",
             f"p50 {f['p50']:.2f}s  p95 {f['p95']:.2f}s  p99 {f['p99']:.2f}s  max {f['max']:.2f}s "
-            f"over {f['count']:,} Redis writes",
+            f"over {f['count']:,} Redis writes (settle calls apart)",
+        ),
+        (
+            "  by reason",
+            "; ".join(
+                f"{reason} p50 {x['p50']:.2f}s p99 {x['p99']:.2f}s ({x['count']:,})"
+                for reason, x in r["freshness_by_reason_s"].items()
+            ),
         ),
         (
             "LLM calls / event",

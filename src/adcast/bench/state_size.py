@@ -205,7 +205,7 @@ def format_report(r: dict[str, Any]) -> str:
             f"serialized history per user (UserHistory, Avro, as the table stores it) over {r['users']:,} users "
             f"of {r['data']}",
             f"  limits: {lim['min_events']}-{lim['max_events']} events, {lim['max_counters']} counters, "
-            f"{lim['shown']} shown impressions (2x kept), {lim['dedupe_window']} remembered ids, "
+            f"{lim['shown']} shown impressions, {lim['dedupe_window']} remembered ids, "
             f"{lim['profile_attrs']} profile attributes",
             f"  mean {b['mean']:,.0f} B   p50 {b['p50']:,.0f} B   p99 {b['p99']:,.0f} B   max {b['max']:,} B"
             f"   (all users: {r['total_bytes'] / 1e6:.2f} MB)",

@@ -29,6 +29,7 @@ MAX_DELAY = "max_delay"
 HIGH_VALUE = "high_value"
 CHANGE = "change"  # the every_change policy's reason
 SETTLE = "settle"  # the newest version, skipped so far, once the user is quiet
+SHOWN = "shown"  # ads shown alone, held by the value policy's longer interval
 # Kafka header of an affinity update: the reason its request was emitted. A settle call is late on
 # purpose, so freshness (newest event to Redis) is measured on the other calls only.
 REASON_HEADER = "adcast-reason"
@@ -85,6 +86,8 @@ class TriggerPolicy:
             return HIGH_VALUE
         if now_ms - history.last_emit_at < self._interval(history):
             return None
+        if not history.pending_engaged and self.name == "value":
+            return SHOWN
         return QUIET if quiet else MAX_DELAY
 
     def next_check_ms(self, history: UserHistory) -> int:
