@@ -269,8 +269,9 @@ def test_sigterm_mid_batch_finishes_writes_commits_and_exits_zero(
     create_topics(settings)
     env = to_env(settings)
     metrics_port = free_port()
-    # One long micro-batch: everything the worker consumes waits for it, uncommitted, for 8 s.
-    holding = {**env, "ADCAST_INFER__MAX_BATCH": "4096", "ADCAST_INFER__MAX_WAIT_MS": "8000"}
+    # One long micro-batch: everything the worker consumes waits for it, uncommitted, for 20 s
+    # (users whose last change the policy skipped are emitted once they settle, a second later).
+    holding = {**env, "ADCAST_INFER__MAX_BATCH": "4096", "ADCAST_INFER__MAX_WAIT_MS": "20000"}
     holding["ADCAST_METRICS_PORT"] = str(metrics_port)
     stream, infer = Slot("stream", env, tmp_path, "stream"), Slot("infer", holding, tmp_path, "infer")
     start(slots, stream, infer)
