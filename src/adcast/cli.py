@@ -140,6 +140,14 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _milliseconds(text: str, option: str) -> list[int]:
+    """A comma-separated list of whole milliseconds, 0 or more, or ConfigError naming the option."""
+    values = [v.strip() for v in text.split(",") if v.strip()]
+    if not all(v.isdigit() for v in values):
+        raise ConfigError(f"{option} takes whole milliseconds separated by commas, e.g. 2000,5000; got {text!r}")
+    return [int(v) for v in values]
+
+
 def _eval_online(args: argparse.Namespace, settings: Settings, ks: list[int], delay_ms: int) -> int:
     from adcast import online
 
@@ -156,6 +164,7 @@ def _eval_online(args: argparse.Namespace, settings: Settings, ks: list[int], de
         settings.stream.history_limits(),
         delay_ms,
         progress=not args.json,
+        shown_intervals=_milliseconds(args.shown_intervals, "--shown-intervals"),
     )
     if args.plot:
         online.plot(report, args.plot)
@@ -371,6 +380,13 @@ def _add_reading_commands(add: AddCommand) -> None:
         help="replay the evaluation period through the stream tier's fold and trigger policies on the events' "
         "clock and judge each engagement against the prediction visible then: hit@10 and LLM calls per "
         "event of the every_change, engagements and value policies (timings from the stream settings)",
+    )
+    ev.add_argument(
+        "--shown-intervals",
+        default="",
+        metavar="MS,MS,...",
+        help="with --online: also the value policy at each of these intervals for ads shown alone (ms), "
+        "the points of the budget curve between the three policies",
     )
     ev.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     ev.add_argument(

@@ -43,9 +43,11 @@ def evaluate_online(
     limits: HistoryLimits | None = None,
     serving_delay_ms: int = DEFAULT_SERVING_DELAY_MS,
     progress: bool = True,
+    shown_intervals: Sequence[int] = (),
 ) -> dict[str, Any]:
     """The three policies' figures on `data_dir`; `policy` gives the timings (quiet, delay,
-    interval, settle) they share."""
+    interval, settle) they share. `shown_intervals` adds the `value` policy at each of these
+    intervals for ads shown alone (ms): points of the budget curve between the three."""
     started = time.monotonic()
     limits = limits or HistoryLimits()
     advertisers = {a["advertiser_id"] for a in read_records(data_dir, "advertisers")}
@@ -60,9 +62,8 @@ def evaluate_online(
     cutoff = cutoff_time((e.event_time for seq in by_user.values() for e in seq), cutoff_fraction)
     end = max(seq[-1].event_time for seq in by_user.values())
     runs: dict[str, list[UserRun]] = {}
-    for name in POLICIES:
-        # engagements-only is today's policy: impressions neither trigger nor settle.
-        p = replace(policy, name=name, settle_ms=None if name == "engagements" else policy.settle_ms)
+    policies = _policies(policy, shown_intervals)
+    for name, p in policies.items():
         runs[name] = [
             replay_user(by_user[u], profiles.get(u, {}), p, limits, advertisers, cutoff, end, serving_delay_ms)
             for u in sorted(by_user)
@@ -74,10 +75,26 @@ def evaluate_online(
         "data": str(data_dir),
         "cutoff_time": cutoff,
         "serving_delay_ms": serving_delay_ms,
-        "policies": {name: _figures(runs[name], ranked, ks) for name in POLICIES},
+        "shown_interval_ms": policy.shown_interval_ms,  # the value policy's, for ads shown alone
+        "policies": {name: _figures(runs[name], ranked, ks) for name in policies},
     }
     report["seconds"] = round(time.monotonic() - started, 1)
     return report
+
+
+def sweep_name(shown_interval_ms: int) -> str:
+    return f"value@{shown_interval_ms}ms"
+
+
+def _policies(policy: TriggerPolicy, shown_intervals: Sequence[int]) -> dict[str, TriggerPolicy]:
+    # `engagements` is the engagement-only baseline: impressions neither trigger nor settle.
+    out = {
+        name: replace(policy, name=name, settle_ms=None if name == "engagements" else policy.settle_ms)
+        for name in POLICIES
+    }
+    for ms in shown_intervals:
+        out[sweep_name(ms)] = replace(policy, name="value", shown_interval_ms=ms)
+    return out
 
 
 def _score_calls(
@@ -149,12 +166,8 @@ def format_table(report: dict[str, Any]) -> str:
         )
     first = next(iter(policies.values()))
     lines.append(f"targets: {first['targets']}, events: {first['events']}")
-    lines.append(
-        "calls by reason: "
-        + "; ".join(
-            f"{name}: " + ", ".join(f"{r} {n}" for r, n in f["calls_by_reason"].items()) for name, f in policies.items()
-        )
-    )
+    for name, f in policies.items():
+        lines.append(f"calls by reason, {name}: " + ", ".join(f"{r} {n}" for r, n in f["calls_by_reason"].items()))
     return "\n".join(lines)
 
 
@@ -168,9 +181,25 @@ def plot(report: dict[str, Any], path: str | Path) -> None:
     fig, ax = plt.subplots(figsize=(6, 4))
     policies = report["policies"]
     points = sorted((f["calls_per_event"], f[f"hit@{HIT_K}"], name) for name, f in policies.items())
-    ax.plot([x for x, _, _ in points], [y for _, y, _ in points], color="0.7", zorder=1)
-    for x, y, name in points:
-        ax.scatter([x], [y], zorder=2, label=f"{name}: {y:.3f} at {x:.3f} calls/event")
+    main = [p for p in points if p[2] in POLICIES]
+    ax.plot([x for x, _, _ in main], [y for _, y, _ in main], color="0.7", zorder=1)
+    for x, y, name in main:
+        shown = f" ({report['shown_interval_ms'] / 1000:g} s)" if name == "value" else ""
+        ax.scatter([x], [y], zorder=3, label=f"{name}{shown}: {y:.3f} at {x:.3f} calls/event")
+    family = [p for p in points if p[2] == "value" or p[2].startswith("value@")]
+    if len(family) > 1:  # the value policy at other intervals for ads shown alone
+        ax.plot([x for x, _, _ in family], [y for _, y, _ in family], "--", color="C1", alpha=0.6, zorder=2)
+        labelled: list[tuple[float, float]] = []
+        for x, y, name in family:
+            if name == "value":
+                continue
+            ax.scatter([x], [y], s=12, color="C1", zorder=2)
+            if any(abs(x - u) < 0.01 and abs(y - v) < 0.01 for u, v in labelled):
+                continue  # the same point as one labelled already: intervals that change nothing here
+            seconds = int(name.removeprefix("value@").removesuffix("ms")) / 1000
+            up = len(labelled) % 2
+            ax.annotate(f"{seconds:g} s", (x, y), textcoords="offset points", xytext=(3, 4 if up else -11), fontsize=7)
+            labelled.append((x, y))
     ax.set_xlim(0, max(x for x, _, _ in points) * 1.08)
     ax.set_xlabel("LLM calls per event")
     ax.set_ylabel(f"hit@{HIT_K} (prediction visible at the engagement)")

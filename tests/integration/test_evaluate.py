@@ -51,14 +51,15 @@ def test_eval_json_has_the_documented_shape_and_the_model_beats_popularity(small
 
 def test_online_eval_reports_the_three_policies_side_by_side(small_world, tiny_model, tmp_path):
     plot = tmp_path / "budget.png"
-    args = ["eval", "--online", "--data", str(small_world), "--model", str(tiny_model), "--k", "5,10", "--json"]
+    args = ["eval", "--online", "--data", str(small_world), "--model", str(tiny_model), "--k", "5,10"]
+    args += ["--shown-intervals", "0,60000", "--json"]
     out = subprocess.run(
         [sys.executable, "-m", "adcast.cli", *args, "--plot", str(plot)], capture_output=True, text=True, check=True
     )
     report = json.loads(out.stdout)
     assert report["serving_delay_ms"] == 1000
     policies = report["policies"]
-    assert list(policies) == ["value", "engagements", "every_change"]
+    assert list(policies) == ["value", "engagements", "every_change", "value@0ms", "value@60000ms"]
     every = policies["every_change"]
     for name, f in policies.items():
         # The same engagements are judged under every policy; the counts add up.
@@ -72,6 +73,9 @@ def test_online_eval_reports_the_three_policies_side_by_side(small_world, tiny_m
         assert 0 <= f["no_prediction_share"] < 1 and 0 <= f["top10_drift_mean"] <= 1
         assert f["calls"] <= every["calls"], name  # a budget never calls more than every change
     assert set(every["calls_by_reason"]) == {"change"}
+    # Holding ads shown alone longer gathers them into fewer calls.
+    shown = {name: policies[name]["calls_by_reason"].get("shown", 0) for name in ("value@0ms", "value@60000ms")}
+    assert shown["value@60000ms"] < shown["value@0ms"], shown
     assert plot.stat().st_size > 1000 and plot.read_bytes()[:4] == b"\x89PNG"
     table = subprocess.run(
         [sys.executable, "-m", "adcast.cli", *args[:-1]], capture_output=True, text=True, check=True
