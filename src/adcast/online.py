@@ -88,7 +88,7 @@ def sweep_name(shown_interval_ms: int) -> str:
 
 def _policies(policy: TriggerPolicy, shown_intervals: Sequence[int]) -> dict[str, TriggerPolicy]:
     # `engagements` is the engagement-only baseline: impressions neither trigger nor settle.
-    out = {
+    out: dict[str, TriggerPolicy] = {
         name: replace(policy, name=name, settle_ms=None if name == "engagements" else policy.settle_ms)
         for name in POLICIES
     }

@@ -14,7 +14,8 @@ a user whose newest version was never scored is scored once quiet for `settle_ms
 version of every user reaches Redis and a replay, or a restart, ends on the same prompts.
 A pending user is emitted when it has been quiet for `quiet_ms`, or when `max_delay_ms` has passed
 since its first pending change; and no sooner than `min_interval_ms` after its previous emission
-unless a high-value event is pending. Bursts are coalesced that way.
+unless a high-value event is pending (`shown_interval_ms` when only ads shown are pending, which
+arrive in streams as the user scrolls: reason `shown`). Bursts are coalesced that way.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ class TriggerPolicy:
     max_delay_ms: int = 1500
     min_interval_ms: int = 1000
     shown_interval_ms: int = 10_000
-    settle_ms: int | None = 300_000  # None: never (today's engagements-only, as the simulator runs it)
+    settle_ms: int | None = 300_000  # None: never (the simulator's engagement-only baseline)
     name: PolicyName = "value"
 
     def wants(self, change: FoldResult) -> bool:
