@@ -21,7 +21,6 @@ from typing import Any
 
 from adcast.core.examples import DEFAULT_CUTOFF_FRACTION, DEFAULT_SERVING_DELAY_MS, TARGET_KINDS, cutoff_time, to_event
 from adcast.core.history import HistoryLimits
-from adcast.core.prompt import render
 from adcast.core.ranking import rank_of, recall_at, top_k_drift
 from adcast.core.simulation import UserRun, replay_user
 from adcast.core.triggers import POLICIES, TriggerPolicy
@@ -101,7 +100,7 @@ def _score_calls(
     runs: dict[str, list[UserRun]], model_dir: str | Path, k: int, engine: str, device: str, progress: bool
 ) -> dict[str, list[str]]:
     """Each distinct prompt of every policy's calls, scored once: prompt -> top-k ids."""
-    prompts = sorted({render(call.request) for user_runs in runs.values() for run in user_runs for call in run.calls})
+    prompts = sorted({call.prompt for user_runs in runs.values() for run in user_runs for call in run.calls})
     return dict(
         zip(prompts, score_prompts(prompts, model_dir, k, engine, device, progress, desc="online"), strict=True)
     )
@@ -114,7 +113,7 @@ def _figures(user_runs: list[UserRun], ranked: dict[str, list[str]], ks: Sequenc
     drifts: list[float] = []
     reasons: Counter[str] = Counter()
     for run in user_runs:
-        tops = [ranked[render(call.request)] for call in run.calls]
+        tops = [ranked[call.prompt] for call in run.calls]
         for judged in run.judged:
             unseen += judged.call is None
             ranks.append(None if judged.call is None else rank_of(judged.target, tops[judged.call]))

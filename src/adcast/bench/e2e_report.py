@@ -129,7 +129,7 @@ def report(
         "calls_per_event": _per_event(stream_m.total("adcast_requests_emitted_total"), summary.events),
         "calls_per_event_without_settle": _per_event(
             stream_m.total("adcast_requests_emitted_total")
-            - stream_m.total("adcast_requests_emitted_total", reason="settle"),
+            - stream_m.total("adcast_requests_emitted_total", reason=SETTLE),
             summary.events,
         ),
         "batch_size": _batch_figures(infer_m),

@@ -10,7 +10,7 @@ from __future__ import annotations
 import bisect
 import hashlib
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import Any, NamedTuple
@@ -235,10 +235,7 @@ def _count(history: UserHistory, event: Event, limits: HistoryLimits) -> None:
     else:
         history.counters.append(Counter(event.advertiser_id, gain, t))
     if len(history.counters) > limits.max_counters:
-        ref = max(c.updated_at for c in history.counters)
-        history.counters.sort(
-            key=lambda c: (-_decay(c.weight, c.updated_at, ref, limits.counter_half_life_ms), c.advertiser_id)
-        )
+        history.counters.sort(key=_strength_order(history, limits))
         del history.counters[limits.max_counters :]
 
 
@@ -299,10 +296,9 @@ def _is_novel(history: UserHistory, event: Event, limits: HistoryLimits) -> bool
         return all(i.advertiser_id != event.advertiser_id for i in shown) or (
             event.category is not None and all(i.category != event.category for i in shown)
         )
-    if not event.advertiser_id:
+    if not event.advertiser_id or not history.counters:
         return True
-    top = ranked_advertisers(history, limits)
-    return not top or top[0] != event.advertiser_id
+    return min(history.counters, key=_strength_order(history, limits)).advertiser_id != event.advertiser_id
 
 
 def fold_event(
@@ -343,9 +339,10 @@ def ranked_advertisers(history: UserHistory, limits: HistoryLimits) -> tuple[str
     counter update (a time taken from the events, so the ranking is deterministic)."""
     if not history.counters:
         return ()
+    return tuple(c.advertiser_id for c in sorted(history.counters, key=_strength_order(history, limits)))
+
+
+def _strength_order(history: UserHistory, limits: HistoryLimits) -> Callable[[Counter], tuple[float, str]]:
+    """The sort key of the user's counters, strongest first (the first is the strongest)."""
     ref = max(c.updated_at for c in history.counters)
-    scored = sorted(
-        history.counters,
-        key=lambda c: (-_decay(c.weight, c.updated_at, ref, limits.counter_half_life_ms), c.advertiser_id),
-    )
-    return tuple(c.advertiser_id for c in scored)
+    return lambda c: (-_decay(c.weight, c.updated_at, ref, limits.counter_half_life_ms), c.advertiser_id)

@@ -16,17 +16,20 @@ from dataclasses import dataclass, field
 from adcast.core.events import ENGAGEMENTS, Event
 from adcast.core.examples import target_kind_of
 from adcast.core.history import HistoryLimits, UserHistory, fold_event, ranked_advertisers
+from adcast.core.prompt import render
 from adcast.core.requests import PredictionRequest
 from adcast.core.triggers import TriggerPolicy, mark_emitted
 
 
 @dataclass(frozen=True, slots=True)
 class Call:
-    """One prompt sent for scoring: when, why, and what (the request the stream tier would send)."""
+    """One prompt sent for scoring: when, why, and what (the request the stream tier would send,
+    and its prompt as the inference tier renders it)."""
 
     at: int
     reason: str
     request: PredictionRequest
+    prompt: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,8 +50,11 @@ class UserRun:
     calls: list[Call] = field(default_factory=list)
     judged: list[Judged] = field(default_factory=list)
     events: int = 0
-    counted_calls: int = 0
     first_counted: int = 0  # index in `calls` of the first call made at or after `start`
+
+    @property
+    def counted_calls(self) -> int:
+        return len(self.calls) - self.first_counted
 
 
 class _Replay:
@@ -76,10 +82,9 @@ class _Replay:
         run = self.run
         if now < self.start and run.calls:
             run.calls.pop()  # only the newest call before the period can still be met in it
-        run.calls.append(Call(now, reason, PredictionRequest.from_history(self.history, reason, now, self.limits)))
-        if now >= self.start:
-            run.counted_calls += 1
-        else:
+        request = PredictionRequest.from_history(self.history, reason, now, self.limits)
+        run.calls.append(Call(now, reason, request, render(request)))
+        if now < self.start:
             run.first_counted = len(run.calls)
         mark_emitted(self.history, now)
 
