@@ -6,6 +6,7 @@ the page must show what Redis, the advertisers topic and the inference tier hold
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from urllib.parse import quote
 
@@ -16,7 +17,7 @@ from produce import produce
 
 from adcast.config import override, to_env
 from adcast.core.affinities import Affinities
-from adcast.core.prompt import render
+from adcast.core.prompt import advertiser_token, render
 from adcast.core.requests import PredictionRequest
 from adcast.data.files import read_records, write_records
 from adcast.kafka import create_topics
@@ -38,6 +39,23 @@ def markup_event(user: str, advertiser: str) -> bytes:
     record = {"event_id": "inspect-xss", "user_id": user, "event_time": int(time.time() * 1000), "event_type": "click"}
     record |= {"advertiser_id": advertiser, "item_id": None, "category": "shoes", "brand": SCRIPT, "text": SCRIPT}
     return serde.encode(serde.EVENT, record)
+
+
+def shown_event(user: str, advertiser: str) -> bytes:
+    record = {"event_id": "inspect-shown", "user_id": user, "event_time": int(time.time() * 1000)}
+    record |= {"event_type": "impression", "advertiser_id": advertiser, "item_id": None, "category": "bags"}
+    return serde.encode(serde.EVENT, record | {"brand": None, "text": None})
+
+
+def page_marks_the_ad_shown_now(base: str, user: str, advertiser: str) -> None:
+    """The ad shown after the user's newest event is marked as the prompt marks it."""
+    with chromium() as browser:
+        page = browser.new_page()
+        page.goto(f"{base}/ui?token={TOKEN}&user_id={quote(user)}")
+        loaded(page)
+        page.wait_for_selector("ul.chips li.now")
+        marked = page.locator("ul.chips li.now").all_text_contents()
+        assert len(marked) == 1 and advertiser in marked[0] and marked[0].endswith(" · bags · now"), marked
 
 
 def scored_request(settings, user: str, version: int) -> PredictionRequest:
@@ -104,8 +122,9 @@ def test_the_inspector_shows_a_users_prediction_history_and_prompt_and_the_fleet
         summary = replay(settings, data, live=True, collect=True, progress=False)
         expected = expected_versions(summary.delivered)
         user = users[0]
-        advertiser = next(iter(read_records(data, "advertisers")))["advertiser_id"]
-        ((_, version),) = produce(settings, [(user, markup_event(user, advertiser))])
+        advertiser, shown = (r["advertiser_id"] for r in itertools.islice(read_records(data, "advertisers"), 2))
+        # A click, then an ad shown after it: the page the user browses now.
+        (_, (_, version)) = produce(settings, [(user, markup_event(user, advertiser)), (user, shown_event(user, shown))])
         expected[user] = version
         with AffinityClient(settings.redis) as client:
             done = wait_for_versions(client, expected, timeout_s=120)
@@ -114,8 +133,10 @@ def test_the_inspector_shows_a_users_prediction_history_and_prompt_and_the_fleet
         candidate = write_candidate(settings, live)
         names = read_advertiser_names(settings)
         prompt = render(scored_request(settings, user, version))
+        assert f" now {advertiser_token(shown)} " in prompt
         with serving(settings, tmp_path / "serve.log") as (base, _):
             check_the_page(base, user, live, candidate, names, prompt, tmp_path)
+            page_marks_the_ad_shown_now(base, user, shown)
         for w in workers:
             assert w.proc.poll() is None, w.tail()
     finally:

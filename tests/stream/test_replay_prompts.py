@@ -132,7 +132,7 @@ def test_two_runs_under_different_timing_end_on_byte_identical_prompts(settings,
     # scored once the user settles).
     limits = HistoryLimits()
     for user, prompt in first.items():
-        assert " ; shown <adv_" in prompt, prompt
+        assert " ; shown <adv_" in prompt or " ; shown now <adv_" in prompt, prompt
         mine = [r for r in records if r["user_id"] == user]
         probe = dict(mine[-1], event_id="probe", event_time=mine[-1]["event_time"] + 1, event_type="click")
         probe["advertiser_id"] = "probe-adv"

@@ -43,8 +43,8 @@ def test_an_impression_moves_the_version_and_reaches_the_prompt_at_once():
     result = fold_event(h, Event("e2", "u1", T0 + 2000, "impression", "a2", None, "shoes"), 6, LIMITS)
     assert result.applied and result.changed and result.impression and result.novel
     assert h.version == 6 and len(h.events) == 1 and h.newest_event_time == T0 + 2000
-    assert shown_ads(h, LIMITS) == (ShownAd("a2", "shoes"),)
-    assert "; shown <adv_a2> cat=shoes ; own <adv_a1>" in prompt_of(h)
+    assert shown_ads(h, LIMITS) == (ShownAd("a2", "shoes", after=True),)
+    assert "; shown now <adv_a2> cat=shoes ; own <adv_a1>" in prompt_of(h)
     assert not fold_event(h, ev(2, "impression", adv="a2"), 7, LIMITS).applied  # still deduplicated
     again = fold_event(h, Event("e3", "u1", T0 + 3000, "impression", "a2", None, "shoes"), 8, LIMITS)
     assert again.changed and not again.novel  # the same ad shown again cannot move the top-K
@@ -83,6 +83,22 @@ def test_the_prompt_holds_every_change_up_to_the_version_and_the_newest_shown_ad
         if kind == "impression":
             shown_before.append(adv)
         assert [ad.advertiser_id for ad in shown_ads(h, limits)] == shown_before[-limits.shown :]
+
+
+def test_ads_shown_since_the_users_newest_event_are_marked_now():
+    """The page the user browses after acting is told apart from the one they acted on: an ad is
+    `after` until the user's next own event, whatever its event time."""
+    h = UserHistory("u1")
+    fold_event(h, ev(1, adv="a1"), 1, LIMITS)
+    fold_event(h, Event("e2", "u1", T0 + 2000, "impression", "a2", None, "shoes"), 2, LIMITS)
+    fold_event(h, ev(3, adv="a2"), 3, LIMITS)  # a click on the ad just shown
+    fold_event(h, Event("e4", "u1", T0 + 4000, "impression", "a3", None, "bags"), 4, LIMITS)
+    fold_event(h, Event("e5", "u1", T0 + 500, "impression", "a4"), 5, LIMITS)  # late, still read after
+    assert [ad.after for ad in shown_ads(h, LIMITS)] == [False, True, True]
+    assert "; shown <adv_a2> cat=shoes now <adv_a3> cat=bags <adv_a4> ; own " in prompt_of(h)
+    fold_event(h, ev(6, "search", adv=None), 6, LIMITS)
+    assert not any(ad.after for ad in shown_ads(h, LIMITS))
+    assert " now " not in prompt_of(h)
 
 
 def test_own_advertisers_rank_by_decayed_engagement_weight():

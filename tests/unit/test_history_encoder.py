@@ -40,6 +40,8 @@ histories = st.builds(
     last_emit_at=longs,
     emitted_version=longs,
     impressions=st.lists(impressions, max_size=20),
+    pending_engaged=st.booleans(),
+    engaged_offset=longs,
 )
 
 
@@ -73,7 +75,7 @@ requests = st.builds(
     profile=st.dictionaries(text, text, max_size=5),
     events=st.lists(events, max_size=30).map(tuple),
     own=st.lists(text, max_size=20).map(tuple),
-    shown=st.lists(st.builds(ShownAd, text, st.none() | text), max_size=10).map(tuple),
+    shown=st.lists(st.builds(ShownAd, text, st.none() | text, st.booleans()), max_size=10).map(tuple),
 )
 
 
@@ -114,3 +116,26 @@ def test_requests_and_histories_of_the_previous_schema_version_read_into_the_cur
         buf.write(b"\x00" + schema_id.to_bytes(4, "big"))
         fastavro.schemaless_writer(buf, old.parsed, record)
         assert type(value).from_record(serde.decode(name, buf.getvalue())) == value
+
+
+def test_records_written_before_the_now_mark_read_with_every_ad_shown_before_the_users_event():
+    """PredictionRequest id 9 and UserHistory id 11 (no `after`, no `engaged_offset`) read into
+    the current versions: ads shown before the newest event, and no event of the user's known."""
+    import fastavro
+
+    history = UserHistory("u1", version=5, impressions=[Impression(5, "a2", "shoes")], pending_engaged=True)
+    request = PredictionRequest(
+        "u1", 5, "quiet", 7, 8, {}, (HistoryEvent(7, "click", "a1"),), ("a1",), (ShownAd("a2", "shoes"),)
+    )
+    for schema_id, name, value in ((11, serde.HISTORY, history), (9, serde.REQUEST, request)):
+        old = serde.registry().by_id[schema_id]
+        assert old.name == name and serde.registry().by_name[name].id > schema_id
+        record = value.to_record()
+        record.pop("engaged_offset", None)
+        for ad in record.get("shown", ()):
+            del ad["after"]
+        buf = io.BytesIO()
+        buf.write(b"\x00" + schema_id.to_bytes(4, "big"))
+        fastavro.schemaless_writer(buf, old.parsed, record)
+        decoded = type(value).from_record(serde.decode(name, buf.getvalue()))
+        assert decoded == value

@@ -33,7 +33,7 @@ def test_wire_format_header_is_magic_zero_and_fixed_schema_id():
 def test_every_schema_has_a_distinct_id_and_adcast_writes_each_records_newest():
     reg = serde.registry()
     assert len({s.id for s in reg.by_name.values()}) == len(reg.by_name) == 7
-    assert sorted(reg.by_id) == list(range(1, 12))
+    assert sorted(reg.by_id) == list(range(1, 14))
     for name, newest in reg.by_name.items():
         assert newest.id == max(i for i, s in reg.by_id.items() if s.name == name)
         assert serde.header(name) == struct.pack(">bI", 0, newest.id)
@@ -80,7 +80,10 @@ def test_request_round_trip_with_nested_history():
             }
         ],
         "own": ["a1"],
-        "shown": [{"advertiser_id": "a2", "category": "shoes"}, {"advertiser_id": "a1", "category": None}],
+        "shown": [
+            {"advertiser_id": "a2", "category": "shoes", "after": False},
+            {"advertiser_id": "a1", "category": None, "after": True},
+        ],
     }
     assert serde.decode(serde.REQUEST, serde.encode(serde.REQUEST, record)) == record
 

@@ -94,6 +94,7 @@ def worst_case_history(limits: HistoryLimits, sizes: FieldBytes) -> UserHistory:
         last_emit_at=_WIDEST_LONG,
         emitted_version=_WIDEST_LONG,
         pending_engaged=True,
+        engaged_offset=_WIDEST_LONG,
     )
 
 

@@ -7,7 +7,8 @@ each advertiser named in the prompt gets, on top of the model's logit, one learn
 it is named in, summed:
 
 - `own` rank r (0 = strongest), for r < OWN_SLOTS;
-- `shown` position p, newest first, for p < SHOWN_SLOTS (an ad shown twice gets both);
+- `shown` position p, newest first, for p < SHOWN_SLOTS (an ad shown twice gets both), with a
+  weight of its own for the ads shown after the user's newest event (after `now`);
 - the newest event's advertiser (the repeat: a save or checkout after a click).
 
 The places are read from the rendered prompt, so training and both engines compute the same
@@ -20,10 +21,13 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
+from adcast.core.prompt import NOW
+
 OWN_SLOTS = 16
 SHOWN_SLOTS = 8
-COPY_SLOTS = OWN_SLOTS + SHOWN_SLOTS + 1
-LAST_EVENT_SLOT = OWN_SLOTS + SHOWN_SLOTS
+SHOWN_NOW_SLOTS = OWN_SLOTS + SHOWN_SLOTS  # the first of the slots of ads shown after `now`
+LAST_EVENT_SLOT = SHOWN_NOW_SLOTS + SHOWN_SLOTS
+COPY_SLOTS = LAST_EVENT_SLOT + 1
 
 _SEPARATOR = " ; "  # the renderer replaces ';' inside every value, so this only separates parts
 _TOKEN = re.compile(r"<adv_[^>\s]*>")
@@ -42,8 +46,7 @@ def copy_slots(prompt: str) -> list[tuple[str, int]]:
         if part.startswith("own "):
             slots += [(t, r) for r, t in enumerate(_TOKEN.findall(part)[:OWN_SLOTS])]
         elif part.startswith("shown "):
-            shown = _TOKEN.findall(part)[::-1][:SHOWN_SLOTS]
-            slots += [(t, OWN_SLOTS + p) for p, t in enumerate(shown)]
+            slots += _shown_slots(part)
         else:
             break
         last_event = at - 1
@@ -52,6 +55,14 @@ def copy_slots(prompt: str) -> list[tuple[str, int]]:
         if found:
             slots.append((found.group(), LAST_EVENT_SLOT))
     return slots
+
+
+def _shown_slots(part: str) -> list[tuple[str, int]]:
+    """The shown part's tokens by position, newest first; those after `now` in their own slots."""
+    before, _, after = part.partition(f" {NOW} ")  # the part holds tokens and cat=..., so `now` is the mark
+    placed = [(t, OWN_SLOTS) for t in _TOKEN.findall(before)]
+    placed += [(t, SHOWN_NOW_SLOTS) for t in _TOKEN.findall(after)]
+    return [(t, first + p) for p, (t, first) in enumerate(placed[::-1][:SHOWN_SLOTS])]
 
 
 def copy_bias(prompt: str, weights: Sequence[float], index: dict[str, int]) -> dict[int, float]:

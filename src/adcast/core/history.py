@@ -96,6 +96,8 @@ class ShownAd(NamedTuple):
 
     advertiser_id: str
     category: str | None = None
+    # Shown since the user's newest own event (the page they are on), not before it.
+    after: bool = False
 
 
 @dataclass(slots=True)
@@ -123,6 +125,7 @@ class UserHistory:
     last_emit_at: int = 0
     emitted_version: int = -1
     pending_engaged: bool = False  # something the user did (not only ads shown) is pending
+    engaged_offset: int = -1  # input offset of the newest event the user made (not an impression)
 
     @property
     def pending(self) -> bool:
@@ -155,6 +158,7 @@ class UserHistory:
             "emitted_version": self.emitted_version,
             "impressions": [i._asdict() for i in self.impressions],
             "pending_engaged": self.pending_engaged,
+            "engaged_offset": self.engaged_offset,
         }
 
     @classmethod
@@ -177,6 +181,7 @@ class UserHistory:
                 Impression(i["offset"], i["advertiser_id"], i.get("category")) for i in r.get("impressions", ())
             ],
             pending_engaged=r.get("pending_engaged", False),
+            engaged_offset=r.get("engaged_offset", -1),
         )
 
 
@@ -266,9 +271,12 @@ def _keep_impression(history: UserHistory, impression: Impression, limits: Histo
 
 def shown_ads(history: UserHistory, limits: HistoryLimits) -> tuple[ShownAd, ...]:
     """The ads shown to the user that the prompt holds: the newest `limits.shown` impressions,
-    oldest first. An impression is a change of the prompt like any other: it moves the version
-    to its input offset, so the prompt of a version is fixed by the topic, whatever the timing."""
-    return tuple(ShownAd(i.advertiser_id, i.category) for i in history.impressions[-limits.shown :])
+    oldest first, each marked `after` when it was read after the user's newest own event (the
+    page they browse now, rather than the one they acted on). An impression is a change of the
+    prompt like any other: it moves the version to its input offset, so the prompt of a version
+    is fixed by the topic, whatever the timing."""
+    since = history.engaged_offset
+    return tuple(ShownAd(i.advertiser_id, i.category, i.offset > since) for i in history.impressions[-limits.shown :])
 
 
 @dataclass(frozen=True, slots=True)
@@ -322,6 +330,7 @@ def fold_event(
         _keep_impression(history, Impression(offset, event.advertiser_id, event.category), limits)
     else:
         _insert_event(history, HistoryEvent.from_event(event), limits)
+        history.engaged_offset = max(history.engaged_offset, offset)
     # Freshness is measured from the newest event that changed the prompt.
     history.newest_event_time = max(history.newest_event_time, event.event_time)
     history.version = max(history.version, offset)

@@ -1,15 +1,16 @@
 """The one prompt renderer, shared by training, evaluation and the inference tier.
 
-Layout (format version 3), chosen for prefix-cache reuse: the profile first, then events oldest
-to newest; then the ads shown to the user (the newest impressions, see
-`adcast.core.history.shown_ads`: what the ad system shows carries the user's current context),
-then the user's own advertisers ranked by their decayed counters (the long memory the bounded
-event list lacks). Both change with every version and so come last, before the fixed suffix. The
-history drops old events in chunks, so between two predictions of a user the prompt usually only
+Layout (format version 4), chosen for prefix-cache reuse: the profile first, then events oldest to
+newest; then the ads shown to the user (the newest impressions, see `adcast.core.history.shown_ads`:
+what the ad system shows carries the user's current context), those shown since the user's newest
+event after the word `now` (the page they browse at the moment of the prediction, not the one they
+acted on); then the user's own advertisers ranked by their decayed counters (the long memory the
+bounded event list lacks). Both change with every version and so come last, before the fixed suffix.
+The history drops old events in chunks, so between two predictions of a user the prompt usually only
 changes after the previous last event.
 
     profile age=25-34 gender=f city=tier2 ; click <adv_a17> cat=shoes brand=runfast ;
-    search red running shoes ; view cat=bags ; shown <adv_a17> cat=shoes <adv_a40> cat=bags ;
+    search red running shoes ; view cat=bags ; shown <adv_a17> cat=shoes now <adv_a40> cat=bags ;
     own <adv_a17> <adv_a03> ; next
 
 Each advertiser is one added token `<adv_ID>` in the model's vocabulary; the model's answer is
@@ -25,7 +26,8 @@ from typing import Protocol
 from adcast.core.history import HistoryEvent, ShownAd
 from adcast.core.text import text_words
 
-PROMPT_FORMAT_VERSION = 3
+PROMPT_FORMAT_VERSION = 4
+NOW = "now"  # marks the shown ads that came after the user's newest event
 _UNSAFE = re.compile(r"[\s<>;=]+")
 
 
@@ -72,7 +74,11 @@ def render(snapshot: Snapshot) -> str:
 
 def _render_shown(shown: Sequence[ShownAd]) -> str:
     parts = ["shown"]
+    after = False
     for ad in shown:
+        if ad.after and not after:
+            parts.append(NOW)
+            after = True
         parts.append(advertiser_token(ad.advertiser_id))
         if ad.category:
             parts.append(f"cat={_value(ad.category)}")

@@ -63,5 +63,7 @@ class PredictionRequest:
             dict(r["profile"]),
             tuple(HistoryEvent.from_record(e) for e in r["events"]),
             tuple(r.get("own", ())),
-            tuple(ShownAd(ad["advertiser_id"], ad.get("category")) for ad in r.get("shown", ())),
+            tuple(
+                ShownAd(ad["advertiser_id"], ad.get("category"), ad.get("after", False)) for ad in r.get("shown", ())
+            ),
         )

@@ -146,7 +146,10 @@ def encode_request(r: PredictionRequest) -> bytes:
     parts.append(_NULL)
     if r.shown:
         parts.append(_long(len(r.shown)))
-        parts.extend(_known_string(ad.advertiser_id) + _optional(ad.category) for ad in r.shown)
+        parts.extend(
+            _known_string(ad.advertiser_id) + _optional(ad.category) + (b"\x01" if ad.after else b"\x00")
+            for ad in r.shown
+        )
     parts.append(_NULL)
     return b"".join(parts)
 
@@ -176,4 +179,5 @@ def encode_history(h: UserHistory) -> bytes:
         parts.extend(_long(i.offset) + _known_string(i.advertiser_id) + _optional(i.category) for i in h.impressions)
     parts.append(_NULL)
     parts.append(b"\x01" if h.pending_engaged else b"\x00")
+    parts.append(_long(h.engaged_offset))
     return b"".join(parts)

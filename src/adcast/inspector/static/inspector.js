@@ -173,7 +173,9 @@
     h.events.forEach((e) => events.append(eventItem(e, names)));
     box.append(el("h3", { text: h.events.length + " events" }), events);
     const shown = el("ul", { class: "chips" });
-    h.shown.forEach((ad) => shown.append(el("li", null, advertiser(ad.advertiser_id, names), ad.category ? " · " + ad.category : "")));
+    // `now`: shown since the user's newest event (the page they browse), as the prompt marks it.
+    h.shown.forEach((ad) => shown.append(el("li", ad.after ? { class: "now", title: "shown since the user's newest event" } : null,
+      advertiser(ad.advertiser_id, names), ad.category ? " · " + ad.category : "", ad.after ? " · now" : "")));
     box.append(el("h3", { text: "shown ads" }), h.shown.length ? shown : el("p", { class: "empty", text: "none" }));
     const counters = el("ul", { class: "chips" });
     h.counters.forEach((c) => counters.append(el("li", null, advertiser(c.advertiser_id, names), " " + c.weight.toFixed(2))));
