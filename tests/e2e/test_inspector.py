@@ -124,7 +124,8 @@ def test_the_inspector_shows_a_users_prediction_history_and_prompt_and_the_fleet
         user = users[0]
         advertiser, shown = (r["advertiser_id"] for r in itertools.islice(read_records(data, "advertisers"), 2))
         # A click, then an ad shown after it: the page the user browses now.
-        (_, (_, version)) = produce(settings, [(user, markup_event(user, advertiser)), (user, shown_event(user, shown))])
+        events = [(user, markup_event(user, advertiser)), (user, shown_event(user, shown))]
+        (_, (_, version)) = produce(settings, events)
         expected[user] = version
         with AffinityClient(settings.redis) as client:
             done = wait_for_versions(client, expected, timeout_s=120)
