@@ -98,7 +98,8 @@ def fold_histories(
         if history is None:
             # Start below every backfill version: the default, -1, is above them all.
             profile = bounded_profile(profiles.get(e.user_id, {}))
-            history = histories[e.user_id] = UserHistory(e.user_id, version=backfill_version(0), profile=profile)
+            below = backfill_version(0)
+            history = histories[e.user_id] = UserHistory(e.user_id, below, profile=profile, engaged_offset=below)
         fold_event(history, e, backfill_version(e.event_time), limits)
     return histories
 
