@@ -30,6 +30,8 @@ from adcast.core.text import text_words
 # Engagement weight per event type for the decayed per-advertiser counters. Impressions count for
 # nothing here: they reach the prompt through their own bounded list (`shown_ads`).
 COUNTER_WEIGHTS = {IMPRESSION: 0.0, VIEW: 0.5, CLICK: 1.0, SEARCH: 0.0, SAVE: 2.0, ADD_TO_CART: 3.0, CHECKOUT: 5.0}
+# Events that always deserve a prompt call: intent to buy.
+HIGH_VALUE_TYPES = frozenset({ADD_TO_CART, CHECKOUT})
 _HASH_BYTES = 8
 
 
@@ -309,13 +311,7 @@ def _is_novel(history: UserHistory, event: Event, limits: HistoryLimits) -> bool
     return min(history.counters, key=_strength_order(history, limits)).advertiser_id != event.advertiser_id
 
 
-def fold_event(
-    history: UserHistory,
-    event: Event,
-    offset: int,
-    limits: HistoryLimits,
-    high_value_types: frozenset[str] = frozenset({ADD_TO_CART, CHECKOUT}),
-) -> FoldResult:
+def fold_event(history: UserHistory, event: Event, offset: int, limits: HistoryLimits) -> FoldResult:
     """Fold one validated event, read at input `offset`, into `history` in place."""
     digest = event_id_hash(event.event_id)
     if _seen(history, digest):
@@ -339,7 +335,7 @@ def fold_event(
         changed=True,
         impression=shown,
         novel=novel,
-        high_value=event.event_type in high_value_types,
+        high_value=event.event_type in HIGH_VALUE_TYPES,
     )
 
 

@@ -87,7 +87,7 @@ class TriggerPolicy:
             return HIGH_VALUE
         if now_ms - history.last_emit_at < self._interval(history):
             return None
-        if not history.pending_engaged and self.name == "value":
+        if not history.pending_engaged:  # only the value policy lets ads shown alone pend
             return SHOWN
         return QUIET if quiet else MAX_DELAY
 
