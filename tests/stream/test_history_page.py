@@ -100,16 +100,16 @@ def test_the_page_shows_a_users_history_and_the_prompt_the_engines_see(settings,
         newest = page["events"][-1]
         assert (newest["event_time"], newest["brand"], newest["category"]) == (NOW + 2, SCRIPT, "shoes")
         assert page["events"][0]["text"] == "img src x onerror alert 1"  # the words the history keeps of a text
-        assert page["shown"] == [
-            {"advertiser_id": "a7", "category": "bags"},
-            {"advertiser_id": "a9", "category": SCRIPT},
+        assert page["shown"] == [  # a9 was shown after the user's newest event (the view)
+            {"advertiser_id": "a7", "category": "bags", "after": False},
+            {"advertiser_id": "a9", "category": SCRIPT, "after": True},
         ]
         assert [i["advertiser_id"] for i in page["impressions"]] == ["a7", "a9"]
         assert page["impressions"][1]["category"] == SCRIPT
         assert [c["advertiser_id"] for c in page["counters"]] == page["own"] == ["a1"]
         assert page["pending"]["pending"] is False and page["pending"]["due_at"] is None
         assert page["prompt"] == render(request)  # as the inference tier renders the request it reads
-        assert "<adv_a7> cat=bags" in page["prompt"] and not page["truncated"]
+        assert "<adv_a7> cat=bags now <adv_a9>" in page["prompt"] and not page["truncated"]
 
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/history?user_id={user}", timeout=10) as response:
             assert response.headers["Content-Type"].startswith("application/json")

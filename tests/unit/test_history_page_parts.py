@@ -52,7 +52,7 @@ def test_the_answer_holds_the_history_and_the_requests_prompt() -> None:
     )
     page = answer(h, LIMITS, due_at=NOW + 500, served_by="http://w:6066")
     assert page["version"] == 1 and page["events"][-1]["brand"] == "<b>"
-    assert page["shown"] == [{"advertiser_id": "a7", "category": "bags"}]
+    assert page["shown"] == [{"advertiser_id": "a7", "category": "bags", "after": False}]  # shown before the click
     assert page["own"] == ["a1"] and page["pending"]["pending"] and page["pending"]["due_at"] == NOW + 500
     assert page["prompt"] == render(PredictionRequest.from_history(h, "quiet", NOW, LIMITS))
     assert json.loads(encode(page)) == page
