@@ -73,6 +73,25 @@ def test_returns_share_with_own_advertisers_and_new_ones_with_their_category() -
     ]
 
 
+def test_a_new_advertiser_the_prompt_shows_shares_with_the_ads_shown_of_its_category() -> None:
+    """Clicked from a page, a new advertiser is a draw from what the page showed of its category;
+    one the prompt does not show still shares with its whole category."""
+    advertisers = [
+        {"advertiser_id": "a", "category": "shoes"},
+        {"advertiser_id": "b", "category": "shoes"},
+        {"advertiser_id": "c", "category": "pets"},
+        {"advertiser_id": "d", "category": "shoes"},
+    ]
+    spreads = Spreads(advertisers, [0, 0, 0, 0], 0.3, 0.2)
+    shown = [2, 1, 0, 1]  # c, b, a, b (b shown twice)
+    assert spreads.of(0, False, [], shown) == ([0, 1], 0.2, None)
+    assert spreads.of(2, False, [], shown) == ([2], 0.2, None)  # alone in its category: one-hot in effect
+    assert spreads.of(3, False, [], shown) == ([0, 1, 3], 0.2, [1.0, 1.0, 1.0])
+    assert spreads.of(1, True, [1, 2], shown) == ([1, 2], 0.3, None)  # a return shares with own ones
+    row = soft_targets([0], [spreads.of(0, False, [], shown)], 4)[0]
+    assert row.tolist() == pytest.approx([0.9, 0.1, 0.0, 0.0])
+
+
 # Relabelling: vocabulary of 20 tokens, advertisers 0..4 are tokens 10..14.
 ADVERTISER_TOKENS = [10, 11, 12, 13, 14]
 

@@ -29,6 +29,12 @@ SHOWN_NOW_SLOTS = OWN_SLOTS + SHOWN_SLOTS  # the first of the slots of ads shown
 LAST_EVENT_SLOT = SHOWN_NOW_SLOTS + SHOWN_SLOTS
 COPY_SLOTS = LAST_EVENT_SLOT + 1
 
+
+def is_shown_slot(slot: int) -> bool:
+    """Whether a slot is one of an ad shown (before or after `now`)."""
+    return OWN_SLOTS <= slot < LAST_EVENT_SLOT
+
+
 _SEPARATOR = " ; "  # the renderer replaces ';' inside every value, so this only separates parts
 _TOKEN = re.compile(r"<adv_[^>\s]*>")
 

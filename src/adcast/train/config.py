@@ -21,7 +21,8 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 0.1
     # Shares of the target mass spread over the plausible alternatives (see soft_targets): on a
-    # return, the user's own advertisers; on a new advertiser, the advertisers of its category.
+    # return, the user's own advertisers; on a new advertiser, the ads of its category the prompt
+    # shows when it is one of them, else the advertisers of its category.
     return_smoothing: float = 0.3
     new_smoothing: float = 0.3
     # Relabelled copies (see Relabeller) per example whose target is in the history, per epoch, on

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from adcast.core.copy import is_shown_slot
 from adcast.train.copy_score import named_slots
 from adcast.train.shards import Manifest
 from adcast.train.validation import held_user
@@ -69,6 +70,11 @@ class ExampleSet:
 
     def __len__(self) -> int:
         return len(self.targets)
+
+    def shown(self, i: int) -> list[int]:
+        """The advertisers of the ads example `i`'s prompt shows (read from its copy slots)."""
+        named, slots = self.named[i].tolist(), self.slots[i].tolist()
+        return [a for a, slot in zip(named, slots, strict=True) if is_shown_slot(slot)]
 
     @property
     def lengths(self) -> list[int]:

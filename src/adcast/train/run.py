@@ -186,7 +186,7 @@ class Run:
             mask[r, : len(x)] = 1
         targets = [int(examples.targets[i]) for i in batch]
         shares = [
-            self.data.spreads.of(t, bool(examples.in_own[i]), examples.own[i].tolist())
+            self.data.spreads.of(t, bool(examples.in_own[i]), examples.own[i].tolist(), examples.shown(i))
             for t, i in zip(targets, batch, strict=True)
         ]
         target = soft_targets(targets, shares, len(self.data.manifest.advertisers))

@@ -4,6 +4,7 @@ teach copying from the history."""
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -77,10 +78,11 @@ def relabelled_copies(copyable: list[int], per_example: float, rng: random.Rando
 class Spreads:
     """What each target is shared with: a return, the user's own advertisers (keeping repeats of
     the last event's advertiser one-hot too was worse: recall@10 0.887 vs 0.910 on the default
-    world); a new advertiser, the advertisers of its category (those without a category: none),
-    each in proportion to how often it is a target in training, plus one: within a category, a
-    popular advertiser is the likelier discovery. `target_counts[i]`: examples whose target is
-    advertiser i (of `advertisers`, in order)."""
+    world); a new advertiser the prompt shows, the ads it shows of the same category, evenly: the
+    page the user picked it from; any other new advertiser, the advertisers of its category
+    (those without a category: none), each in proportion to how often it is a target in
+    training, plus one: within a category, a popular advertiser is the likelier discovery.
+    `target_counts[i]`: examples whose target is advertiser i (of `advertisers`, in order)."""
 
     def __init__(
         self,
@@ -97,8 +99,11 @@ class Spreads:
         self.weights = {c: [1.0 + target_counts[i] for i in among] for c, among in self.by_category.items()}
         self.return_smoothing, self.new_smoothing = return_smoothing, new_smoothing
 
-    def of(self, target: int, in_own: bool, own: list[int]) -> Spread | None:
+    def of(self, target: int, in_own: bool, own: list[int], shown: Sequence[int] = ()) -> Spread | None:
+        """The spread of `target`, given the user's own advertisers and the ads the prompt shows."""
         if in_own:
             return (own, self.return_smoothing, None)
         c = self.category[target]
+        if target in shown:
+            return (sorted({a for a in shown if self.category[a] == c}), self.new_smoothing, None)
         return (self.by_category[c], self.new_smoothing, self.weights[c]) if c else None
